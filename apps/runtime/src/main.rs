@@ -1,0 +1,2 @@
+//! The runtime service binary.
+fn main() {}
