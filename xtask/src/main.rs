@@ -1,6 +1,65 @@
 //! `cargo xtask <command>`: project automation written in Rust rather than shell.
+//!
+//! This file only dispatches: each command lives in a module of its own (or,
+//! for a one-call command, in a short function here) and returns an
+//! `anyhow::Result`; an error is printed once, here, and exits with status 1.
 
-fn main() -> anyhow::Result<()> {
-    let command = std::env::args().nth(1).unwrap_or_default();
-    anyhow::bail!("unknown xtask command {command:?}")
+mod fixtures;
+
+use anyhow::{Context, bail};
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// What `cargo xtask` with no or an unknown command prints.
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  fixtures [--check]      rebuild the golden receipt.json and replay.jsonl of every
+                          fixtures/runs/*/run.json; --check only reports stale files
+  replay-validate FILE    check FILE against the REPLAY.jsonl v1 rules";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command named by the first argument.
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let Some((command, rest)) = args.split_first() else {
+        bail!("no command given\n\n{USAGE}");
+    };
+    match command.as_str() {
+        "fixtures" => fixtures::run(rest),
+        "replay-validate" => replay_validate(rest),
+        _ => bail!("unknown command {command:?}\n\n{USAGE}"),
+    }
+}
+
+/// `replay-validate FILE`: prints `ok (N lines)` or fails with the first
+/// broken rule and its line.
+fn replay_validate(args: &[String]) -> anyhow::Result<()> {
+    let [path] = args else {
+        bail!("usage: cargo xtask replay-validate FILE");
+    };
+    let file = File::open(path).with_context(|| format!("opening {path}"))?;
+    let lines = openagents_artifacts::validate_replay(BufReader::new(file))
+        .with_context(|| path.clone())?;
+    println!("ok ({lines} lines)");
+    Ok(())
+}
+
+/// The workspace root: xtask sits one level below it.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
 }

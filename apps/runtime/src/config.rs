@@ -1,0 +1,287 @@
+//! Service configuration: every `RUNTIME_*` variable, read once at start.
+//!
+//! A bad value refuses to start with one line naming the variable and the
+//! value. Defaults make `cargo run -p openagents-runtime-service` work on a
+//! fresh machine with data under `.runtime-data/`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Who may write: the cutover control of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorityWriteMode {
+    /// This service is the write authority.
+    RustActive,
+    /// This service mirrors; its write routes are frozen.
+    ShadowOnly,
+    /// Nothing may be written.
+    ReadOnly,
+}
+
+impl AuthorityWriteMode {
+    /// The contract's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RustActive => "rust_active",
+            Self::ShadowOnly => "shadow_only",
+            Self::ReadOnly => "read_only",
+        }
+    }
+
+    /// Whether write routes are served.
+    pub fn writes_enabled(self) -> bool {
+        self == Self::RustActive
+    }
+}
+
+impl FromStr for AuthorityWriteMode {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        match text {
+            "rust_active" => Ok(Self::RustActive),
+            "shadow_only" => Ok(Self::ShadowOnly),
+            "read_only" => Ok(Self::ReadOnly),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A variable that holds a value the service cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {variable}={value:?}: expected {expected}")]
+pub struct ConfigError {
+    variable: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+/// Everything the service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub bind_addr: SocketAddr,
+    /// Name reported by `/healthz`.
+    pub service_name: String,
+    /// Build identifier reported by `/healthz`.
+    pub build_sha: String,
+    /// The durable event log.
+    pub event_log_path: PathBuf,
+    /// The projection checkpoint file.
+    pub checkpoint_path: PathBuf,
+    /// Cutover control for this service's writes.
+    pub authority_write_mode: AuthorityWriteMode,
+    /// Whether the legacy runtime's writes are frozen (reported only).
+    pub legacy_write_freeze: bool,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Heartbeat age after which a live worker is `stale`.
+    pub worker_heartbeat_stale_after_ms: u64,
+    /// Messages kept per Khala topic.
+    pub fanout_queue_capacity: usize,
+    /// Khala topics held in memory at once.
+    pub fanout_max_topics: usize,
+    /// Khala long-polls allowed to wait at once.
+    pub khala_max_waiters: usize,
+    /// HS256 key of sync tokens; Khala routes answer 503 without it.
+    pub sync_token_signing_key: Option<String>,
+    /// Required `iss` of sync tokens.
+    pub sync_token_issuer: String,
+    /// Required `aud` of sync tokens.
+    pub sync_token_audience: String,
+    /// Revoked sync token ids.
+    pub sync_revoked_jtis: Vec<String>,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests need no process
+    /// environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars { lookup: &lookup };
+        Ok(Config {
+            bind_addr: vars.parsed(
+                "RUNTIME_BIND_ADDR",
+                "127.0.0.1:4100",
+                "a socket address like 127.0.0.1:4100",
+            )?,
+            service_name: vars.text("RUNTIME_SERVICE_NAME", "runtime"),
+            build_sha: vars.text("RUNTIME_BUILD_SHA", "dev"),
+            event_log_path: vars
+                .text(
+                    "RUNTIME_EVENT_LOG_PATH",
+                    ".runtime-data/runtime-events.jsonl",
+                )
+                .into(),
+            checkpoint_path: vars
+                .text(
+                    "RUNTIME_CHECKPOINT_PATH",
+                    ".runtime-data/projection-state.json",
+                )
+                .into(),
+            authority_write_mode: vars.parsed(
+                "RUNTIME_AUTHORITY_WRITE_MODE",
+                "rust_active",
+                "one of rust_active, shadow_only, read_only",
+            )?,
+            legacy_write_freeze: vars.boolean("LEGACY_RUNTIME_WRITE_FREEZE", false)?,
+            max_body_bytes: vars.bounded("RUNTIME_MAX_BODY_BYTES", 1_048_576, 1024..=64 << 20)?,
+            worker_heartbeat_stale_after_ms: vars.bounded(
+                "RUNTIME_WORKER_HEARTBEAT_STALE_AFTER_MS",
+                120_000,
+                1..=86_400_000,
+            )?,
+            fanout_queue_capacity: vars.bounded(
+                "RUNTIME_FANOUT_QUEUE_CAPACITY",
+                1024,
+                1..=1_000_000,
+            )?,
+            fanout_max_topics: vars.bounded("RUNTIME_FANOUT_MAX_TOPICS", 10_000, 1..=1_000_000)?,
+            khala_max_waiters: vars.bounded("RUNTIME_KHALA_MAX_WAITERS", 10_000, 1..=1_000_000)?,
+            sync_token_signing_key: vars.optional("RUNTIME_SYNC_TOKEN_SIGNING_KEY"),
+            sync_token_issuer: vars.text("RUNTIME_SYNC_TOKEN_ISSUER", "https://openagents.com"),
+            sync_token_audience: vars.text("RUNTIME_SYNC_TOKEN_AUDIENCE", "openagents-sync"),
+            sync_revoked_jtis: vars
+                .optional("RUNTIME_SYNC_REVOKED_JTIS")
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|jti| !jti.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The configuration tests start from: every default, data under `dir`.
+    pub fn for_tests(dir: &std::path::Path) -> Self {
+        let mut config = Self::from_lookup(|_| None).expect("defaults are valid");
+        config.bind_addr = "127.0.0.1:0".parse().expect("valid address");
+        config.event_log_path = dir.join("runtime-events.jsonl");
+        config.checkpoint_path = dir.join("projection-state.json");
+        config
+    }
+}
+
+/// Typed access to the variables, each failure naming its variable.
+struct Vars<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Vars<'_> {
+    fn optional(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|value| !value.is_empty())
+    }
+
+    fn text(&self, name: &str, default: &str) -> String {
+        self.optional(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn parsed<T: FromStr>(
+        &self,
+        name: &'static str,
+        default: &str,
+        expected: &'static str,
+    ) -> Result<T, ConfigError> {
+        let value = self.text(name, default);
+        value.parse().map_err(|_| ConfigError {
+            variable: name,
+            value,
+            expected,
+        })
+    }
+
+    fn boolean(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.optional(name).as_deref() {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(ConfigError {
+                variable: name,
+                value: other.to_owned(),
+                expected: "true or false",
+            }),
+        }
+    }
+
+    fn bounded<T>(
+        &self,
+        name: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Copy,
+    {
+        let Some(value) = self.optional(name) else {
+            return Ok(default);
+        };
+        match value.parse::<T>() {
+            Ok(parsed) if range.contains(&parsed) => Ok(parsed),
+            _ => Err(ConfigError {
+                variable: name,
+                value,
+                expected: "a whole number in the allowed range (see README)",
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = with(&[]).unwrap();
+        assert_eq!(config.bind_addr.to_string(), "127.0.0.1:4100");
+        assert_eq!(config.authority_write_mode, AuthorityWriteMode::RustActive);
+        assert_eq!(config.max_body_bytes, 1_048_576);
+        assert_eq!(config.fanout_queue_capacity, 1024);
+        assert!(config.sync_token_signing_key.is_none());
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_the_value() {
+        let error = with(&[("RUNTIME_AUTHORITY_WRITE_MODE", "both")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("RUNTIME_AUTHORITY_WRITE_MODE") && error.contains("\"both\""),
+            "{error}"
+        );
+        let error = with(&[("LEGACY_RUNTIME_WRITE_FREEZE", "yes")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("LEGACY_RUNTIME_WRITE_FREEZE"), "{error}");
+        let error = with(&[("RUNTIME_MAX_BODY_BYTES", "-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("RUNTIME_MAX_BODY_BYTES"), "{error}");
+        let error = with(&[("RUNTIME_BIND_ADDR", "nowhere")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("RUNTIME_BIND_ADDR"), "{error}");
+    }
+
+    #[test]
+    fn revoked_jtis_are_a_trimmed_comma_list() {
+        let config = with(&[("RUNTIME_SYNC_REVOKED_JTIS", " a, b ,,c")]).unwrap();
+        assert_eq!(config.sync_revoked_jtis, vec!["a", "b", "c"]);
+    }
+}

@@ -1,0 +1,168 @@
+//! The one place where failures become the contract's JSON error envelope:
+//! `{"error", "message", "reason_code"?, "details"}` with its status code.
+//!
+//! Domain crates return typed errors; handlers return [`ApiError`]; the
+//! `From` impls below are the whole mapping.
+
+use crate::authority::AuthorityError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use openagents_event_log::{LogFailure, ReadError};
+use serde_json::{Value, json};
+
+/// A failed request as the client will see it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+    reason_code: Option<&'static str>,
+    details: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error,
+            message: message.into(),
+            reason_code: None,
+            details: json!({}),
+        }
+    }
+
+    /// Adds the contract's `reason_code`.
+    pub fn with_reason(mut self, reason_code: &'static str) -> Self {
+        self.reason_code = Some(reason_code);
+        self
+    }
+
+    /// Adds structured `details`.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// 400: malformed input.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 404: no such run, worker, checkpoint, report or route.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 409: the request conflicts with what the log already holds.
+    pub fn conflict(reason_code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message).with_reason(reason_code)
+    }
+
+    /// 405: the route exists, the method does not.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        )
+    }
+
+    /// 503: state is still being recovered.
+    pub fn not_ready() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the service is recovering its state; retry shortly",
+        )
+    }
+
+    /// 500: a bug or an I/O failure; the message names it.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// An error with a status and code of its own, for the contract's less
+    /// common envelopes (Khala denials, frozen writes).
+    pub fn custom(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Self::new(status, error, message)
+    }
+
+    /// The status code, for logs and metrics.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body =
+            json!({"error": self.error, "message": self.message, "details": self.details});
+        if let Some(reason) = self.reason_code {
+            body["reason_code"] = json!(reason);
+        }
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<AuthorityError> for ApiError {
+    fn from(error: AuthorityError) -> Self {
+        use AuthorityError::*;
+        let message = error.to_string();
+        match error {
+            RunNotFound(_) | WorkerNotFound(_) => ApiError::not_found(message),
+            RunState(rule) => {
+                let reason = rule.reason_code();
+                let status = if reason == "run_terminal" {
+                    StatusCode::CONFLICT
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                let code = if status == StatusCode::CONFLICT {
+                    "conflict"
+                } else {
+                    "invalid_request"
+                };
+                ApiError::new(status, code, message).with_reason(reason)
+            }
+            IdempotencyKeyReused => ApiError::conflict("idempotency_key_reused", message),
+            SequenceConflict { expected, actual } => {
+                ApiError::conflict("sequence_conflict", message).with_details(
+                    json!({"expected_previous_seq": expected, "actual_previous_seq": actual}),
+                )
+            }
+            InvalidRequest(_) => ApiError::invalid_request(message),
+            Owner(_) => ApiError::invalid_request(message),
+            WorkerTransition(rule) => {
+                ApiError::invalid_request(message).with_reason(rule.reason_code())
+            }
+            OwnerMismatch => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            WriteFrozen(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "write_path_frozen",
+                message,
+            ),
+            Log(failure) => failure.into(),
+            Read(failure) => failure.into(),
+            Append(failure) => ApiError::internal(failure.to_string()),
+        }
+    }
+}
+
+impl From<LogFailure> for ApiError {
+    fn from(failure: LogFailure) -> Self {
+        match failure {
+            LogFailure::Poisoned(_) => ApiError::internal(failure.to_string()),
+            LogFailure::Overloaded | LogFailure::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                failure.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> Self {
+        ApiError::internal(error.to_string())
+    }
+}

@@ -1,0 +1,138 @@
+//! Run operations as the HTTP routes need them: request validation, the
+//! authority write, and the read that builds the response.
+//!
+//! Validation here is about the shape of a request (lengths, object bodies,
+//! key trimming); the rules of the run itself live in the state machine and
+//! in the authority's decisions.
+
+use crate::authority::{
+    AppendEvent, Authority, AuthorityError, CreateRun, RunHead, RunWrite, decide_append,
+    decide_create,
+};
+use crate::types::{AppendEventBody, CreateRunBody};
+use openagents_run_state::RunEvent;
+use openagents_workers::{Owner, validate_worker_id};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// Longest event type and idempotency key accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Largest page of `GET /internal/v1/runs/{id}/events`.
+pub const MAX_EVENTS_PAGE: usize = 1000;
+/// Page size when the client gives none.
+pub const DEFAULT_EVENTS_PAGE: usize = 100;
+
+/// Creates a run (or replays its creation for a repeated idempotency key).
+pub async fn create_run(
+    authority: &Authority,
+    body: CreateRunBody,
+) -> Result<RunWrite, AuthorityError> {
+    if let Some(worker_id) = &body.worker_id {
+        validate_worker_id(worker_id).map_err(|e| AuthorityError::InvalidRequest(e.to_string()))?;
+    }
+    let request = CreateRun {
+        owner: Owner::optional_from_request(body.owner_user_id, body.owner_guest_scope.as_deref())?,
+        metadata: object_or_empty("metadata", body.metadata)?,
+        idempotency_key: idempotency_key(body.idempotency_key)?,
+        worker_id: body.worker_id,
+    };
+    authority
+        .execute(move |txn| decide_create(txn, request))
+        .await
+}
+
+/// Appends an event to a run.
+pub async fn append_event(
+    authority: &Authority,
+    run_id: Uuid,
+    body: AppendEventBody,
+) -> Result<RunWrite, AuthorityError> {
+    if body.event_type.trim().is_empty() {
+        return Err(AuthorityError::InvalidRequest(
+            "event_type must not be empty".into(),
+        ));
+    }
+    if body.event_type.chars().count() > MAX_NAME_CHARS {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "event_type is longer than {MAX_NAME_CHARS} characters"
+        )));
+    }
+    let request = AppendEvent {
+        event_type: body.event_type,
+        payload: object_or_empty("payload", body.payload)?,
+        idempotency_key: idempotency_key(body.idempotency_key)?,
+        expected_previous_seq: body.expected_previous_seq,
+    };
+    authority
+        .execute(move |txn| decide_append(txn, run_id, request))
+        .await
+}
+
+/// A run with every event, consistent with its head.
+pub fn run_with_events(
+    authority: &Authority,
+    run_id: Uuid,
+) -> Result<(RunHead, Vec<RunEvent>), AuthorityError> {
+    let head = authority.run(run_id)?;
+    let limit = usize::try_from(head.latest_seq).unwrap_or(usize::MAX);
+    let events = authority.run_events(run_id, 0, limit)?;
+    Ok((head, events))
+}
+
+/// One page of a run's events.
+pub struct EventsPage {
+    /// The events, in seq order.
+    pub events: Vec<RunEvent>,
+    /// The last returned seq, or `after_seq` when none.
+    pub next_cursor: u64,
+    /// The run's last seq.
+    pub head_seq: u64,
+}
+
+/// Reads a page of a run's events.
+pub fn events_page(
+    authority: &Authority,
+    run_id: Uuid,
+    after_seq: u64,
+    limit: Option<usize>,
+) -> Result<EventsPage, AuthorityError> {
+    let limit = limit.unwrap_or(DEFAULT_EVENTS_PAGE);
+    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "limit must be between 1 and {MAX_EVENTS_PAGE}"
+        )));
+    }
+    let head = authority.run(run_id)?;
+    let available =
+        usize::try_from(head.latest_seq.saturating_sub(after_seq)).unwrap_or(usize::MAX);
+    let events = authority.run_events(run_id, after_seq, limit.min(available))?;
+    let next_cursor = events.last().map_or(after_seq, |event| event.seq);
+    Ok(EventsPage {
+        events,
+        next_cursor,
+        head_seq: head.latest_seq,
+    })
+}
+
+/// Trims a key; an empty key means none.
+fn idempotency_key(key: Option<String>) -> Result<Option<String>, AuthorityError> {
+    let Some(key) = key else { return Ok(None) };
+    let trimmed = key.trim();
+    if trimmed.chars().count() > MAX_NAME_CHARS {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "idempotency_key is longer than {MAX_NAME_CHARS} characters"
+        )));
+    }
+    Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
+}
+
+/// Accepts a JSON object or nothing (an empty object).
+fn object_or_empty(field: &str, value: Option<Value>) -> Result<Value, AuthorityError> {
+    match value {
+        None | Some(Value::Null) => Ok(Value::Object(Map::new())),
+        Some(object @ Value::Object(_)) => Ok(object),
+        Some(_) => Err(AuthorityError::InvalidRequest(format!(
+            "{field} must be a JSON object"
+        ))),
+    }
+}

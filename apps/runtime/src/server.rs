@@ -1,0 +1,123 @@
+//! The HTTP surface: the router, the shared application state, and the
+//! fallbacks that keep every answer a JSON envelope.
+//!
+//! Handlers live in `server/`, one file per resource; they parse, call the
+//! service modules, and map typed errors through `ApiError`. Nothing here
+//! decides a rule of the contract.
+
+mod extract;
+mod health;
+mod runs;
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::error::ApiError;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    config: Config,
+    started: Instant,
+    /// Set once recovery finished; routes needing state answer 503 before.
+    core: OnceLock<Arc<Core>>,
+}
+
+/// What `/readyz` reports.
+pub struct Readiness {
+    /// The log is recovered and accepts writes.
+    pub authority_ready: bool,
+    /// Projections caught up with the log.
+    pub projector_ready: bool,
+    /// Workers are rebuilt.
+    pub workers_ready: bool,
+    /// Why the service is not ready, when it knows.
+    pub reason: Option<String>,
+}
+
+impl AppState {
+    /// State for a service whose recovery has not finished yet.
+    pub fn new(config: Config) -> Self {
+        AppState {
+            inner: Arc::new(Shared {
+                config,
+                started: Instant::now(),
+                core: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Installs the recovered core; from now on routes are served.
+    pub fn set_core(&self, core: Arc<Core>) {
+        let _ = self.inner.core.set(core);
+    }
+
+    /// The recovered core, or 503 `not_ready`.
+    pub fn core(&self) -> Result<&Arc<Core>, ApiError> {
+        self.inner.core.get().ok_or_else(ApiError::not_ready)
+    }
+
+    /// The configuration read at start.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    fn writer_active(&self) -> bool {
+        self.config().authority_write_mode.writes_enabled()
+            && self
+                .inner
+                .core
+                .get()
+                .is_some_and(|core| core.authority.log().poison_reason().is_none())
+    }
+
+    fn readiness(&self) -> Readiness {
+        match self.inner.core.get() {
+            None => Readiness {
+                authority_ready: false,
+                projector_ready: false,
+                workers_ready: false,
+                reason: Some("recovering the event log".into()),
+            },
+            Some(core) => {
+                let poisoned = core.authority.log().poison_reason();
+                Readiness {
+                    authority_ready: poisoned.is_none(),
+                    projector_ready: true,
+                    workers_ready: true,
+                    reason: poisoned,
+                }
+            }
+        }
+    }
+}
+
+/// The service's router.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config().max_body_bytes;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/internal/v1/runs", post(runs::create))
+        .route("/internal/v1/runs/{run_id}", get(runs::get))
+        .route(
+            "/internal/v1/runs/{run_id}/events",
+            post(runs::append).get(runs::events),
+        )
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}

@@ -1,0 +1,49 @@
+//! `/healthz` and `/readyz`.
+
+use crate::server::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// `GET /healthz`: 200 while the process serves.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let config = state.config();
+    axum::Json(json!({
+        "status": "ok",
+        "service": config.service_name,
+        "build_sha": config.build_sha,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.uptime().as_secs(),
+        "authority_write_mode": config.authority_write_mode.as_str(),
+        "authority_writer_active": state.writer_active(),
+        "legacy_write_freeze": config.legacy_write_freeze,
+        "storage_backend": "jsonl",
+        "fanout_driver": "memory",
+    }))
+    .into_response()
+}
+
+/// `GET /readyz`: 200 once the log is recovered and projections caught up,
+/// 503 before that or after the log was poisoned.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let readiness = state.readiness();
+    let ready = readiness.authority_ready && readiness.projector_ready && readiness.workers_ready;
+    let mut body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "authority_ready": readiness.authority_ready,
+        "projector_ready": readiness.projector_ready,
+        "workers_ready": readiness.workers_ready,
+        "authority_writer_active": state.writer_active(),
+        "fanout_driver": "memory",
+    });
+    if let Some(reason) = readiness.reason {
+        body["reason"] = json!(reason);
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}

@@ -1,0 +1,70 @@
+//! Handlers of the run routes.
+
+use super::extract::{Json, Path, Query};
+use crate::error::ApiError;
+use crate::orchestration;
+use crate::server::AppState;
+use crate::types::{AppendEventBody, CreateRunBody, EventsPageQuery, RunView};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use uuid::Uuid;
+
+/// `POST /internal/v1/runs`: 201 for a new run, 200 for a replayed creation.
+pub async fn create(
+    State(state): State<AppState>,
+    Json(body): Json<CreateRunBody>,
+) -> Result<Response, ApiError> {
+    let core = state.core()?;
+    let write = orchestration::create_run(&core.authority, body).await?;
+    let status = if write.idempotent_replay {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        axum::Json(json!({"run": RunView::without_events(&write.run)})),
+    )
+        .into_response())
+}
+
+/// `POST /internal/v1/runs/{run_id}/events`.
+pub async fn append(
+    State(state): State<AppState>,
+    Path(run_id): Path<Uuid>,
+    Json(body): Json<AppendEventBody>,
+) -> Result<Response, ApiError> {
+    let core = state.core()?;
+    let write = orchestration::append_event(&core.authority, run_id, body).await?;
+    let body = json!({
+        "run": RunView::without_events(&write.run),
+        "event": write.event,
+        "idempotent_replay": write.idempotent_replay,
+    });
+    Ok(axum::Json(body).into_response())
+}
+
+/// `GET /internal/v1/runs/{run_id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(run_id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let core = state.core()?;
+    let (head, events) = orchestration::run_with_events(&core.authority, run_id)?;
+    Ok(axum::Json(json!({"run": RunView::with_events(&head, events)})).into_response())
+}
+
+/// `GET /internal/v1/runs/{run_id}/events?after_seq=&limit=`.
+pub async fn events(
+    State(state): State<AppState>,
+    Path(run_id): Path<Uuid>,
+    Query(query): Query<EventsPageQuery>,
+) -> Result<Response, ApiError> {
+    let core = state.core()?;
+    let page = orchestration::events_page(&core.authority, run_id, query.after_seq, query.limit)?;
+    let body =
+        json!({"events": page.events, "next_cursor": page.next_cursor, "head_seq": page.head_seq});
+    Ok(axum::Json(body).into_response())
+}

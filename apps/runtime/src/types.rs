@@ -1,0 +1,90 @@
+//! Wire shapes of the HTTP contract that are not owned by a domain crate:
+//! request bodies as clients send them, and the views responses are built
+//! from. Field names and orders here are the contract's.
+
+use crate::authority::RunHead;
+use openagents_run_state::RunEvent;
+use openagents_workers::Owner;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// Body of `POST /internal/v1/runs`.
+#[derive(Debug, Deserialize)]
+pub struct CreateRunBody {
+    /// The worker the run is for.
+    pub worker_id: Option<String>,
+    /// Creation metadata; must be an object.
+    pub metadata: Option<Value>,
+    /// Owner by user id.
+    pub owner_user_id: Option<u64>,
+    /// Owner by guest scope.
+    pub owner_guest_scope: Option<String>,
+    /// Log-wide idempotency key of the creation.
+    pub idempotency_key: Option<String>,
+}
+
+/// Body of `POST /internal/v1/runs/{run_id}/events`.
+#[derive(Debug, Deserialize)]
+pub struct AppendEventBody {
+    /// The event's type.
+    pub event_type: String,
+    /// The event's body; must be an object when given.
+    pub payload: Option<Value>,
+    /// Run-local idempotency key.
+    pub idempotency_key: Option<String>,
+    /// The last seq the client saw.
+    pub expected_previous_seq: Option<u64>,
+}
+
+/// Query of `GET /internal/v1/runs/{run_id}/events`.
+#[derive(Debug, Deserialize)]
+pub struct EventsPageQuery {
+    /// Return events after this seq.
+    #[serde(default)]
+    pub after_seq: u64,
+    /// Most events to return (1..=1000, default 100).
+    pub limit: Option<usize>,
+}
+
+/// A run as responses show it.
+#[derive(Debug, Serialize)]
+pub struct RunView<'a> {
+    id: String,
+    worker_id: Option<&'a str>,
+    status: &'static str,
+    metadata: &'a RawValue,
+    owner: Option<&'a Owner>,
+    latest_seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<RunEvent>>,
+    created_at: &'a str,
+    updated_at: &'a str,
+}
+
+impl<'a> RunView<'a> {
+    /// The run with its full event list, as `GET /internal/v1/runs/{id}`
+    /// shows it.
+    pub fn with_events(head: &'a RunHead, events: Vec<RunEvent>) -> Self {
+        RunView {
+            events: Some(events),
+            ..Self::without_events(head)
+        }
+    }
+
+    /// The run without events, as append responses show it: a response that
+    /// never grows with the history.
+    pub fn without_events(head: &'a RunHead) -> Self {
+        RunView {
+            id: head.id.to_string(),
+            worker_id: head.worker_id.as_deref(),
+            status: head.status.as_str(),
+            metadata: &head.metadata,
+            owner: head.owner.as_ref(),
+            latest_seq: head.latest_seq,
+            events: None,
+            created_at: &head.created_at,
+            updated_at: &head.updated_at,
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The single writer: group commit over one append-only file.
+//!
+//! Jobs arrive over a bounded queue. The writer takes the first waiting job,
+//! then every job that is already queued (up to a batch limit), and runs each
+//! one's decision against a [`Txn`]: the committed index plus what earlier
+//! jobs of the same batch staged. Staged records are written with one
+//! `write` and made durable with one `fdatasync`; only then are they committed
+//! to the index, shown to the observer and acknowledged. While one batch is
+//! being synced the next one queues up, so the cost of a sync is shared by
+//! every append that waited for it.
+//!
+//! Because decisions run one at a time on this thread, in log order, a check
+//! and the append it allows are one atomic step.
+//!
+//! If a write or sync fails the log is poisoned: the batch is answered with
+//! the failure, nothing of it enters the index, and every later job is refused.
+
+use crate::error::{LogFailure, ReadError};
+use crate::index::{Index, RecordPos, StreamState};
+use crate::record::{NewRecord, RecordRef};
+use crate::{CommitObserver, Shared};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::SystemTime;
+
+/// Most jobs decided into one batch.
+pub(crate) const MAX_BATCH_JOBS: usize = 4096;
+/// Most bytes written by one batch; a batch stops taking jobs past this.
+pub(crate) const MAX_BATCH_BYTES: usize = 16 << 20;
+/// Longest line the format allows (positions store lengths as `u32`, and no
+/// request body comes near it).
+const MAX_RECORD_BYTES: usize = 64 << 20;
+
+/// Called once a decided job's batch is durable (or failed).
+pub(crate) type Ack = Box<dyn FnOnce(Result<(), LogFailure>) + Send>;
+
+/// A unit of work for the writer: a decision and the reply it owes.
+pub(crate) trait Job<S>: Send {
+    /// Runs the decision against the batch and returns the acknowledgement
+    /// to call once the batch is durable.
+    fn decide(self: Box<Self>, txn: &mut Txn<'_, S>) -> Ack;
+    /// Answers without deciding (the log is poisoned or closing).
+    fn refuse(self: Box<Self>, failure: LogFailure);
+}
+
+/// A decision closure and the reply closure that receives its outcome.
+pub(crate) struct Submitted<D, F> {
+    pub(crate) decide: D,
+    pub(crate) reply: F,
+}
+
+impl<S, R, D, F> Job<S> for Submitted<D, F>
+where
+    S: StreamState,
+    R: Send + 'static,
+    D: FnOnce(&mut Txn<'_, S>) -> R + Send,
+    F: FnOnce(Result<R, LogFailure>) + Send + 'static,
+{
+    fn decide(self: Box<Self>, txn: &mut Txn<'_, S>) -> Ack {
+        let outcome = (self.decide)(txn);
+        let reply = self.reply;
+        Box::new(move |durable| reply(durable.map(|()| outcome)))
+    }
+
+    fn refuse(self: Box<Self>, failure: LogFailure) {
+        (self.reply)(Err(failure))
+    }
+}
+
+/// What the writer thread receives.
+pub(crate) enum Message<S> {
+    /// Decide, stage, sync, acknowledge.
+    Job(Box<dyn Job<S>>),
+    /// Finish the jobs queued before this message, then stop.
+    Stop,
+}
+
+/// A record that a job staged, not yet durable.
+struct Staged {
+    record: NewRecord,
+    lsn: u64,
+    seq: u64,
+    at: String,
+    pos: RecordPos,
+}
+
+impl Staged {
+    fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef::proposed(&self.record, self.lsn, self.seq, &self.at)
+    }
+}
+
+/// A stream as the batch sees it: its state and head after the staged records.
+#[derive(Clone)]
+struct Draft<S> {
+    state: S,
+    head: u64,
+}
+
+/// The view a decision works against: the committed index plus everything
+/// earlier decisions of the same batch staged.
+pub struct Txn<'a, S> {
+    index: &'a Index<S>,
+    file: &'a File,
+    drafts: HashMap<String, Draft<S>>,
+    staged: Vec<Staged>,
+    buffer: Vec<u8>,
+    base_offset: u64,
+    last_at: SystemTime,
+}
+
+/// A stream as a decision sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamView<'t, S> {
+    /// The stream's state after every committed and staged record.
+    pub state: &'t S,
+    /// The stream's last sequence number, staged records included.
+    pub head: u64,
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Its position in the log.
+    pub lsn: u64,
+    /// Its position in its stream.
+    pub seq: u64,
+    /// The time the writer recorded for it (RFC 3339 UTC).
+    pub recorded_at: String,
+}
+
+/// Why a decision's append was refused by the log itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The encoded record is larger than the format allows.
+    #[error("record of {0} bytes exceeds the largest record the log stores")]
+    TooLarge(usize),
+    /// The log-wide creation key already names a stream.
+    #[error("creation key already names stream {0}")]
+    CreateKeyTaken(String),
+    /// A creation key on a record that is not its stream's first.
+    #[error("creation key on a record of existing stream {0}")]
+    CreateKeyOnExistingStream(String),
+    /// The stream's fold refused the record.
+    #[error("the stream state refused the record: {0}")]
+    Refused(String),
+}
+
+impl<'a, S: StreamState> Txn<'a, S> {
+    /// The stream named `name`, with this batch's staged records applied.
+    pub fn stream(&self, name: &str) -> Option<StreamView<'_, S>> {
+        if let Some(draft) = self.drafts.get(name) {
+            return Some(StreamView {
+                state: &draft.state,
+                head: draft.head,
+            });
+        }
+        self.index.stream(name).map(|entry| StreamView {
+            state: entry.state(),
+            head: entry.head(),
+        })
+    }
+
+    /// The sequence number of the record of `stream` that used `key`.
+    pub fn seq_for_key(&self, stream: &str, key: &str) -> Option<u64> {
+        let staged = self.staged.iter().rev().find(|staged| {
+            staged.record.stream == stream && staged.record.idempotency_key.as_deref() == Some(key)
+        });
+        match staged {
+            Some(staged) => Some(staged.seq),
+            None => self.index.stream(stream)?.seq_for_key(key),
+        }
+    }
+
+    /// The stream created under the log-wide key `key`.
+    pub fn stream_for_create_key(&self, key: &str) -> Option<&str> {
+        let staged = self
+            .staged
+            .iter()
+            .find(|staged| staged.record.create_key.as_deref() == Some(key));
+        match staged {
+            Some(staged) => Some(&staged.record.stream),
+            None => self.index.stream_for_create_key(key),
+        }
+    }
+
+    /// Runs `f` on record `seq` of `stream`, staged or durable.
+    pub fn with_record<R>(
+        &self,
+        stream: &str,
+        seq: u64,
+        f: impl FnOnce(RecordRef<'_>) -> R,
+    ) -> Result<Option<R>, ReadError> {
+        let staged = self
+            .staged
+            .iter()
+            .find(|staged| staged.seq == seq && staged.record.stream == stream);
+        if let Some(staged) = staged {
+            return Ok(Some(f(staged.as_ref())));
+        }
+        let Some(pos) = self
+            .index
+            .stream(stream)
+            .and_then(|entry| entry.position(seq))
+        else {
+            return Ok(None);
+        };
+        let line = crate::read_line(self.file, pos)?;
+        let record = RecordRef::decode(&line).map_err(|error| ReadError::Damaged {
+            offset: pos.offset,
+            reason: error.to_string(),
+        })?;
+        Ok(Some(f(record)))
+    }
+
+    /// Stages `record` as the next record of its stream and folds it into the
+    /// stream's state. It becomes durable with the rest of the batch.
+    pub fn append(&mut self, record: NewRecord) -> Result<Appended, AppendError> {
+        self.check_create_key(&record)?;
+        let head = self.stream(&record.stream).map_or(0, |view| view.head);
+        let lsn = self.index.last_lsn() + self.staged.len() as u64 + 1;
+        let at = self.next_timestamp();
+        let start = self.buffer.len();
+        let proposed = RecordRef::proposed(&record, lsn, head + 1, &at);
+        proposed.encode_into(&mut self.buffer);
+        let len = self.buffer.len() - start - 1;
+        if len > MAX_RECORD_BYTES {
+            self.buffer.truncate(start);
+            return Err(AppendError::TooLarge(len));
+        }
+        if let Err(reason) = self.fold(&proposed) {
+            self.buffer.truncate(start);
+            return Err(AppendError::Refused(reason));
+        }
+        let pos = RecordPos {
+            offset: self.base_offset + start as u64,
+            len: len as u32,
+        };
+        let appended = Appended {
+            lsn,
+            seq: head + 1,
+            recorded_at: at.clone(),
+        };
+        self.staged.push(Staged {
+            record,
+            lsn,
+            seq: head + 1,
+            at,
+            pos,
+        });
+        Ok(appended)
+    }
+
+    fn check_create_key(&self, record: &NewRecord) -> Result<(), AppendError> {
+        let Some(key) = &record.create_key else {
+            return Ok(());
+        };
+        if let Some(stream) = self.stream_for_create_key(key) {
+            return Err(AppendError::CreateKeyTaken(stream.to_owned()));
+        }
+        if self.stream(&record.stream).is_some() {
+            return Err(AppendError::CreateKeyOnExistingStream(
+                record.stream.clone(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn fold(&mut self, record: &RecordRef<'_>) -> Result<(), String> {
+        let name = record.stream.as_ref();
+        if let Some(draft) = self.drafts.get_mut(name) {
+            draft.state.apply(record)?;
+            draft.head = record.seq;
+            return Ok(());
+        }
+        let state = match self.index.stream(name) {
+            Some(entry) => {
+                let mut state = entry.state().clone();
+                state.apply(record)?;
+                state
+            }
+            None => S::open(record)?,
+        };
+        self.drafts.insert(
+            name.to_owned(),
+            Draft {
+                state,
+                head: record.seq,
+            },
+        );
+        Ok(())
+    }
+
+    /// Wall-clock time, never earlier than the previous record's, so
+    /// `recorded_at` never goes backwards along the log.
+    fn next_timestamp(&mut self) -> String {
+        let now = SystemTime::now().max(self.last_at);
+        self.last_at = now;
+        humantime::format_rfc3339_micros(now).to_string()
+    }
+}
+
+/// The writer thread's own state.
+pub(crate) struct Writer<S> {
+    pub(crate) shared: Arc<Shared<S>>,
+    pub(crate) file: File,
+    pub(crate) end_offset: u64,
+    pub(crate) last_at: SystemTime,
+    pub(crate) observer: Option<Arc<dyn CommitObserver<S>>>,
+}
+
+impl<S: StreamState> Writer<S> {
+    /// Serves batches until a `Stop` message or until every sender is gone.
+    pub(crate) fn run(mut self, queue: Receiver<Message<S>>) {
+        let mut stopping = false;
+        while !stopping {
+            let Ok(first) = queue.recv() else { return };
+            let mut jobs = Vec::new();
+            match first {
+                Message::Job(job) => jobs.push(job),
+                Message::Stop => return,
+            }
+            while jobs.len() < MAX_BATCH_JOBS {
+                match queue.try_recv() {
+                    Ok(Message::Job(job)) => jobs.push(job),
+                    Ok(Message::Stop) => {
+                        stopping = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.serve(jobs);
+        }
+    }
+
+    fn serve(&mut self, jobs: Vec<Box<dyn Job<S>>>) {
+        if let Some(reason) = self.shared.poison_reason() {
+            for job in jobs {
+                job.refuse(LogFailure::Poisoned(reason.clone()));
+            }
+            return;
+        }
+        let index = self.shared.index.read().expect("index lock poisoned");
+        let mut txn = Txn {
+            index: &index,
+            file: &self.file,
+            drafts: HashMap::new(),
+            staged: Vec::new(),
+            buffer: Vec::new(),
+            base_offset: self.end_offset,
+            last_at: self.last_at,
+        };
+        let mut acks = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs.into_iter();
+        for job in jobs.by_ref() {
+            acks.push(job.decide(&mut txn));
+            if txn.buffer.len() >= MAX_BATCH_BYTES {
+                break;
+            }
+        }
+        let Txn {
+            drafts,
+            staged,
+            buffer,
+            last_at,
+            ..
+        } = txn;
+        drop(index);
+        self.last_at = last_at;
+        let durable = self.persist(&buffer);
+        if durable.is_ok() && !staged.is_empty() {
+            self.commit(drafts, &staged);
+        }
+        for ack in acks {
+            ack(durable.clone());
+        }
+        // Jobs left over when the batch filled up go into the next batch.
+        let rest: Vec<_> = jobs.collect();
+        if !rest.is_empty() {
+            self.serve(rest);
+        }
+    }
+
+    /// One write and one `fdatasync` for the whole batch.
+    fn persist(&mut self, buffer: &[u8]) -> Result<(), LogFailure> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .file
+            .write_all(buffer)
+            .and_then(|()| self.file.sync_data());
+        match result {
+            Ok(()) => {
+                self.end_offset += buffer.len() as u64;
+                Ok(())
+            }
+            Err(error) => {
+                let reason = format!("{}: {error}", self.shared.path.display());
+                tracing::error!(%reason, "event log write failed; refusing all further writes");
+                self.shared.poison(reason.clone());
+                Err(LogFailure::Poisoned(reason))
+            }
+        }
+    }
+
+    fn commit(&self, drafts: HashMap<String, Draft<S>>, staged: &[Staged]) {
+        let mut index = self.shared.index.write().expect("index lock poisoned");
+        for (name, draft) in drafts {
+            index.set_state(&name, draft.state);
+        }
+        for record in staged {
+            index.push(&record.as_ref(), record.pos);
+        }
+        drop(index);
+        if let Some(observer) = &self.observer {
+            let records: Vec<RecordRef<'_>> = staged.iter().map(Staged::as_ref).collect();
+            let index = self.shared.index.read().expect("index lock poisoned");
+            observer.committed(&records, &index);
+        }
+    }
+}

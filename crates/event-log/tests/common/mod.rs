@@ -1,0 +1,102 @@
+//! A tiny domain for the log's tests: streams whose state counts records, and
+//! a decision that applies the log-level rules (idempotency key, expected
+//! previous sequence) the way a real domain does.
+
+#![allow(dead_code, missing_docs)]
+
+use openagents_event_log::{
+    EventLog, LogFailure, LogOptions, NewRecord, RecordRef, StreamState, Txn,
+};
+use serde_json::value::RawValue;
+use std::path::Path;
+use std::sync::mpsc;
+
+/// Counts records; the log's tests need no more domain than that.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Count(pub u64);
+
+impl StreamState for Count {
+    fn open(_first: &RecordRef<'_>) -> Result<Self, String> {
+        Ok(Count(1))
+    }
+    fn apply(&mut self, _record: &RecordRef<'_>) -> Result<(), String> {
+        self.0 += 1;
+        Ok(())
+    }
+}
+
+/// One append request as a client would send it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub stream: String,
+    pub body: String,
+    pub key: Option<String>,
+    pub expected_previous_seq: Option<u64>,
+}
+
+/// What the decision answered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Appended(u64),
+    Replayed(u64),
+    KeyReused,
+    SequenceConflict { actual: u64 },
+}
+
+pub fn decide(txn: &mut Txn<'_, Count>, request: Request) -> Outcome {
+    let head = txn.stream(&request.stream).map_or(0, |view| view.head);
+    if let Some(key) = &request.key
+        && let Some(seq) = txn.seq_for_key(&request.stream, key)
+    {
+        let same = txn
+            .with_record(&request.stream, seq, |record| {
+                record.payload.get() == request.body
+            })
+            .unwrap()
+            .unwrap();
+        return if same {
+            Outcome::Replayed(seq)
+        } else {
+            Outcome::KeyReused
+        };
+    }
+    if let Some(expected) = request.expected_previous_seq
+        && expected != head
+    {
+        return Outcome::SequenceConflict { actual: head };
+    }
+    let appended = txn
+        .append(NewRecord {
+            stream: request.stream,
+            event_type: "test.event".into(),
+            payload: RawValue::from_string(request.body).unwrap(),
+            idempotency_key: request.key,
+            content_hash: None,
+            create_key: None,
+            attrs: None,
+        })
+        .unwrap();
+    Outcome::Appended(appended.seq)
+}
+
+pub fn open(path: &Path) -> EventLog<Count> {
+    EventLog::open(path, LogOptions::default()).unwrap().0
+}
+
+/// Submits and waits for the durable answer.
+pub fn append(log: &EventLog<Count>, request: Request) -> Result<Outcome, LogFailure> {
+    let (tx, rx) = mpsc::channel();
+    log.submit(
+        move |txn| decide(txn, request),
+        move |outcome| tx.send(outcome).unwrap(),
+    );
+    rx.recv().unwrap()
+}
+
+/// Every record body of a stream, in order.
+pub fn bodies(log: &EventLog<Count>, stream: &str) -> Vec<(u64, String)> {
+    log.read_stream(stream, 0, usize::MAX, |record| {
+        (record.seq, record.payload.get().to_owned())
+    })
+    .unwrap()
+}

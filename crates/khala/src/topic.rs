@@ -1,0 +1,252 @@
+//! Khala topic names: the grammar, the parsed [`Topic`] and its canonical
+//! spelling.
+//!
+//! Every topic has exactly one accepted spelling, so a topic string read back
+//! from [`Topic`]'s `Display` equals the string that was parsed. That keeps
+//! windows, waiters and responses keyed on one name per topic.
+
+use crate::reason::ReasonCode;
+use serde::{Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// The aggregate lane: every worker lifecycle event, in one sequence.
+pub const CODEX_WORKER_EVENTS: &str = "runtime.codex_worker_events";
+/// Longest accepted worker id, in characters.
+pub const MAX_WORKER_ID_CHARS: usize = 200;
+
+const RUN_PREFIX: &str = "run:";
+const RUN_SUFFIX: &str = ":events";
+const WORKER_PREFIX: &str = "worker:";
+const WORKER_SUFFIX: &str = ":lifecycle";
+/// Length of a hyphenated UUID, the only run id spelling accepted.
+const HYPHENATED_UUID_LEN: usize = 36;
+
+/// A topic a client can poll.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// `run:{run_id}:events`: the events of one run, by run seq.
+    RunEvents(Uuid),
+    /// `worker:{worker_id}:lifecycle`: the lifecycle events of one worker.
+    WorkerLifecycle(WorkerId),
+    /// `runtime.codex_worker_events`: every worker's lifecycle events.
+    CodexWorkerEvents,
+}
+
+/// The family a topic belongs to; the ACL is decided per family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    /// A `run:{id}:events` topic.
+    Run,
+    /// A `worker:{id}:lifecycle` topic.
+    Worker,
+    /// The `runtime.codex_worker_events` aggregate lane.
+    Aggregate,
+}
+
+impl Topic {
+    /// The family of this topic.
+    pub fn kind(&self) -> TopicKind {
+        match self {
+            Self::RunEvents(_) => TopicKind::Run,
+            Self::WorkerLifecycle(_) => TopicKind::Worker,
+            Self::CodexWorkerEvents => TopicKind::Aggregate,
+        }
+    }
+}
+
+impl FromStr for Topic {
+    type Err = TopicError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == CODEX_WORKER_EVENTS {
+            return Ok(Self::CodexWorkerEvents);
+        }
+        if let Some(id) = strip_affixes(s, RUN_PREFIX, RUN_SUFFIX) {
+            return parse_run_id(id).map(Self::RunEvents);
+        }
+        if let Some(id) = strip_affixes(s, WORKER_PREFIX, WORKER_SUFFIX) {
+            return id.parse().map(Self::WorkerLifecycle);
+        }
+        Err(TopicError::Unknown)
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::RunEvents(id) => write!(f, "{RUN_PREFIX}{}{RUN_SUFFIX}", id.hyphenated()),
+            Self::WorkerLifecycle(id) => write!(f, "{WORKER_PREFIX}{id}{WORKER_SUFFIX}"),
+            Self::CodexWorkerEvents => f.write_str(CODEX_WORKER_EVENTS),
+        }
+    }
+}
+
+/// Topics serialize as their canonical string, as they appear on the wire.
+impl Serialize for Topic {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A worker id as it may appear inside a topic name.
+///
+/// 1..=200 characters, none of them whitespace, control characters or `/`.
+/// A `:` is allowed: the topic grammar strips a fixed prefix and suffix, so the
+/// id in between is unambiguous.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId(String);
+
+impl WorkerId {
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for WorkerId {
+    type Err = TopicError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let chars = s.chars().count();
+        let bad_char = s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/');
+        if chars == 0 || chars > MAX_WORKER_ID_CHARS || bad_char {
+            return Err(TopicError::InvalidWorkerId);
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a string is not a topic.
+///
+/// The messages never echo the input back: it comes from a URL path and can
+/// be long or hostile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// Not one of the three topic shapes.
+    #[error(
+        "unknown topic: expected run:{{run_id}}:events, worker:{{worker_id}}:lifecycle or {CODEX_WORKER_EVENTS}"
+    )]
+    Unknown,
+    /// A run topic whose id is not a lowercase hyphenated UUID.
+    #[error("run topic id must be a lowercase hyphenated UUID")]
+    InvalidRunId,
+    /// A worker topic whose id breaks the worker id rules.
+    #[error(
+        "worker topic id must be 1..={MAX_WORKER_ID_CHARS} characters without whitespace, control characters or '/'"
+    )]
+    InvalidWorkerId,
+}
+
+impl TopicError {
+    /// The reason code to answer with: a topic outside the grammar is one no
+    /// token may read, so it is refused like any other forbidden topic.
+    pub fn reason(&self) -> ReasonCode {
+        ReasonCode::ForbiddenTopic
+    }
+}
+
+/// The text between `prefix` and `suffix`, when `s` has both.
+fn strip_affixes<'a>(s: &'a str, prefix: &str, suffix: &str) -> Option<&'a str> {
+    s.strip_prefix(prefix)?.strip_suffix(suffix)
+}
+
+/// Accepts only the spelling `Display` produces, so parsing round-trips.
+fn parse_run_id(id: &str) -> Result<Uuid, TopicError> {
+    let canonical_shape =
+        id.len() == HYPHENATED_UUID_LEN && !id.bytes().any(|b| b.is_ascii_uppercase());
+    match Uuid::try_parse(id) {
+        Ok(uuid) if canonical_shape => Ok(uuid),
+        _ => Err(TopicError::InvalidRunId),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const RUN: &str = "run:0192f1c4-7a3b-7c00-8000-00000000abcd:events";
+
+    #[test]
+    fn parses_each_shape() {
+        assert_eq!(RUN.parse::<Topic>().unwrap().kind(), TopicKind::Run);
+        let worker: Topic = "worker:codexw_1:lifecycle".parse().unwrap();
+        assert_eq!(worker.kind(), TopicKind::Worker);
+        assert_eq!(
+            CODEX_WORKER_EVENTS.parse::<Topic>().unwrap(),
+            Topic::CodexWorkerEvents
+        );
+    }
+
+    #[test]
+    fn rejects_bad_topics() {
+        let cases = [
+            ("", TopicError::Unknown),
+            ("runtime.other", TopicError::Unknown),
+            ("run:abc:events", TopicError::InvalidRunId),
+            (
+                "run:0192F1C4-7A3B-7C00-8000-00000000ABCD:events",
+                TopicError::InvalidRunId,
+            ),
+            (
+                "run:0192f1c47a3b7c00800000000000abcd:events",
+                TopicError::InvalidRunId,
+            ),
+            (
+                "run:{0192f1c4-7a3b-7c00-8000-00000000abcd}:events",
+                TopicError::InvalidRunId,
+            ),
+            (
+                "run:0192f1c4-7a3b-7c00-8000-00000000abcd",
+                TopicError::Unknown,
+            ),
+            ("worker::lifecycle", TopicError::InvalidWorkerId),
+            ("worker:a b:lifecycle", TopicError::InvalidWorkerId),
+            ("worker:a/b:lifecycle", TopicError::InvalidWorkerId),
+            ("worker:a\u{0}b:lifecycle", TopicError::InvalidWorkerId),
+            ("worker:a:events", TopicError::Unknown),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(input.parse::<Topic>(), Err(expected), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn worker_id_length_is_counted_in_characters() {
+        let max = "é".repeat(MAX_WORKER_ID_CHARS);
+        assert!(max.parse::<WorkerId>().is_ok());
+        let over = "é".repeat(MAX_WORKER_ID_CHARS + 1);
+        assert_eq!(over.parse::<WorkerId>(), Err(TopicError::InvalidWorkerId));
+    }
+
+    #[test]
+    fn serializes_as_canonical_string() {
+        let topic: Topic = RUN.parse().unwrap();
+        assert_eq!(serde_json::to_value(&topic).unwrap(), RUN);
+    }
+
+    proptest! {
+        #[test]
+        fn parse_display_round_trips(s in "\\PC{0,60}|worker:[^ /]{1,20}:lifecycle|run:[0-9a-f-]{36}:events") {
+            if let Ok(topic) = s.parse::<Topic>() {
+                prop_assert_eq!(topic.to_string(), s);
+            }
+        }
+
+        #[test]
+        fn every_uuid_makes_a_topic(bytes in any::<[u8; 16]>()) {
+            let topic = Topic::RunEvents(Uuid::from_bytes(bytes));
+            prop_assert_eq!(topic.to_string().parse::<Topic>(), Ok(topic));
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Projections of the runtime's event streams: checkpoints, run and worker
+//! summaries, drift reports, and the snapshot that carries them across
+//! restarts.
+//!
+//! This crate owns, each in one place:
+//!
+//! - the topic names ([`run_topic`], [`worker_topic`], [`Topic::parse`]),
+//! - the checkpoint rule ([`advance`]): older seqs are no-ops, the next seq
+//!   applies, a gap applies and yields a [`DriftReport`],
+//! - the run summary and its hash ([`RunProjector`], [`run_projection_hash`]),
+//! - the worker summary and its hash ([`WorkerProjector`]),
+//! - the snapshot encoding ([`ProjectionSnapshot::to_bytes`],
+//!   [`ProjectionSnapshot::from_bytes`]).
+//!
+//! It does no I/O, reads no clock and holds no global state: every time it
+//! records is an event's `recorded_at`, so the same events always give the
+//! same projections and the same bytes.
+
+mod checkpoint;
+mod run;
+mod snapshot;
+mod store;
+#[cfg(test)]
+mod test_support;
+mod topic;
+mod worker;
+
+pub use checkpoint::{Checkpoint, DriftReason, DriftReport, Incoming, Step, advance};
+pub use run::{RunApplied, RunProjector, RunSummary, run_projection_hash};
+pub use snapshot::{ProjectionSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, SnapshotError};
+pub use store::Projections;
+pub use topic::{Topic, run_topic, worker_topic};
+pub use worker::{WorkerProjector, WorkerSummary, worker_projection_hash};
