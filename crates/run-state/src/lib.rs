@@ -197,7 +197,11 @@ impl RunStatus {
     /// the authority uses, so the order of the checks lives here.
     ///
     /// `Ok(None)` means a non-transition event that may be appended.
-    pub fn decide(self, event_type: &str, payload: &Value) -> Result<Option<Applied>, RunStateError> {
+    pub fn decide(
+        self,
+        event_type: &str,
+        payload: &Value,
+    ) -> Result<Option<Applied>, RunStateError> {
         match RunTransition::from_event(event_type, payload)? {
             None => self.accepts_plain_event().map(|()| None),
             Some(transition) => match self.apply(transition) {
@@ -249,7 +253,13 @@ mod tests {
                 Some(Moved(Failed)),
                 Some(Moved(Canceled)),
             ],
-            Canceling => [None, Some(AlreadyApplied), None, Some(Moved(Failed)), Some(Moved(Canceled))],
+            Canceling => [
+                None,
+                Some(AlreadyApplied),
+                None,
+                Some(Moved(Failed)),
+                Some(Moved(Canceled)),
+            ],
             Succeeded => [None, None, Some(AlreadyApplied), None, None],
             Failed => [None, None, None, Some(AlreadyApplied), None],
             Canceled => [None, None, None, None, Some(AlreadyApplied)],
@@ -322,13 +332,22 @@ mod tests {
     #[test]
     fn finish_payload_errors_carry_their_reason_codes() {
         let missing = RunStatus::Running.decide(RUN_FINISHED, &json!({}));
-        assert_eq!(missing.unwrap_err().reason_code(), "missing_terminal_status");
+        assert_eq!(
+            missing.unwrap_err().reason_code(),
+            "missing_terminal_status"
+        );
         let invalid = RunStatus::Running.decide(RUN_FINISHED, &json!({"status": "done"}));
-        assert_eq!(invalid.unwrap_err().reason_code(), "invalid_terminal_status");
+        assert_eq!(
+            invalid.unwrap_err().reason_code(),
+            "invalid_terminal_status"
+        );
     }
 
     #[test]
     fn plain_events_do_not_change_status() {
-        assert_eq!(RunStatus::Running.decide("tool.call.completed", &json!({})), Ok(None));
+        assert_eq!(
+            RunStatus::Running.decide("tool.call.completed", &json!({})),
+            Ok(None)
+        );
     }
 }
