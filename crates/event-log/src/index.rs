@@ -123,17 +123,47 @@ impl<S: StreamState> Index<S> {
         self.records
     }
 
-    /// Folds one recovered record into its stream and records where it is.
+    /// Checks one recovered record's order against what precedes it, folds
+    /// it into its stream and records where it is: one map lookup, since
+    /// this runs once per record at every start.
     pub(crate) fn insert_recovered(
         &mut self,
         record: &RecordRef<'_>,
         pos: RecordPos,
     ) -> Result<(), String> {
-        match self.streams.get_mut(record.stream.as_ref()) {
-            Some(entry) => entry.state.apply(record)?,
-            None => self.set_state(&record.stream, S::open(record)?),
+        let expected_lsn = self.last_lsn + 1;
+        if record.lsn != expected_lsn {
+            return Err(format!(
+                "log position {} where {expected_lsn} was expected",
+                record.lsn
+            ));
         }
-        self.push(record, pos);
+        let name = record.stream.as_ref();
+        let entry = match self.streams.get_mut(name) {
+            Some(entry) => {
+                check_next_seq(name, entry.head(), record.seq)?;
+                entry.state.apply(record)?;
+                entry
+            }
+            None => {
+                check_next_seq(name, 0, record.seq)?;
+                let entry = StreamEntry {
+                    state: S::open(record)?,
+                    positions: Vec::new(),
+                    keys: HashMap::new(),
+                };
+                self.streams.entry(name.to_owned()).or_insert(entry)
+            }
+        };
+        entry.positions.push(pos);
+        if let Some(key) = &record.key {
+            entry.keys.insert(key.as_ref().into(), record.seq);
+        }
+        if let Some(key) = &record.create_key {
+            self.create_keys.insert(key.to_string(), name.to_owned());
+        }
+        self.last_lsn = record.lsn;
+        self.records += 1;
         Ok(())
     }
 
@@ -153,7 +183,8 @@ impl<S: StreamState> Index<S> {
         }
     }
 
-    /// Records a durable record's position and keys. Its stream must exist.
+    /// Records a durable record's position and keys. Its stream must exist
+    /// (the writer installs the state first).
     pub(crate) fn push(&mut self, record: &RecordRef<'_>, pos: RecordPos) {
         let name = record.stream.as_ref();
         let entry = self
@@ -170,5 +201,20 @@ impl<S: StreamState> Index<S> {
         }
         self.last_lsn = record.lsn;
         self.records += 1;
+    }
+}
+
+/// The stream-order rule: a record's seq is its stream's head + 1.
+fn check_next_seq(stream: &str, head: u64, seq: u64) -> Result<(), String> {
+    if seq == head + 1 {
+        Ok(())
+    } else if seq <= head {
+        Err(format!(
+            "duplicate sequence {seq} in stream {stream} (head is {head})"
+        ))
+    } else {
+        Err(format!(
+            "sequence gap in stream {stream}: {seq} follows {head}"
+        ))
     }
 }

@@ -17,7 +17,7 @@ use crate::error::OpenError;
 use crate::index::{Index, RecordPos, StreamState};
 use crate::record::RecordRef;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -44,80 +44,77 @@ pub(crate) fn scan<S: StreamState>(file: &File, path: &Path) -> Result<Recovered
         source,
     };
     let file_len = file.metadata().map_err(io_error)?.len();
-    let mut reader = BufReader::with_capacity(SCAN_BUFFER_BYTES, file);
     let mut index = Index::default();
-    let mut line = Vec::with_capacity(4096);
-    let mut offset = 0u64;
     let mut last_at = String::new();
+    let mut chunk = vec![0u8; SCAN_BUFFER_BYTES];
+    // Bytes of `chunk` holding data, and the file offset of `chunk[0]`.
+    let mut filled = 0usize;
+    let mut chunk_offset = 0u64;
     loop {
-        line.clear();
-        let read = reader.read_until(b'\n', &mut line).map_err(io_error)?;
-        if read == 0 {
-            break;
-        }
-        let at_end = offset + read as u64 == file_len;
-        if line.last() != Some(&b'\n') {
-            // Only the final line can lack its newline.
-            break;
-        }
-        let body = &line[..line.len() - 1];
-        match RecordRef::decode(body) {
-            Ok(record) => {
-                check_order(&index, &record).map_err(|problem| OpenError::OutOfOrder {
-                    path: path.to_owned(),
-                    offset,
-                    problem,
-                })?;
-                let len = u32::try_from(body.len()).expect("lines are bounded by the writer");
-                index
-                    .insert_recovered(&record, RecordPos { offset, len })
-                    .map_err(|reason| OpenError::Corrupt {
+        let read = read_some(file, &mut chunk[filled..], chunk_offset + filled as u64)
+            .map_err(io_error)?;
+        filled += read;
+        let at_eof = chunk_offset + filled as u64 == file_len;
+        let mut start = 0usize;
+        while let Some(newline) = memchr::memchr(b'\n', &chunk[start..filled]) {
+            let body = &chunk[start..start + newline];
+            let offset = chunk_offset + start as u64;
+            let is_last = at_eof && start + newline + 1 == filled;
+            match RecordRef::decode(body) {
+                Ok(record) => {
+                    let len = u32::try_from(body.len()).expect("lines are bounded by the writer");
+                    index
+                        .insert_recovered(&record, RecordPos { offset, len })
+                        .map_err(|problem| OpenError::OutOfOrder {
+                            path: path.to_owned(),
+                            offset,
+                            problem,
+                        })?;
+                    last_at.clear();
+                    last_at.push_str(&record.at);
+                }
+                // A damaged final line is a torn write; stop before it.
+                Err(_) if is_last => return Ok(finish(index, offset, file_len, &last_at)),
+                Err(error) => {
+                    return Err(OpenError::Corrupt {
                         path: path.to_owned(),
                         offset,
-                        reason,
-                    })?;
-                last_at.clear();
-                last_at.push_str(&record.at);
+                        reason: error.to_string(),
+                    });
+                }
             }
-            Err(_) if at_end => break,
-            Err(error) => {
-                return Err(OpenError::Corrupt {
-                    path: path.to_owned(),
-                    offset,
-                    reason: error.to_string(),
-                });
-            }
+            start += newline + 1;
         }
-        offset += read as u64;
+        let valid_end = chunk_offset + start as u64;
+        if at_eof || read == 0 {
+            // Whatever follows the last newline is a torn final write.
+            return Ok(finish(index, valid_end, file_len, &last_at));
+        }
+        // Keep the partial line; grow the buffer when one line fills it.
+        chunk.copy_within(start..filled, 0);
+        filled -= start;
+        chunk_offset = valid_end;
+        if filled == chunk.len() {
+            chunk.resize(chunk.len() * 2, 0);
+        }
     }
-    let last_at = humantime::parse_rfc3339(&last_at).ok();
-    Ok(Recovered {
-        index,
-        valid_len: offset,
-        torn_bytes: file_len - offset,
-        last_at,
-    })
 }
 
-/// The order rules of a record against what precedes it.
-fn check_order<S: StreamState>(index: &Index<S>, record: &RecordRef<'_>) -> Result<(), String> {
-    let expected_lsn = index.last_lsn() + 1;
-    if record.lsn != expected_lsn {
-        return Err(format!(
-            "log position {} where {expected_lsn} was expected",
-            record.lsn
-        ));
+fn read_some(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    loop {
+        match file.read_at(buffer, offset) {
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
     }
-    let head = index.stream(&record.stream).map_or(0, |entry| entry.head());
-    match record.seq {
-        seq if seq == head + 1 => Ok(()),
-        seq if seq <= head => Err(format!(
-            "duplicate sequence {seq} in stream {} (head is {head})",
-            record.stream
-        )),
-        seq => Err(format!(
-            "sequence gap in stream {}: {seq} follows {head}",
-            record.stream
-        )),
+}
+
+fn finish<S>(index: Index<S>, valid_len: u64, file_len: u64, last_at: &str) -> Recovered<S> {
+    let last_at = humantime::parse_rfc3339(last_at).ok();
+    Recovered {
+        index,
+        valid_len,
+        torn_bytes: file_len - valid_len,
+        last_at,
     }
 }

@@ -1,0 +1,129 @@
+//! Test support: a service on a temporary data folder, driven through the
+//! real router without a socket, and restartable on the same folder.
+
+#![allow(dead_code, missing_docs)]
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use openagents_runtime_service::config::Config;
+use openagents_runtime_service::core::Core;
+use openagents_runtime_service::server::{AppState, router};
+use serde_json::Value;
+use std::sync::Arc;
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+pub struct TestService {
+    pub dir: Arc<TempDir>,
+    pub config: Config,
+    pub router: Router,
+}
+
+impl TestService {
+    pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    pub fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut config = Config::for_tests(dir.path());
+        adjust(&mut config);
+        Self::open(dir, config)
+    }
+
+    fn open(dir: Arc<TempDir>, config: Config) -> Self {
+        let state = AppState::new(config.clone());
+        let (core, _) = Core::open(&config).unwrap();
+        state.set_core(Arc::new(core));
+        TestService {
+            dir,
+            config,
+            router: router(state),
+        }
+    }
+
+    /// Stops this instance and starts a new one on the same data.
+    pub fn restart(self) -> Self {
+        self.restart_with(|_| {})
+    }
+
+    pub fn restart_with(self, adjust: impl FnOnce(&mut Config)) -> Self {
+        let TestService {
+            dir,
+            mut config,
+            router,
+        } = self;
+        drop(router);
+        adjust(&mut config);
+        Self::open(dir, config)
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> (StatusCode, Vec<u8>) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        (status, bytes)
+    }
+
+    pub async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        let request = Request::get(uri).body(Body::empty()).unwrap();
+        let (status, bytes) = self.send(request).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn post(&self, uri: &str, body: Value) -> (StatusCode, Value) {
+        let request = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let (status, bytes) = self.send(request).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Creates a run and returns its id.
+    pub async fn create_run(&self, body: Value) -> String {
+        let (status, body) = self.post("/internal/v1/runs", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["run"]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn append(&self, run_id: &str, body: Value) -> (StatusCode, Value) {
+        self.post(&format!("/internal/v1/runs/{run_id}/events"), body)
+            .await
+    }
+}
+
+/// Asserts the contract's error envelope.
+pub fn assert_error(
+    status: StatusCode,
+    body: &Value,
+    want_status: u16,
+    error: &str,
+    reason: Option<&str>,
+) {
+    assert_eq!(status.as_u16(), want_status, "{body}");
+    assert_eq!(body["error"], error, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(body["details"].is_object(), "{body}");
+    match reason {
+        Some(reason) => assert_eq!(body["reason_code"], reason, "{body}"),
+        None => assert!(body.get("reason_code").is_none(), "{body}"),
+    }
+}
