@@ -11,9 +11,8 @@ use support::TestService;
 async fn racing_expected_previous_seq_has_exactly_one_winner_per_seq() {
     let service = Arc::new(TestService::start());
     let run = service.create_run(json!({})).await;
-    let mut next_expected = 1u64;
     // Rounds of 64 concurrent appends all claiming the same previous seq.
-    for round in 0..4 {
+    for (round, next_expected) in (1u64..=4).enumerate() {
         let tasks: Vec<_> = (0..64)
             .map(|n| {
                 let service = Arc::clone(&service);
@@ -34,7 +33,6 @@ async fn racing_expected_previous_seq_has_exactly_one_winner_per_seq() {
             }
         }
         assert_eq!(winners, 1, "round {round}");
-        next_expected += 1;
     }
     let (_, body) = service.get(&format!("/internal/v1/runs/{run}")).await;
     let seqs: Vec<u64> = body["run"]["events"]
