@@ -71,6 +71,9 @@ pub enum AuthorityError {
     /// The log could not read records back.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// A receipt or replay could not be built from the stored events.
+    #[error("building the artifact failed: {0}")]
+    Artifact(String),
     /// The log refused a record (a bug: decisions check what it checks).
     #[error(transparent)]
     Append(#[from] AppendError),

@@ -143,7 +143,7 @@ impl From<AuthorityError> for ApiError {
             ),
             Log(failure) => failure.into(),
             Read(failure) => failure.into(),
-            Append(failure) => ApiError::internal(failure.to_string()),
+            Append(_) | Artifact(_) => ApiError::internal(message),
         }
     }
 }

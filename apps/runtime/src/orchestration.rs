@@ -10,6 +10,7 @@ use crate::authority::{
     decide_create,
 };
 use crate::types::{AppendEventBody, CreateRunBody};
+use openagents_artifacts::{BuildError, RunHeader, build_receipt, write_replay};
 use openagents_run_state::RunEvent;
 use openagents_workers::{Owner, validate_worker_id};
 use serde_json::{Map, Value};
@@ -135,4 +136,72 @@ fn object_or_empty(field: &str, value: Option<Value>) -> Result<Value, Authority
             "{field} must be a JSON object"
         ))),
     }
+}
+
+/// Events are read from the file in pages of this many while an artifact is
+/// built, so memory stays bounded whatever the run's length.
+const ARTIFACT_PAGE: usize = 1024;
+
+/// The run as the artifact builders see it.
+fn artifact_header(head: &RunHead) -> RunHeader {
+    RunHeader {
+        id: head.id.to_string(),
+        created_at: head.created_at.to_string(),
+        metadata: serde_json::from_str(head.metadata.get()).expect("stored metadata is JSON"),
+        status: head.status,
+    }
+}
+
+/// Every event of a run up to `last_seq`, read page by page.
+fn event_pages(
+    authority: &Authority,
+    run_id: Uuid,
+    last_seq: u64,
+) -> impl Iterator<Item = Result<RunEvent, AuthorityError>> + '_ {
+    let mut after = 0u64;
+    let mut page = Vec::new().into_iter();
+    std::iter::from_fn(move || {
+        if let Some(event) = page.next() {
+            return Some(Ok(event));
+        }
+        if after >= last_seq {
+            return None;
+        }
+        let limit = usize::try_from(last_seq - after).unwrap_or(usize::MAX).min(ARTIFACT_PAGE);
+        match authority.run_events(run_id, after, limit) {
+            Ok(events) => {
+                after = events.last().map_or(last_seq, |event| event.seq);
+                page = events.into_iter();
+                page.next().map(Ok)
+            }
+            Err(error) => {
+                after = last_seq;
+                Some(Err(error))
+            }
+        }
+    })
+}
+
+fn artifact_error(error: BuildError<AuthorityError>) -> AuthorityError {
+    match error {
+        BuildError::Events(error) => error,
+        other => AuthorityError::Artifact(other.to_string()),
+    }
+}
+
+/// The run's `openagents.receipt.v1` as JSON bytes. Blocking (reads the file).
+pub fn receipt(authority: &Authority, run_id: Uuid) -> Result<Vec<u8>, AuthorityError> {
+    let head = authority.run(run_id)?;
+    let receipt = build_receipt(&artifact_header(&head), event_pages(authority, run_id, head.latest_seq))
+        .map_err(artifact_error)?;
+    Ok(receipt.to_json_bytes())
+}
+
+/// The run's `REPLAY.jsonl`. Blocking (reads the file).
+pub fn replay(authority: &Authority, run_id: Uuid) -> Result<Vec<u8>, AuthorityError> {
+    let head = authority.run(run_id)?;
+    let mut out = Vec::new();
+    write_replay(&mut out, &artifact_header(&head), event_pages(authority, run_id, head.latest_seq))
+        .map_err(artifact_error)?;
+    Ok(out)
 }

@@ -112,6 +112,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/internal/v1/runs", post(runs::create))
         .route("/internal/v1/runs/{run_id}", get(runs::get))
+        .route("/internal/v1/runs/{run_id}/receipt", get(runs::receipt))
+        .route("/internal/v1/runs/{run_id}/replay", get(runs::replay))
         .route(
             "/internal/v1/runs/{run_id}/events",
             post(runs::append).get(runs::events),

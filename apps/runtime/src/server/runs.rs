@@ -6,7 +6,7 @@ use crate::orchestration;
 use crate::server::AppState;
 use crate::types::{AppendEventBody, CreateRunBody, EventsPageQuery, RunView};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use uuid::Uuid;
@@ -67,4 +67,22 @@ pub async fn events(
     let body =
         json!({"events": page.events, "next_cursor": page.next_cursor, "head_seq": page.head_seq});
     Ok(axum::Json(body).into_response())
+}
+
+/// `GET /internal/v1/runs/{run_id}/receipt`.
+pub async fn receipt(State(state): State<AppState>, Path(run_id): Path<Uuid>) -> Result<Response, ApiError> {
+    let core = state.core()?.clone();
+    let bytes = tokio::task::spawn_blocking(move || orchestration::receipt(&core.authority, run_id))
+        .await
+        .map_err(|error| ApiError::internal(error.to_string()))??;
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+/// `GET /internal/v1/runs/{run_id}/replay` as `application/x-ndjson`.
+pub async fn replay(State(state): State<AppState>, Path(run_id): Path<Uuid>) -> Result<Response, ApiError> {
+    let core = state.core()?.clone();
+    let bytes = tokio::task::spawn_blocking(move || orchestration::replay(&core.authority, run_id))
+        .await
+        .map_err(|error| ApiError::internal(error.to_string()))??;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], bytes).into_response())
 }
