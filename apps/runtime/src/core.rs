@@ -3,13 +3,34 @@
 
 use crate::authority::{Authority, Stream};
 use crate::config::Config;
-use openagents_event_log::{EventLog, LogOptions, OpenError, OpenReport};
-use std::sync::Arc;
+use crate::projectors::{CatchUp, ProjectionStore};
+use openagents_event_log::{CommitObserver, EventLog, LogOptions, OpenError, OpenReport};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How often changed projections are written to the checkpoint file.
+const CHECKPOINT_FLUSH_INTERVAL: Duration = Duration::from_millis(1000);
 
 /// Everything that exists only once the log is recovered.
 pub struct Core {
     /// The write authority and its log.
     pub authority: Authority,
+    /// Projections and their checkpoint file.
+    pub projections: Arc<ProjectionStore>,
+    /// Heartbeat age after which a live worker is stale.
+    pub heartbeat_stale_after_ms: u64,
+    flusher: Flusher,
+}
+
+/// What recovery found, for the start-up log line.
+#[derive(Debug)]
+pub struct Recovery {
+    /// The log's recovery.
+    pub log: OpenReport,
+    /// The projections' catch-up.
+    pub projections: CatchUp,
 }
 
 /// Why the service could not start.
@@ -18,19 +39,87 @@ pub enum StartError {
     /// The event log could not be opened or recovered.
     #[error(transparent)]
     Log(#[from] OpenError),
+    /// The projections could not be caught up from the log.
+    #[error("catching up projections from the event log: {0}")]
+    Projections(String),
 }
 
 impl Core {
-    /// Opens and recovers the log. Blocking: run it off the async runtime.
-    pub fn open(config: &Config) -> Result<(Core, OpenReport), StartError> {
-        let (log, report) =
-            EventLog::<Stream>::open(&config.event_log_path, LogOptions::default())?;
-        let authority = Authority::new(Arc::new(log), config.authority_write_mode);
-        Ok((Core { authority }, report))
+    /// Opens and recovers the log, then catches projections up. Blocking:
+    /// run it off the async runtime.
+    pub fn open(config: &Config) -> Result<(Core, Recovery), StartError> {
+        let projections = Arc::new(ProjectionStore::new(&config.checkpoint_path));
+        let observer: Arc<dyn CommitObserver<Stream>> = projections.clone();
+        let options = LogOptions {
+            observer: Some(observer),
+            ..LogOptions::default()
+        };
+        let (log, log_report) = EventLog::<Stream>::open(&config.event_log_path, options)?;
+        let catch_up = projections.recover(&log).map_err(StartError::Projections)?;
+        let core = Core {
+            authority: Authority::new(Arc::new(log), config.authority_write_mode),
+            flusher: Flusher::start(Arc::clone(&projections)),
+            projections,
+            heartbeat_stale_after_ms: config.worker_heartbeat_stale_after_ms,
+        };
+        Ok((
+            core,
+            Recovery {
+                log: log_report,
+                projections: catch_up,
+            },
+        ))
     }
 
-    /// Stops the writer after the writes already queued.
+    /// Stops the writer after the writes already queued, then writes the
+    /// projections a last time.
     pub fn shutdown(&self) {
         self.authority.log().shutdown();
+        self.flusher.stop();
+        if let Err(error) = self.projections.flush() {
+            tracing::error!(%error, "writing the projection checkpoint at shutdown failed");
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The background thread that writes changed projections once per interval.
+struct Flusher {
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Flusher {
+    fn start(projections: Arc<ProjectionStore>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("projection-flusher".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Acquire) {
+                    std::thread::park_timeout(CHECKPOINT_FLUSH_INTERVAL);
+                    if let Err(error) = projections.flush() {
+                        tracing::error!(%error, "writing the projection checkpoint failed; will retry");
+                    }
+                }
+            })
+            .expect("spawning the projection flusher");
+        Flusher {
+            stop,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.lock().expect("flusher lock").take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
     }
 }

@@ -8,6 +8,8 @@
 //! - `config`: every `RUNTIME_*` variable, validated once;
 //! - `authority`: stream folds and write decisions on the log's writer;
 //! - `orchestration`: run operations as the routes need them;
+//! - `workers`: worker operations and liveness;
+//! - `projectors`: projections behind the log and their checkpoint file;
 //! - `core`: the recovered state the routes serve from;
 //! - `server`: router, extractors and handlers;
 //! - `error`: the one mapping of failures to the JSON envelope.
@@ -17,8 +19,10 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod orchestration;
+pub mod projectors;
 pub mod server;
 pub mod types;
+pub mod workers;
 
 use crate::config::Config;
 use crate::core::{Core, StartError};
@@ -43,13 +47,15 @@ pub async fn serve(
             .await
     });
     let recovery_config = config.clone();
-    let (core, report) = tokio::task::spawn_blocking(move || Core::open(&recovery_config))
+    let (core, recovery) = tokio::task::spawn_blocking(move || Core::open(&recovery_config))
         .await
         .expect("recovery does not panic")?;
     tracing::info!(
-        records = report.records,
-        streams = report.streams,
-        truncated_bytes = report.truncated_bytes,
+        records = recovery.log.records,
+        streams = recovery.log.streams,
+        truncated_bytes = recovery.log.truncated_bytes,
+        projections_rebuilt = recovery.projections.rebuilt_from_scratch,
+        projection_records_applied = recovery.projections.records_applied,
         path = %config.event_log_path.display(),
         "event log recovered"
     );

@@ -167,7 +167,9 @@ fn event_pages(
         if after >= last_seq {
             return None;
         }
-        let limit = usize::try_from(last_seq - after).unwrap_or(usize::MAX).min(ARTIFACT_PAGE);
+        let limit = usize::try_from(last_seq - after)
+            .unwrap_or(usize::MAX)
+            .min(ARTIFACT_PAGE);
         match authority.run_events(run_id, after, limit) {
             Ok(events) => {
                 after = events.last().map_or(last_seq, |event| event.seq);
@@ -192,8 +194,11 @@ fn artifact_error(error: BuildError<AuthorityError>) -> AuthorityError {
 /// The run's `openagents.receipt.v1` as JSON bytes. Blocking (reads the file).
 pub fn receipt(authority: &Authority, run_id: Uuid) -> Result<Vec<u8>, AuthorityError> {
     let head = authority.run(run_id)?;
-    let receipt = build_receipt(&artifact_header(&head), event_pages(authority, run_id, head.latest_seq))
-        .map_err(artifact_error)?;
+    let receipt = build_receipt(
+        &artifact_header(&head),
+        event_pages(authority, run_id, head.latest_seq),
+    )
+    .map_err(artifact_error)?;
     Ok(receipt.to_json_bytes())
 }
 
@@ -201,7 +206,11 @@ pub fn receipt(authority: &Authority, run_id: Uuid) -> Result<Vec<u8>, Authority
 pub fn replay(authority: &Authority, run_id: Uuid) -> Result<Vec<u8>, AuthorityError> {
     let head = authority.run(run_id)?;
     let mut out = Vec::new();
-    write_replay(&mut out, &artifact_header(&head), event_pages(authority, run_id, head.latest_seq))
-        .map_err(artifact_error)?;
+    write_replay(
+        &mut out,
+        &artifact_header(&head),
+        event_pages(authority, run_id, head.latest_seq),
+    )
+    .map_err(artifact_error)?;
     Ok(out)
 }

@@ -7,7 +7,9 @@
 
 mod extract;
 mod health;
+mod projectors;
 mod runs;
+mod workers;
 
 use crate::config::Config;
 use crate::core::Core;
@@ -117,6 +119,29 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/internal/v1/runs/{run_id}/events",
             post(runs::append).get(runs::events),
+        )
+        .route(
+            "/internal/v1/projectors/checkpoints/{run_id}",
+            get(projectors::checkpoint),
+        )
+        .route(
+            "/internal/v1/projectors/run-summary/{run_id}",
+            get(projectors::run_summary),
+        )
+        .route("/internal/v1/projectors/drift", get(projectors::drift))
+        .route("/internal/v1/workers", post(workers::register))
+        .route("/internal/v1/workers/{worker_id}", get(workers::get))
+        .route(
+            "/internal/v1/workers/{worker_id}/heartbeat",
+            post(workers::heartbeat),
+        )
+        .route(
+            "/internal/v1/workers/{worker_id}/status",
+            post(workers::status),
+        )
+        .route(
+            "/internal/v1/workers/{worker_id}/checkpoint",
+            get(workers::checkpoint),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

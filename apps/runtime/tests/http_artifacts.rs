@@ -10,11 +10,15 @@ use serde_json::{Value, json};
 use support::{TestService, assert_error};
 
 async fn fetch(service: &TestService, uri: &str) -> (StatusCode, Vec<u8>) {
-    service.send(Request::get(uri).body(Body::empty()).unwrap()).await
+    service
+        .send(Request::get(uri).body(Body::empty()).unwrap())
+        .await
 }
 
 async fn run_with_tools(service: &TestService) -> String {
-    let run = service.create_run(json!({"metadata": {"policy_bundle_id": "bundle-7"}})).await;
+    let run = service
+        .create_run(json!({"metadata": {"policy_bundle_id": "bundle-7"}}))
+        .await;
     let tool = json!({"event_type": "tool.call.completed", "payload": {"tool": "shell", "params": {"b": 1, "a": 2}, "output": "ok", "latency_ms": 12, "side_effects": false}});
     service.append(&run, tool).await;
     let verification = json!({"event_type": "verification.completed", "payload": {"command": "cargo test", "exit_code": 0, "cwd": "/w", "duration_ms": 900}});
@@ -32,22 +36,40 @@ async fn a_receipt_lists_tool_calls_and_verification() {
     assert_eq!(receipt["schema"], "openagents.receipt.v1");
     assert_eq!(receipt["session_id"], run);
     assert_eq!(receipt["policy_bundle_id"], "bundle-7");
-    assert_eq!((receipt["event_count"].clone(), receipt["first_seq"].clone(), receipt["last_seq"].clone()), (json!(3), json!(1), json!(3)));
+    assert_eq!(
+        (
+            receipt["event_count"].clone(),
+            receipt["first_seq"].clone(),
+            receipt["last_seq"].clone()
+        ),
+        (json!(3), json!(1), json!(3))
+    );
     assert_eq!(receipt["tool_calls"][0]["tool"], "shell");
-    assert_eq!(receipt["tool_calls"][0]["params_hash"], openagents_canonical::digest(&json!({"a": 2, "b": 1})));
+    assert_eq!(
+        receipt["tool_calls"][0]["params_hash"],
+        openagents_canonical::digest(&json!({"a": 2, "b": 1}))
+    );
     assert_eq!(receipt["verification"][0]["command"], "cargo test");
 
     // Anyone holding the events can recompute the trajectory hash.
     let (_, run_body) = service.get(&format!("/internal/v1/runs/{run}")).await;
     let events = run_body["run"]["events"].clone();
-    assert_eq!(receipt["trajectory_hash"], openagents_canonical::digest(&events));
+    assert_eq!(
+        receipt["trajectory_hash"],
+        openagents_canonical::digest(&events)
+    );
 }
 
 #[tokio::test]
 async fn receipts_and_replays_are_byte_identical_after_restart() {
     let service = TestService::start();
     let run = run_with_tools(&service).await;
-    service.append(&run, json!({"event_type": "run.finished", "payload": {"status": "succeeded"}})).await;
+    service
+        .append(
+            &run,
+            json!({"event_type": "run.finished", "payload": {"status": "succeeded"}}),
+        )
+        .await;
     let receipt_uri = format!("/internal/v1/runs/{run}/receipt");
     let replay_uri = format!("/internal/v1/runs/{run}/replay");
     let receipt = fetch(&service, &receipt_uri).await;
@@ -63,18 +85,32 @@ async fn a_replay_is_valid_ndjson_and_ends_only_when_sealed() {
     let run = run_with_tools(&service).await;
     let uri = format!("/internal/v1/runs/{run}/replay");
     let response = service.router.clone();
-    let open = tower::ServiceExt::oneshot(response, Request::get(uri.as_str()).body(Body::empty()).unwrap()).await.unwrap();
+    let open = tower::ServiceExt::oneshot(
+        response,
+        Request::get(uri.as_str()).body(Body::empty()).unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(open.headers()["content-type"], "application/x-ndjson");
 
     let (_, bytes) = fetch(&service, &uri).await;
     assert_eq!(validate_replay(bytes.as_slice()).unwrap(), 5);
     assert!(!String::from_utf8_lossy(&bytes).contains("SessionEnd"));
 
-    service.append(&run, json!({"event_type": "run.finished", "payload": {"status": "failed"}})).await;
+    service
+        .append(
+            &run,
+            json!({"event_type": "run.finished", "payload": {"status": "failed"}}),
+        )
+        .await;
     let (_, bytes) = fetch(&service, &uri).await;
     assert_eq!(validate_replay(bytes.as_slice()).unwrap(), 7);
-    let last: Value = serde_json::from_slice(bytes.split(|b| *b == b'\n').rev().nth(1).unwrap()).unwrap();
-    assert_eq!((last["type"].clone(), last["status"].clone()), (json!("SessionEnd"), json!("failure")));
+    let last: Value =
+        serde_json::from_slice(bytes.split(|b| *b == b'\n').rev().nth(1).unwrap()).unwrap();
+    assert_eq!(
+        (last["type"].clone(), last["status"].clone()),
+        (json!("SessionEnd"), json!("failure"))
+    );
 }
 
 #[tokio::test]
@@ -82,7 +118,9 @@ async fn artifacts_of_unknown_runs_are_404() {
     let service = TestService::start();
     let unknown = uuid::Uuid::now_v7();
     for artifact in ["receipt", "replay"] {
-        let (status, body) = service.get(&format!("/internal/v1/runs/{unknown}/{artifact}")).await;
+        let (status, body) = service
+            .get(&format!("/internal/v1/runs/{unknown}/{artifact}"))
+            .await;
         assert_error(status, &body, 404, "not_found", None);
     }
 }

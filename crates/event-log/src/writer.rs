@@ -113,13 +113,22 @@ pub struct Txn<'a, S> {
 }
 
 /// A stream as a decision sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct StreamView<'t, S> {
     /// The stream's state after every committed and staged record.
     pub state: &'t S,
     /// The stream's last sequence number, staged records included.
     pub head: u64,
 }
+
+// Copy whatever `S` is: the view only borrows the state.
+impl<S> Clone for StreamView<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for StreamView<'_, S> {}
 
 /// Where an appended record landed.
 #[derive(Debug, Clone, PartialEq, Eq)]

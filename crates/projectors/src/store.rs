@@ -39,6 +39,18 @@ impl Projections {
         applied
     }
 
+    /// Drops the projection of run `run_id`, so it can be rebuilt from its
+    /// first event.
+    pub fn forget_run(&mut self, run_id: &str) {
+        self.runs.remove(run_id);
+    }
+
+    /// Drops the projection of worker `worker_id`, so it can be rebuilt from
+    /// its first event.
+    pub fn forget_worker(&mut self, worker_id: &str) {
+        self.workers.remove(worker_id);
+    }
+
     /// Applies one lifecycle event of worker `worker_id` (see
     /// [`WorkerProjector::apply`]).
     pub fn apply_worker_event(

@@ -70,16 +70,23 @@ pub async fn events(
 }
 
 /// `GET /internal/v1/runs/{run_id}/receipt`.
-pub async fn receipt(State(state): State<AppState>, Path(run_id): Path<Uuid>) -> Result<Response, ApiError> {
+pub async fn receipt(
+    State(state): State<AppState>,
+    Path(run_id): Path<Uuid>,
+) -> Result<Response, ApiError> {
     let core = state.core()?.clone();
-    let bytes = tokio::task::spawn_blocking(move || orchestration::receipt(&core.authority, run_id))
-        .await
-        .map_err(|error| ApiError::internal(error.to_string()))??;
+    let bytes =
+        tokio::task::spawn_blocking(move || orchestration::receipt(&core.authority, run_id))
+            .await
+            .map_err(|error| ApiError::internal(error.to_string()))??;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
 /// `GET /internal/v1/runs/{run_id}/replay` as `application/x-ndjson`.
-pub async fn replay(State(state): State<AppState>, Path(run_id): Path<Uuid>) -> Result<Response, ApiError> {
+pub async fn replay(
+    State(state): State<AppState>,
+    Path(run_id): Path<Uuid>,
+) -> Result<Response, ApiError> {
     let core = state.core()?.clone();
     let bytes = tokio::task::spawn_blocking(move || orchestration::replay(&core.authority, run_id))
         .await

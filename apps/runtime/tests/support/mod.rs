@@ -49,6 +49,8 @@ impl TestService {
         self.restart_with(|_| {})
     }
 
+    /// Stops this instance, lets `adjust` change the configuration or the
+    /// data files while nothing runs, and starts again.
     pub fn restart_with(self, adjust: impl FnOnce(&mut Config)) -> Self {
         let TestService {
             dir,

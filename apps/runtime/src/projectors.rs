@@ -1,0 +1,243 @@
+//! Projections kept behind the log: applied to every committed batch on the
+//! writer thread, persisted to `RUNTIME_CHECKPOINT_PATH` in the background,
+//! and caught up from the log at start.
+//!
+//! The file is written whole but rarely (at most once per flush interval,
+//! and at shutdown), with temp file, fsync, rename and directory fsync; the
+//! per-event cost is the projector step alone, whatever the number of runs.
+//! A missing, unreadable or inconsistent file is replaced by a rebuild from
+//! the log, with a warning; a projection that claims more than the log holds
+//! is rebuilt too, so a summary never disagrees with the log.
+
+use crate::authority::{Stream, run_event};
+use crate::workers::WorkerAfter;
+use openagents_event_log::{CommitObserver, EventLog, Index, RecordRef};
+use openagents_projectors::{Checkpoint, DriftReport, ProjectionSnapshot, Projections, RunSummary};
+use openagents_workers::LifecycleEvent;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// Records read per page while catching up.
+const CATCH_UP_PAGE: usize = 1024;
+
+/// The service's projections and their checkpoint file.
+pub struct ProjectionStore {
+    path: PathBuf,
+    projections: Mutex<Projections>,
+    /// Set when projections changed since the last write of the file.
+    dirty: AtomicBool,
+}
+
+/// What a catch-up did, for the start-up log line and `reproject`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Whether the checkpoint file was unusable and ignored.
+    pub rebuilt_from_scratch: bool,
+    /// Streams whose projection was behind the log.
+    pub streams_caught_up: usize,
+    /// Records applied while catching up.
+    pub records_applied: u64,
+}
+
+impl ProjectionStore {
+    /// An empty store writing to `path`.
+    pub fn new(path: &Path) -> Self {
+        ProjectionStore {
+            path: path.to_owned(),
+            projections: Mutex::new(Projections::new()),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Projections> {
+        self.projections.lock().expect("projections lock poisoned")
+    }
+
+    /// Loads the checkpoint file (or starts empty when it is unusable), then
+    /// applies every record of the log the file does not cover.
+    pub fn recover(&self, log: &EventLog<Stream>) -> Result<CatchUp, String> {
+        let mut outcome = CatchUp::default();
+        match self.load_file() {
+            Ok(projections) => *self.lock() = projections,
+            Err(reason) => {
+                tracing::warn!(path = %self.path.display(), %reason, "rebuilding projections from the event log");
+                outcome.rebuilt_from_scratch = true;
+            }
+        }
+        let heads: Vec<(String, u64)> = log
+            .index()
+            .streams()
+            .map(|(name, entry)| (name.to_owned(), entry.head()))
+            .collect();
+        for (stream, head) in heads {
+            let projected = self.projected_seq(&stream);
+            let from = if projected > head {
+                tracing::warn!(%stream, projected, head, "projection is ahead of the log; rebuilding it");
+                self.forget(&stream);
+                0
+            } else {
+                projected
+            };
+            if from < head {
+                outcome.streams_caught_up += 1;
+                outcome.records_applied += self.catch_up_stream(log, &stream, from, head)?;
+            }
+        }
+        if outcome.streams_caught_up > 0 || outcome.rebuilt_from_scratch {
+            self.dirty.store(true, Ordering::Release);
+        }
+        Ok(outcome)
+    }
+
+    fn load_file(&self) -> Result<Projections, String> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Projections::new());
+            }
+            Err(error) => return Err(error.to_string()),
+        };
+        let snapshot = ProjectionSnapshot::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        Projections::from_snapshot(snapshot).map_err(|e| e.to_string())
+    }
+
+    fn projected_seq(&self, stream: &str) -> u64 {
+        let projections = self.lock();
+        let checkpoint = match stream.split_once(':') {
+            Some(("run", id)) => projections
+                .run(id)
+                .and_then(|p| p.checkpoint().map(|c| c.last_seq)),
+            Some(("worker", id)) => projections
+                .worker(id)
+                .and_then(|p| p.checkpoint().map(|c| c.last_seq)),
+            _ => None,
+        };
+        checkpoint.unwrap_or(0)
+    }
+
+    fn forget(&self, stream: &str) {
+        let mut projections = self.lock();
+        match stream.split_once(':') {
+            Some(("run", id)) => projections.forget_run(id),
+            Some(("worker", id)) => projections.forget_worker(id),
+            _ => {}
+        }
+    }
+
+    fn catch_up_stream(
+        &self,
+        log: &EventLog<Stream>,
+        stream: &str,
+        from: u64,
+        head: u64,
+    ) -> Result<u64, String> {
+        let mut after = from;
+        let mut applied = 0;
+        while after < head {
+            let limit = usize::try_from(head - after)
+                .unwrap_or(usize::MAX)
+                .min(CATCH_UP_PAGE);
+            let results = log
+                .read_stream(stream, after, limit, |record| {
+                    let mut projections = self.lock();
+                    apply_record(&mut projections, &record).map(|()| record.seq)
+                })
+                .map_err(|e| e.to_string())?;
+            for result in results {
+                after = result?;
+                applied += 1;
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Writes the checkpoint file if projections changed since the last
+    /// write: temp file, fsync, rename, fsync of the folder.
+    pub fn flush(&self) -> std::io::Result<bool> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let snapshot = self.lock().snapshot();
+        let bytes = snapshot.to_bytes();
+        if let Err(error) = write_atomically(&self.path, &bytes) {
+            self.dirty.store(true, Ordering::Release);
+            return Err(error);
+        }
+        Ok(true)
+    }
+
+    /// The checkpoint of a topic.
+    pub fn checkpoint(&self, topic: &str) -> Option<Checkpoint> {
+        self.lock().checkpoint(topic).cloned()
+    }
+
+    /// The summary of a run.
+    pub fn run_summary(&self, run_id: &str) -> Option<RunSummary> {
+        self.lock().run(run_id).and_then(|p| p.summary().cloned())
+    }
+
+    /// The latest drift report of a topic.
+    pub fn drift(&self, topic: &str) -> Option<DriftReport> {
+        self.lock().drift(topic).cloned()
+    }
+
+    /// A copy of every projection, for `reproject` to compare.
+    pub fn snapshot(&self) -> ProjectionSnapshot {
+        self.lock().snapshot()
+    }
+}
+
+impl CommitObserver<Stream> for ProjectionStore {
+    fn committed(&self, records: &[RecordRef<'_>], _index: &Index<Stream>) {
+        let mut projections = self.lock();
+        for record in records {
+            if let Err(reason) = apply_record(&mut projections, record) {
+                // The record is durable; the projection will be rebuilt from
+                // it at the next start.
+                tracing::error!(stream = %record.stream, seq = record.seq, %reason, "projection failed");
+            }
+        }
+        self.dirty.store(true, Ordering::Release);
+    }
+}
+
+/// Applies one record to the projection of its stream.
+fn apply_record(projections: &mut Projections, record: &RecordRef<'_>) -> Result<(), String> {
+    if let Some(run_id) = record.stream.strip_prefix("run:") {
+        let event = run_event(record).map_err(|e| e.to_string())?;
+        let applied = projections.apply_run_event(run_id, &event);
+        if let Some(rejected) = applied.rejected_transition {
+            tracing::warn!(%run_id, seq = record.seq, ?rejected, "run projection refused a transition");
+        }
+    } else if let Some(worker_id) = record.stream.strip_prefix("worker:") {
+        let payload = serde_json::from_str(record.payload.get()).map_err(|e| e.to_string())?;
+        let event = openagents_workers::WorkerEvent::from_record(&record.event_type, payload)
+            .map_err(|e| e.to_string())?;
+        let lifecycle = LifecycleEvent {
+            seq: record.seq,
+            recorded_at: record.at.to_string(),
+            event,
+        };
+        projections.apply_worker_event(worker_id, &lifecycle, WorkerAfter::of(record)?.status);
+    }
+    Ok(())
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new
+/// file, never a mix.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(folder)?;
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, path)?;
+    std::fs::File::open(folder)?.sync_all()
+}

@@ -1,0 +1,60 @@
+//! Handlers of the projector routes.
+
+use super::extract::{Path, Query};
+use crate::error::ApiError;
+use crate::server::AppState;
+use axum::Json;
+use axum::extract::State;
+use openagents_projectors::run_topic;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// `GET /internal/v1/projectors/checkpoints/{run_id}`.
+pub async fn checkpoint(
+    State(state): State<AppState>,
+    Path(run_id): Path<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let core = state.core()?;
+    let checkpoint = core
+        .projections
+        .checkpoint(&run_topic(&run_id.to_string()))
+        .ok_or_else(|| ApiError::not_found(format!("no checkpoint for run {run_id}")))?;
+    Ok(Json(json!({"checkpoint": checkpoint})))
+}
+
+/// `GET /internal/v1/projectors/run-summary/{run_id}`.
+pub async fn run_summary(
+    State(state): State<AppState>,
+    Path(run_id): Path<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let core = state.core()?;
+    let summary = core
+        .projections
+        .run_summary(&run_id.to_string())
+        .ok_or_else(|| ApiError::not_found(format!("no summary for run {run_id}")))?;
+    Ok(Json(json!({"summary": summary})))
+}
+
+/// Query of the drift route.
+#[derive(Debug, Deserialize)]
+pub struct DriftQuery {
+    topic: Option<String>,
+}
+
+/// `GET /internal/v1/projectors/drift?topic=`.
+pub async fn drift(
+    State(state): State<AppState>,
+    Query(query): Query<DriftQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let core = state.core()?;
+    let topic = query
+        .topic
+        .filter(|topic| !topic.is_empty())
+        .ok_or_else(|| ApiError::invalid_request("the topic query parameter is required"))?;
+    let drift = core
+        .projections
+        .drift(&topic)
+        .ok_or_else(|| ApiError::not_found(format!("no drift report for topic {topic}")))?;
+    Ok(Json(json!({"drift": drift})))
+}
