@@ -78,6 +78,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Heartbeat age after which a live worker is `stale`.
     pub worker_heartbeat_stale_after_ms: u64,
+    /// Khala fanout driver; `memory` is the one this service has.
+    pub fanout_driver: String,
     /// Messages kept per Khala topic.
     pub fanout_queue_capacity: usize,
     /// Khala topics held in memory at once.
@@ -136,6 +138,20 @@ impl Config {
                 120_000,
                 1..=86_400_000,
             )?,
+            fanout_driver: vars
+                .parsed(
+                    "RUNTIME_FANOUT_DRIVER",
+                    "memory",
+                    "memory (the only driver built in)",
+                )
+                .and_then(|driver: String| match driver.as_str() {
+                    "memory" => Ok(driver),
+                    _ => Err(ConfigError {
+                        variable: "RUNTIME_FANOUT_DRIVER",
+                        value: driver,
+                        expected: "memory (the only driver built in)",
+                    }),
+                })?,
             fanout_queue_capacity: vars.bounded(
                 "RUNTIME_FANOUT_QUEUE_CAPACITY",
                 1024,

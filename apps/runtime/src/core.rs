@@ -3,8 +3,13 @@
 
 use crate::authority::{Authority, Stream};
 use crate::config::Config;
+use crate::fanout::MemoryFanout;
+use crate::khala::Khala;
 use crate::projectors::{CatchUp, ProjectionStore};
-use openagents_event_log::{CommitObserver, EventLog, LogOptions, OpenError, OpenReport};
+use openagents_event_log::{
+    CommitObserver, EventLog, Index, LogOptions, OpenError, OpenReport, RecordRef,
+};
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -19,6 +24,8 @@ pub struct Core {
     pub authority: Authority,
     /// Projections and their checkpoint file.
     pub projections: Arc<ProjectionStore>,
+    /// Live delivery.
+    pub khala: Arc<Khala>,
     /// Heartbeat age after which a live worker is stale.
     pub heartbeat_stale_after_ms: u64,
     flusher: Flusher,
@@ -42,6 +49,9 @@ pub enum StartError {
     /// The projections could not be caught up from the log.
     #[error("catching up projections from the event log: {0}")]
     Projections(String),
+    /// Khala could not be set up or its aggregate lane rebuilt.
+    #[error("khala: {0}")]
+    Khala(String),
 }
 
 impl Core {
@@ -49,14 +59,22 @@ impl Core {
     /// run it off the async runtime.
     pub fn open(config: &Config) -> Result<(Core, Recovery), StartError> {
         let projections = Arc::new(ProjectionStore::new(&config.checkpoint_path));
-        let observer: Arc<dyn CommitObserver<Stream>> = projections.clone();
+        let khala = Arc::new(
+            Khala::new(config, Arc::new(memory_fanout(config))).map_err(StartError::Khala)?,
+        );
+        let feed = CommitFeed {
+            projections: Arc::clone(&projections),
+            khala: Arc::clone(&khala),
+        };
         let options = LogOptions {
-            observer: Some(observer),
+            observer: Some(Arc::new(feed)),
             ..LogOptions::default()
         };
         let (log, log_report) = EventLog::<Stream>::open(&config.event_log_path, options)?;
         let catch_up = projections.recover(&log).map_err(StartError::Projections)?;
+        khala.recover(&log).map_err(StartError::Khala)?;
         let core = Core {
+            khala,
             authority: Authority::new(Arc::new(log), config.authority_write_mode),
             flusher: Flusher::start(Arc::clone(&projections)),
             projections,
@@ -85,6 +103,27 @@ impl Core {
 impl Drop for Core {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The in-memory fanout driver sized by the configuration.
+fn memory_fanout(config: &Config) -> MemoryFanout {
+    let capacity = NonZeroUsize::new(config.fanout_queue_capacity).unwrap_or(NonZeroUsize::MIN);
+    let topics = NonZeroUsize::new(config.fanout_max_topics).unwrap_or(NonZeroUsize::MIN);
+    MemoryFanout::new(capacity, topics)
+}
+
+/// Hands every durable batch to the projections, then to live delivery, on
+/// the writer thread and in log order.
+struct CommitFeed {
+    projections: Arc<ProjectionStore>,
+    khala: Arc<Khala>,
+}
+
+impl CommitObserver<Stream> for CommitFeed {
+    fn committed(&self, records: &[RecordRef<'_>], index: &Index<Stream>) {
+        self.projections.committed(records, index);
+        self.khala.committed(records, index);
     }
 }
 

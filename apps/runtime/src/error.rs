@@ -5,6 +5,7 @@
 //! `From` impls below are the whole mapping.
 
 use crate::authority::AuthorityError;
+use crate::khala::KhalaError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use openagents_event_log::{LogFailure, ReadError};
@@ -87,6 +88,11 @@ impl ApiError {
         Self::new(status, error, message)
     }
 
+    /// The reason code, for logs and metrics.
+    pub fn reason_code(&self) -> Option<&'static str> {
+        self.reason_code
+    }
+
     /// The status code, for logs and metrics.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -164,5 +170,32 @@ impl From<LogFailure> for ApiError {
 impl From<ReadError> for ApiError {
     fn from(error: ReadError) -> Self {
         ApiError::internal(error.to_string())
+    }
+}
+
+impl From<KhalaError> for ApiError {
+    fn from(error: KhalaError) -> Self {
+        let message = error.to_string();
+        let coded = |reason: openagents_khala::reason::ReasonCode| {
+            let status =
+                StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            ApiError::new(status, reason.error_code(), message.clone()).with_reason(reason.as_str())
+        };
+        match error {
+            KhalaError::NotConfigured => {
+                coded(openagents_khala::reason::ReasonCode::SyncAuthNotConfigured)
+            }
+            KhalaError::TooManyWaiters => {
+                coded(openagents_khala::reason::ReasonCode::TooManyWaiters)
+            }
+            KhalaError::Denied(denial) => coded(denial.reason()),
+            KhalaError::Topic(error) => coded(error.reason()),
+            KhalaError::Params(error) => coded(error.reason()),
+            KhalaError::Stale(stale) => {
+                let details = serde_json::to_value(&stale).unwrap_or_default();
+                ApiError::new(StatusCode::GONE, "stale_cursor", message).with_details(details)
+            }
+            KhalaError::Read(error) => error.into(),
+        }
     }
 }

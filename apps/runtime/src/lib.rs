@@ -10,6 +10,7 @@
 //! - `orchestration`: run operations as the routes need them;
 //! - `workers`: worker operations and liveness;
 //! - `projectors`: projections behind the log and their checkpoint file;
+//! - `fanout`, `khala`: live delivery, topic polling and its auth;
 //! - `core`: the recovered state the routes serve from;
 //! - `server`: router, extractors and handlers;
 //! - `error`: the one mapping of failures to the JSON envelope.
@@ -18,6 +19,8 @@ pub mod authority;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod fanout;
+pub mod khala;
 pub mod orchestration;
 pub mod projectors;
 pub mod server;

@@ -7,6 +7,7 @@
 
 mod extract;
 mod health;
+mod khala;
 mod projectors;
 mod runs;
 mod workers;
@@ -143,6 +144,11 @@ pub fn router(state: AppState) -> Router {
             "/internal/v1/workers/{worker_id}/checkpoint",
             get(workers::checkpoint),
         )
+        .route(
+            "/internal/v1/khala/topics/{topic}/messages",
+            get(khala::messages),
+        )
+        .route("/internal/v1/khala/fanout/hooks", get(khala::hooks))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(max_body))

@@ -284,6 +284,18 @@ impl WindowSet {
         Ok(evicted)
     }
 
+    /// Drops the window of `topic`, so that the next poll rebuilds it from
+    /// the log. Returns whether it was held.
+    pub fn remove(&mut self, topic: &Topic) -> bool {
+        match self.windows.remove(topic) {
+            Some(slot) => {
+                self.recency.remove(&slot.last_used);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Publishes a message to its topic's window when that window is held;
     /// `Ok(None)` when it is not, since a later restore reads it from the log.
     pub fn publish(&mut self, message: Message) -> Result<Option<PublishOutcome>, WindowError> {

@@ -19,7 +19,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         "authority_writer_active": state.writer_active(),
         "legacy_write_freeze": config.legacy_write_freeze,
         "storage_backend": "jsonl",
-        "fanout_driver": "memory",
+        "fanout_driver": config.fanout_driver,
     }))
     .into_response()
 }
@@ -35,7 +35,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "projector_ready": readiness.projector_ready,
         "workers_ready": readiness.workers_ready,
         "authority_writer_active": state.writer_active(),
-        "fanout_driver": "memory",
+        "fanout_driver": state.config().fanout_driver,
     });
     if let Some(reason) = readiness.reason {
         body["reason"] = json!(reason);

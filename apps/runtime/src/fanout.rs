@@ -1,0 +1,122 @@
+//! The Khala fanout seam and its bounded in-memory driver.
+//!
+//! A driver holds the retained window of each topic it serves. The service
+//! publishes into it from the log's commit observer, on the writer thread, in
+//! log order, so a topic's messages arrive in sequence order without gaps
+//! whatever the write concurrency. A topic the driver does not hold is
+//! rebuilt from the durable log when it is polled, so the window is always
+//! the newest `capacity` messages of the log, before and after a restart.
+
+use openagents_khala::message::Message;
+use openagents_khala::poll::{Limit, PollPage, StaleCursor};
+use openagents_khala::topic::Topic;
+use openagents_khala::window::{WindowError, WindowSet};
+use serde::Serialize;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+/// An external delivery backend and whether this service is set up for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hook {
+    /// Backend name.
+    pub backend: &'static str,
+    /// `configured` or `not_configured`.
+    pub status: &'static str,
+    /// What it would take.
+    pub note: &'static str,
+}
+
+/// Where Khala windows live.
+pub trait FanoutDriver: Send + Sync {
+    /// The driver's name, as `/healthz` and poll responses report it.
+    fn name(&self) -> &'static str;
+    /// Whether the driver currently holds the topic's window.
+    fn holds(&self, topic: &Topic) -> bool;
+    /// Publishes the next message of a held topic (ignored when not held).
+    fn publish(&self, topic: &Topic, message: Message) -> Result<(), WindowError>;
+    /// Reads a page of a held topic; `None` when the topic is not held.
+    fn poll(
+        &self,
+        topic: &Topic,
+        after_seq: u64,
+        limit: Limit,
+    ) -> Option<Result<PollPage, StaleCursor>>;
+    /// Installs a topic's window from its newest messages, oldest first.
+    fn restore(&self, topic: Topic, tail: Vec<Message>) -> Result<(), WindowError>;
+    /// Drops a topic's window, so the next poll rebuilds it from the log.
+    fn forget(&self, topic: &Topic);
+    /// The external drivers and their status.
+    fn hooks(&self) -> Vec<Hook>;
+}
+
+/// Windows in this process's memory: at most `max_topics` topics of at most
+/// `capacity` messages each, least recently polled topics dropped first.
+pub struct MemoryFanout {
+    windows: Mutex<WindowSet>,
+}
+
+impl MemoryFanout {
+    /// A driver keeping `capacity` messages per topic for `max_topics` topics.
+    pub fn new(capacity: NonZeroUsize, max_topics: NonZeroUsize) -> Self {
+        MemoryFanout {
+            windows: Mutex::new(WindowSet::new(capacity, max_topics)),
+        }
+    }
+
+    fn windows(&self) -> std::sync::MutexGuard<'_, WindowSet> {
+        self.windows.lock().expect("fanout lock poisoned")
+    }
+}
+
+impl FanoutDriver for MemoryFanout {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn holds(&self, topic: &Topic) -> bool {
+        self.windows().contains(topic)
+    }
+
+    fn publish(&self, _topic: &Topic, message: Message) -> Result<(), WindowError> {
+        self.windows().publish(message).map(|_| ())
+    }
+
+    fn poll(
+        &self,
+        topic: &Topic,
+        after_seq: u64,
+        limit: Limit,
+    ) -> Option<Result<PollPage, StaleCursor>> {
+        self.windows()
+            .get(topic)
+            .map(|window| window.poll(after_seq, limit))
+    }
+
+    fn restore(&self, topic: Topic, tail: Vec<Message>) -> Result<(), WindowError> {
+        self.windows().restore(topic, tail).map(|_| ())
+    }
+
+    fn forget(&self, topic: &Topic) {
+        self.windows().remove(topic);
+    }
+
+    fn hooks(&self) -> Vec<Hook> {
+        vec![
+            Hook {
+                backend: "nats",
+                status: "not_configured",
+                note: "no NATS driver is built into this service",
+            },
+            Hook {
+                backend: "redis",
+                status: "not_configured",
+                note: "no Redis Streams driver is built into this service",
+            },
+            Hook {
+                backend: "postgres_notify",
+                status: "not_configured",
+                note: "no PostgreSQL LISTEN/NOTIFY driver is built into this service",
+            },
+        ]
+    }
+}

@@ -1,0 +1,489 @@
+//! Khala live delivery: publishing committed records to topic windows in log
+//! order, polling with replay-floor semantics, long-poll wake-ups, and the
+//! token and ACL checks in front of them.
+//!
+//! Topics and their messages are pure functions of the log:
+//! `run:{id}:events` carries a run's events by seq; `worker:{id}:lifecycle`
+//! a worker's lifecycle events by seq; `runtime.codex_worker_events` every
+//! worker lifecycle event, numbered by its position among all worker records
+//! of the log. The rules themselves (cursor window, stale cursor, scopes,
+//! owner match, token checks) live in `openagents-khala`.
+
+use crate::authority::Stream;
+use crate::config::Config;
+use crate::fanout::FanoutDriver;
+use crate::workers::WorkerAfter;
+use openagents_event_log::{CommitObserver, EventLog, Index, ReadError, RecordRef};
+use openagents_khala::acl::{self, Access, Entity, OwnerLookup, Principal};
+use openagents_khala::auth::{SyncTokenConfig, SyncTokenVerifier};
+use openagents_khala::denial::AuthDenial;
+use openagents_khala::message::Message;
+use openagents_khala::poll::{PollPage, PollParamError, PollParams, StaleCursor};
+use openagents_khala::topic::{Topic, TopicError};
+use openagents_khala::window::TopicWindow;
+use serde_json::json;
+use std::collections::{BinaryHeap, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Name of the aggregate worker lane.
+const AGGREGATE_TOPIC: &str = "runtime.codex_worker_events";
+
+/// Why a Khala request is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KhalaError {
+    /// No signing key is configured.
+    #[error("sync token auth is not configured on this service")]
+    NotConfigured,
+    /// Token or ACL refusal.
+    #[error(transparent)]
+    Denied(#[from] AuthDenial),
+    /// The topic name is not one of the three shapes.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// A query value is out of range.
+    #[error(transparent)]
+    Params(#[from] PollParamError),
+    /// The cursor is below the retained window.
+    #[error("cursor is older than the retained window")]
+    Stale(StaleCursor),
+    /// Too many long-polls are waiting.
+    #[error("too many long-polls are waiting; retry shortly")]
+    TooManyWaiters,
+    /// The log could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// A successful poll, as the route answers it.
+#[derive(Debug, serde::Serialize)]
+pub struct PollResponse {
+    topic: String,
+    driver: &'static str,
+    messages: Vec<Message>,
+    oldest_available_cursor: u64,
+    head_cursor: u64,
+    next_cursor: u64,
+    replay_complete: bool,
+}
+
+/// Khala state: the fanout driver, the aggregate lane, and the waiters.
+pub struct Khala {
+    driver: Arc<dyn FanoutDriver>,
+    capacity: NonZeroUsize,
+    /// The aggregate lane is always held: rebuilding it means merging every
+    /// worker stream, so it is built once at start and kept.
+    aggregate: Mutex<TopicWindow>,
+    wakers: Mutex<HashMap<String, watch::Sender<u64>>>,
+    waiters: AtomicUsize,
+    max_waiters: usize,
+    verifier: Option<SyncTokenVerifier>,
+}
+
+impl Khala {
+    /// Khala over `driver`, configured from `config`.
+    pub fn new(config: &Config, driver: Arc<dyn FanoutDriver>) -> Result<Self, String> {
+        let capacity = NonZeroUsize::new(config.fanout_queue_capacity)
+            .ok_or("RUNTIME_FANOUT_QUEUE_CAPACITY must be positive")?;
+        let verifier = match &config.sync_token_signing_key {
+            None => None,
+            Some(key) => Some(
+                SyncTokenVerifier::new(SyncTokenConfig {
+                    signing_key: key.as_bytes().to_vec(),
+                    issuer: config.sync_token_issuer.clone(),
+                    audience: config.sync_token_audience.clone(),
+                    revoked_jtis: config.sync_revoked_jtis.iter().cloned().collect(),
+                })
+                .map_err(|e| format!("sync token configuration: {e}"))?,
+            ),
+        };
+        Ok(Khala {
+            driver,
+            capacity,
+            aggregate: Mutex::new(TopicWindow::new(Topic::CodexWorkerEvents, capacity)),
+            wakers: Mutex::new(HashMap::new()),
+            waiters: AtomicUsize::new(0),
+            max_waiters: config.khala_max_waiters,
+            verifier,
+        })
+    }
+
+    /// The driver, for the hooks route and health.
+    pub fn driver(&self) -> &dyn FanoutDriver {
+        &*self.driver
+    }
+
+    /// Rebuilds the aggregate lane from the log: the newest `capacity` worker
+    /// records, by log position, found by merging the worker streams from
+    /// their ends.
+    pub fn recover(&self, log: &EventLog<Stream>) -> Result<(), String> {
+        let capacity = self.capacity.get();
+        let (total, newest) = {
+            let index = log.index();
+            newest_worker_records(&index, capacity)
+        };
+        let first_sequence = total - newest.len() as u64 + 1;
+        let mut tail = Vec::with_capacity(newest.len());
+        for (offset, (stream, seq)) in newest.into_iter().enumerate() {
+            let read = log.read_stream(&stream, seq - 1, 1, |record| {
+                worker_message(&record, AGGREGATE_TOPIC, first_sequence + offset as u64)
+            });
+            let message = read
+                .map_err(|e| e.to_string())?
+                .pop()
+                .ok_or("worker record vanished")??;
+            tail.push(message);
+        }
+        let window = TopicWindow::restore(Topic::CodexWorkerEvents, self.capacity, tail)
+            .map_err(|e| e.to_string())?;
+        *self.aggregate.lock().expect("aggregate lock") = window;
+        Ok(())
+    }
+
+    /// Verifies a sync token from the `Authorization` header.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, KhalaError> {
+        let verifier = self.verifier.as_ref().ok_or(KhalaError::NotConfigured)?;
+        Ok(verifier.verify_header_bytes(authorization, unix_now_secs())?)
+    }
+
+    /// Checks the principal's scopes and ownership of the topic.
+    pub fn authorize(
+        &self,
+        log: &EventLog<Stream>,
+        principal: &Principal,
+        topic: &Topic,
+    ) -> Result<Access, KhalaError> {
+        let index = log.index();
+        Ok(acl::authorize(principal, topic, |entity| {
+            owner_lookup(&index, entity)
+        })?)
+    }
+
+    /// Answers a poll, holding it up to `wait_ms` when nothing follows the
+    /// cursor. Waiting holds no lock, only a watch subscription.
+    pub async fn poll(
+        &self,
+        log: &EventLog<Stream>,
+        principal: &Principal,
+        topic: &Topic,
+        access: Access,
+        params: &PollParams,
+    ) -> Result<PollResponse, KhalaError> {
+        let name = topic.to_string();
+        let mut wait = if params.wait_ms() > 0 {
+            Some(self.subscribe(&name)?)
+        } else {
+            None
+        };
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(u64::from(params.wait_ms()));
+        let mut page = self.read(log, topic, params)?;
+        while page.messages().is_empty()
+            && let Some(waiter) = wait.as_mut()
+        {
+            match tokio::time::timeout_at(deadline, waiter.receiver.changed()).await {
+                Ok(Ok(())) => page = self.read(log, topic, params)?,
+                // Deadline reached, or the topic's sender went away.
+                _ => break,
+            }
+        }
+        drop(wait);
+        if access == Access::OwnedWorkersOnly {
+            let index = log.index();
+            page.retain(|message| {
+                acl::aggregate_message_visible(principal, message, |id| worker_owner(&index, id))
+            });
+        }
+        let plan = page.plan();
+        Ok(PollResponse {
+            topic: name,
+            driver: self.driver.name(),
+            oldest_available_cursor: plan.oldest_available_cursor(),
+            head_cursor: plan.head_cursor(),
+            next_cursor: plan.next_cursor(),
+            replay_complete: plan.replay_complete(),
+            messages: page.messages().to_vec(),
+        })
+    }
+
+    fn read(
+        &self,
+        log: &EventLog<Stream>,
+        topic: &Topic,
+        params: &PollParams,
+    ) -> Result<PollPage, KhalaError> {
+        if *topic == Topic::CodexWorkerEvents {
+            let window = self.aggregate.lock().expect("aggregate lock");
+            return window
+                .poll(params.after_seq(), params.limit())
+                .map_err(KhalaError::Stale);
+        }
+        loop {
+            if let Some(page) = self.driver.poll(topic, params.after_seq(), params.limit()) {
+                return page.map_err(KhalaError::Stale);
+            }
+            self.restore(log, topic)?;
+        }
+    }
+
+    /// Rebuilds a topic's window from the log, then publishes whatever was
+    /// committed while the tail was being read.
+    fn restore(&self, log: &EventLog<Stream>, topic: &Topic) -> Result<(), KhalaError> {
+        let stream = stream_of(topic);
+        let capacity = self.capacity.get();
+        let head = stream_head(log, &stream);
+        let from = head.saturating_sub(capacity as u64);
+        let tail = topic_messages(log, &stream, from, capacity)?;
+        let mut restored = tail.last().map_or(0, |message| message.sequence);
+        if self.driver.restore(topic.clone(), tail).is_err() {
+            self.driver.forget(topic);
+            return Ok(());
+        }
+        while stream_head(log, &stream) > restored {
+            for message in topic_messages(log, &stream, restored, capacity)? {
+                restored = message.sequence;
+                if self.driver.publish(topic, message).is_err() {
+                    self.driver.forget(topic);
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self, topic: &str) -> Result<Waiter<'_>, KhalaError> {
+        let previous = self.waiters.fetch_add(1, Ordering::AcqRel);
+        if previous >= self.max_waiters {
+            self.waiters.fetch_sub(1, Ordering::AcqRel);
+            return Err(KhalaError::TooManyWaiters);
+        }
+        let receiver = {
+            let mut wakers = self.wakers.lock().expect("wakers lock");
+            wakers
+                .entry(topic.to_owned())
+                .or_insert_with(|| watch::channel(0).0)
+                .subscribe()
+        };
+        Ok(Waiter {
+            khala: self,
+            topic: topic.to_owned(),
+            receiver,
+        })
+    }
+
+    /// Long-polls currently waiting.
+    pub fn waiting(&self) -> usize {
+        self.waiters.load(Ordering::Acquire)
+    }
+
+    fn wake(&self, topic: &str, sequence: u64) {
+        let wakers = self.wakers.lock().expect("wakers lock");
+        if let Some(sender) = wakers.get(topic) {
+            sender.send_replace(sequence);
+        }
+    }
+
+    fn publish_record(&self, record: &RecordRef<'_>) -> Result<(), String> {
+        if let Some(id) = record.stream.strip_prefix("run:") {
+            let topic = Topic::RunEvents(uuid::Uuid::parse_str(id).map_err(|e| e.to_string())?);
+            if self.driver.holds(&topic) {
+                let message = run_message(record, &topic.to_string())?;
+                if self.driver.publish(&topic, message).is_err() {
+                    self.driver.forget(&topic);
+                }
+            }
+            self.wake(&format!("run:{id}:events"), record.seq);
+        } else if let Some(id) = record.stream.strip_prefix("worker:") {
+            let name = format!("worker:{id}:lifecycle");
+            let topic: Topic = name.parse().map_err(|e: TopicError| e.to_string())?;
+            if self.driver.holds(&topic) {
+                let message = worker_message(record, &name, record.seq)?;
+                if self.driver.publish(&topic, message).is_err() {
+                    self.driver.forget(&topic);
+                }
+            }
+            self.wake(&name, record.seq);
+            let sequence = {
+                let mut aggregate = self.aggregate.lock().expect("aggregate lock");
+                let sequence = aggregate.bounds().head_cursor + 1;
+                aggregate
+                    .publish(worker_message(record, AGGREGATE_TOPIC, sequence)?)
+                    .map_err(|e| e.to_string())?;
+                sequence
+            };
+            self.wake(AGGREGATE_TOPIC, sequence);
+        }
+        Ok(())
+    }
+}
+
+impl CommitObserver<Stream> for Khala {
+    fn committed(&self, records: &[RecordRef<'_>], _index: &Index<Stream>) {
+        for record in records {
+            if let Err(reason) = self.publish_record(record) {
+                tracing::error!(stream = %record.stream, seq = record.seq, %reason, "publishing to khala failed");
+            }
+        }
+    }
+}
+
+/// A long-poll's registration; counts against the waiter limit until dropped.
+struct Waiter<'a> {
+    khala: &'a Khala,
+    topic: String,
+    receiver: watch::Receiver<u64>,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.khala.waiters.fetch_sub(1, Ordering::AcqRel);
+        let mut wakers = self.khala.wakers.lock().expect("wakers lock");
+        // This receiver still counts; the sender is dropped with the last one.
+        if wakers
+            .get(&self.topic)
+            .is_some_and(|sender| sender.receiver_count() <= 1)
+        {
+            wakers.remove(&self.topic);
+        }
+    }
+}
+
+/// The log stream behind a run or worker topic.
+fn stream_of(topic: &Topic) -> String {
+    match topic {
+        Topic::RunEvents(id) => format!("run:{id}"),
+        Topic::WorkerLifecycle(id) => format!("worker:{id}"),
+        Topic::CodexWorkerEvents => unreachable!("the aggregate lane is not a stream"),
+    }
+}
+
+fn stream_head(log: &EventLog<Stream>, stream: &str) -> u64 {
+    log.index().stream(stream).map_or(0, |entry| entry.head())
+}
+
+/// Messages of a run or worker stream with `after < seq <= after + limit`.
+fn topic_messages(
+    log: &EventLog<Stream>,
+    stream: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Message>, KhalaError> {
+    let (kind, id) = stream.split_once(':').expect("streams are kind:id");
+    let topic = if kind == "run" {
+        format!("run:{id}:events")
+    } else {
+        format!("worker:{id}:lifecycle")
+    };
+    let messages = log.read_stream(stream, after, limit, |record| {
+        if kind == "run" {
+            run_message(&record, &topic)
+        } else {
+            worker_message(&record, &topic, record.seq)
+        }
+    })?;
+    messages
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(|reason| KhalaError::Read(ReadError::Damaged { offset: 0, reason }))
+}
+
+/// A run event as a message of its run topic.
+fn run_message(record: &RecordRef<'_>, topic: &str) -> Result<Message, String> {
+    Ok(Message {
+        topic: topic.to_owned(),
+        sequence: record.seq,
+        kind: record.event_type.to_string(),
+        payload: serde_json::from_str(record.payload.get()).map_err(|e| e.to_string())?,
+        published_at: record.at.to_string(),
+    })
+}
+
+/// A worker lifecycle event as a message of `topic` with `sequence`.
+fn worker_message(record: &RecordRef<'_>, topic: &str, sequence: u64) -> Result<Message, String> {
+    let after = WorkerAfter::of(record)?;
+    let worker_id = record.stream.strip_prefix("worker:").unwrap_or_default();
+    Ok(Message {
+        topic: topic.to_owned(),
+        sequence,
+        kind: record.event_type.to_string(),
+        payload: json!({
+            "worker_id": worker_id,
+            "status": after.status,
+            "latest_seq": record.seq,
+            "heartbeat_state": after.heartbeat_state,
+        }),
+        published_at: record.at.to_string(),
+    })
+}
+
+/// The number of worker records in the log, and the newest `limit` of them
+/// as (stream, seq), oldest first.
+fn newest_worker_records(index: &Index<Stream>, limit: usize) -> (u64, Vec<(String, u64)>) {
+    let workers: Vec<(&str, &openagents_event_log::StreamEntry<Stream>)> = index
+        .streams()
+        .filter(|(name, _)| name.starts_with("worker:"))
+        .collect();
+    let total = workers.iter().map(|(_, entry)| entry.head()).sum();
+    // Max-heap of each stream's newest record not taken yet, by file offset
+    // (log order).
+    let mut heap: BinaryHeap<(u64, usize, u64)> = workers
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, (_, entry))| {
+            Some((entry.position(entry.head())?.offset, slot, entry.head()))
+        })
+        .collect();
+    let mut newest = Vec::with_capacity(limit);
+    while newest.len() < limit {
+        let Some((_, slot, seq)) = heap.pop() else {
+            break;
+        };
+        newest.push((workers[slot].0.to_owned(), seq));
+        if let Some(pos) = workers[slot].1.position(seq - 1) {
+            heap.push((pos.offset, slot, seq - 1));
+        }
+    }
+    newest.reverse();
+    (total, newest)
+}
+
+fn khala_owner(owner: &openagents_workers::Owner) -> acl::Owner {
+    acl::Owner {
+        user_id: owner.user_id(),
+        guest_scope: owner.guest_scope().map(str::to_owned),
+    }
+}
+
+fn owner_lookup(index: &Index<Stream>, entity: Entity<'_>) -> OwnerLookup {
+    match entity {
+        Entity::Run(id) => match index
+            .stream(&format!("run:{id}"))
+            .and_then(|e| e.state().as_run())
+        {
+            None => OwnerLookup::Unknown,
+            Some(run) => run.owner.as_ref().map_or(OwnerLookup::RunUnowned, |o| {
+                OwnerLookup::RunOwned(khala_owner(o))
+            }),
+        },
+        Entity::Worker(id) => {
+            worker_owner(index, id.as_str()).map_or(OwnerLookup::Unknown, OwnerLookup::WorkerOwned)
+        }
+    }
+}
+
+fn worker_owner(index: &Index<Stream>, worker_id: &str) -> Option<acl::Owner> {
+    let worker = index
+        .stream(&format!("worker:{worker_id}"))?
+        .state()
+        .as_worker()?;
+    Some(khala_owner(worker.owner()))
+}
+
+fn unix_now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,76 @@
+//! Handlers of the Khala routes.
+
+use super::extract::{Path, Query};
+use crate::error::ApiError;
+use crate::khala::KhalaError;
+use crate::server::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use openagents_khala::poll::PollParams;
+use openagents_khala::topic::Topic;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The poll query, kept as text so the Khala crate's rules judge it.
+#[derive(Debug, Deserialize)]
+pub struct PollQuery {
+    after_seq: Option<String>,
+    limit: Option<String>,
+    wait_ms: Option<String>,
+}
+
+/// `GET /internal/v1/khala/topics/{topic}/messages`.
+pub async fn messages(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    Query(query): Query<PollQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let core = state.core()?;
+    let result = poll(core, &topic, &query, &headers)
+        .await
+        .map_err(ApiError::from);
+    if let Err(error) = &result
+        && matches!(error.status().as_u16(), 401 | 403)
+    {
+        // The reason code only: the token itself is never logged.
+        tracing::warn!(%topic, reason = error.reason_code().unwrap_or_default(), "khala request denied");
+    }
+    let response = result?;
+    Ok(Json(
+        serde_json::to_value(response).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}
+
+async fn poll(
+    core: &crate::core::Core,
+    topic: &str,
+    query: &PollQuery,
+    headers: &HeaderMap,
+) -> Result<crate::khala::PollResponse, KhalaError> {
+    let khala = &core.khala;
+    let log = core.authority.log();
+    let principal = khala.authenticate(
+        headers
+            .get(header::AUTHORIZATION)
+            .map(|value| value.as_bytes()),
+    )?;
+    let topic: Topic = topic.parse()?;
+    let params = PollParams::from_query(
+        query.after_seq.as_deref(),
+        query.limit.as_deref(),
+        query.wait_ms.as_deref(),
+    )?;
+    let access = khala.authorize(log, &principal, &topic)?;
+    khala.poll(log, &principal, &topic, access, &params).await
+}
+
+/// `GET /internal/v1/khala/fanout/hooks`.
+pub async fn hooks(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let core = state.core()?;
+    let driver = core.khala.driver();
+    Ok(Json(
+        json!({"driver": driver.name(), "hooks": driver.hooks()}),
+    ))
+}
