@@ -1,5 +1,9 @@
 //! The `openagents-runtime-service` binary: reads the configuration, starts
 //! logging, binds the listener and serves until SIGINT or SIGTERM.
+//!
+//! `openagents-runtime-service reproject` instead drops the projections,
+//! rebuilds them from the event log, prints what changed and exits (the
+//! service must be stopped: the log is locked while it runs).
 
 use anyhow::Context;
 use openagents_runtime_service::config::Config;
@@ -14,6 +18,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Config::from_env()?;
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("reproject") => return reproject(&config),
+        Some(other) => anyhow::bail!("unknown command {other:?}; the only command is `reproject`"),
+    }
     if !config.authority_write_mode.writes_enabled() && config.legacy_write_freeze {
         tracing::warn!(
             authority_write_mode = config.authority_write_mode.as_str(),
@@ -37,4 +46,27 @@ async fn shutdown_signal() {
         _ = terminate.recv() => {}
     }
     tracing::info!("shutdown requested");
+}
+
+/// Rebuilds the projections from the log and prints what changed.
+fn reproject(config: &Config) -> anyhow::Result<()> {
+    use openagents_event_log::{EventLog, LogOptions};
+    use openagents_runtime_service::authority::Stream;
+    use openagents_runtime_service::projectors::{ProjectionStore, describe_changes};
+    let (log, report) = EventLog::<Stream>::open(&config.event_log_path, LogOptions::default())
+        .context("opening the event log (is the service still running?)")?;
+    let store = ProjectionStore::new(&config.checkpoint_path);
+    let (before, after) = store.reproject(&log).map_err(anyhow::Error::msg)?;
+    let changes = describe_changes(&before, &after);
+    for change in &changes {
+        println!("{change}");
+    }
+    println!(
+        "reprojected {} records of {} streams into {}: {} topics changed",
+        report.records,
+        report.streams,
+        config.checkpoint_path.display(),
+        changes.len()
+    );
+    Ok(())
 }

@@ -58,14 +58,28 @@ impl ProjectionStore {
     /// Loads the checkpoint file (or starts empty when it is unusable), then
     /// applies every record of the log the file does not cover.
     pub fn recover(&self, log: &EventLog<Stream>) -> Result<CatchUp, String> {
-        let mut outcome = CatchUp::default();
-        match self.load_file() {
-            Ok(projections) => *self.lock() = projections,
+        let rebuilt_from_scratch = match self.load_file() {
+            Ok(projections) => {
+                *self.lock() = projections;
+                false
+            }
             Err(reason) => {
                 tracing::warn!(path = %self.path.display(), %reason, "rebuilding projections from the event log");
-                outcome.rebuilt_from_scratch = true;
+                true
             }
+        };
+        let mut outcome = self.catch_up(log)?;
+        outcome.rebuilt_from_scratch = rebuilt_from_scratch;
+        if outcome.streams_caught_up > 0 || rebuilt_from_scratch {
+            self.dirty.store(true, Ordering::Release);
         }
+        Ok(outcome)
+    }
+
+    /// Applies, for every stream of the log, the records its projection has
+    /// not seen; a projection ahead of the log is rebuilt from the start.
+    fn catch_up(&self, log: &EventLog<Stream>) -> Result<CatchUp, String> {
+        let mut outcome = CatchUp::default();
         let heads: Vec<(String, u64)> = log
             .index()
             .streams()
@@ -85,10 +99,23 @@ impl ProjectionStore {
                 outcome.records_applied += self.catch_up_stream(log, &stream, from, head)?;
             }
         }
-        if outcome.streams_caught_up > 0 || outcome.rebuilt_from_scratch {
-            self.dirty.store(true, Ordering::Release);
-        }
         Ok(outcome)
+    }
+
+    /// Drops every projection, rebuilds them from the log and writes the
+    /// checkpoint file; returns the old and new snapshots so the caller can
+    /// say what changed. The log must not be in use by a running service.
+    pub fn reproject(
+        &self,
+        log: &EventLog<Stream>,
+    ) -> Result<(ProjectionSnapshot, ProjectionSnapshot), String> {
+        let before = self.load_file().unwrap_or_default().snapshot();
+        *self.lock() = Projections::new();
+        self.catch_up(log)?;
+        self.dirty.store(true, Ordering::Release);
+        self.flush()
+            .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+        Ok((before, self.snapshot()))
     }
 
     fn load_file(&self) -> Result<Projections, String> {
@@ -240,4 +267,39 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     drop(file);
     std::fs::rename(&temp, path)?;
     std::fs::File::open(folder)?.sync_all()
+}
+
+/// One line per topic whose projection differs between two snapshots.
+pub fn describe_changes(before: &ProjectionSnapshot, after: &ProjectionSnapshot) -> Vec<String> {
+    let mut topics: Vec<&String> = before
+        .checkpoints
+        .keys()
+        .chain(after.checkpoints.keys())
+        .collect();
+    topics.sort();
+    topics.dedup();
+    topics
+        .into_iter()
+        .filter_map(|topic| {
+            let old = (
+                before.checkpoints.get(topic),
+                before.run_summaries.get(topic),
+                before.worker_summaries.get(topic),
+            );
+            let new = (
+                after.checkpoints.get(topic),
+                after.run_summaries.get(topic),
+                after.worker_summaries.get(topic),
+            );
+            match (old.0, new.0) {
+                (None, Some(c)) => Some(format!("added {topic} (last_seq {})", c.last_seq)),
+                (Some(c), None) => Some(format!("removed {topic} (was last_seq {})", c.last_seq)),
+                (Some(a), Some(b)) if old != new => Some(format!(
+                    "changed {topic} (last_seq {} -> {})",
+                    a.last_seq, b.last_seq
+                )),
+                _ => None,
+            }
+        })
+        .collect()
 }
