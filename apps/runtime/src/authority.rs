@@ -163,6 +163,10 @@ struct RunAttrs {
     worker_id: Option<String>,
     owner: Option<Owner>,
     metadata: Box<RawValue>,
+    /// Set only for imported runs, whose creation time precedes their
+    /// first event; otherwise the first record's time is the creation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at: Option<String>,
 }
 
 /// What answering requests needs to know about a run, folded from its records
@@ -210,7 +214,7 @@ impl RunHead {
             worker_id: attrs.worker_id.map(Arc::from),
             owner: attrs.owner,
             metadata: Arc::from(attrs.metadata),
-            created_at: Arc::from(first.at.as_ref()),
+            created_at: Arc::from(attrs.created_at.as_deref().unwrap_or(&first.at)),
             updated_at: String::new(),
             latest_seq: 0,
             cancel_requested_seq: None,
@@ -362,6 +366,7 @@ pub fn decide_create(
         owner,
         metadata: serde_json::value::to_raw_value(&request.metadata)
             .expect("JSON values serialize"),
+        created_at: None,
     };
     let stream = run_stream(Uuid::now_v7());
     let appended = txn.append(NewRecord {
@@ -472,6 +477,92 @@ pub fn decide_append(
         event,
         idempotent_replay: false,
     })
+}
+
+/// A run recorded by another runtime, imported with its own id, times and
+/// events (shadow parity, migrations). Not reachable over HTTP.
+#[derive(Debug, Clone)]
+pub struct ImportRun {
+    /// The run's id.
+    pub id: Uuid,
+    /// When the other runtime created it.
+    pub created_at: String,
+    /// Creation metadata (an object).
+    pub metadata: Value,
+    /// Owner, if any.
+    pub owner: Option<Owner>,
+    /// Worker, if any.
+    pub worker_id: Option<String>,
+    /// Every event, seq 1.. in order, starting with `run.started`.
+    pub events: Vec<RunEvent>,
+}
+
+/// Decides an import: the whole event list is checked against the sequence
+/// rule and the state machine before anything is staged, so a bad import
+/// appends nothing.
+pub fn decide_import(txn: &mut Txn<'_, Stream>, run: ImportRun) -> Result<RunHead, AuthorityError> {
+    let stream = run_stream(run.id);
+    if txn.stream(&stream).is_some() {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "run {} already exists",
+            run.id
+        )));
+    }
+    check_importable(&run.events)?;
+    let attrs = RunAttrs {
+        worker_id: run.worker_id,
+        owner: run.owner,
+        metadata: serde_json::value::to_raw_value(&run.metadata).expect("JSON values serialize"),
+        created_at: Some(run.created_at),
+    };
+    let mut attrs = Some(serde_json::value::to_raw_value(&attrs).expect("attributes serialize"));
+    for event in run.events {
+        let content_hash = event.idempotency_key.as_ref().map(|_| {
+            openagents_canonical::digest(
+                &json!({"event_type": event.event_type, "payload": event.payload}),
+            )
+        });
+        let record = NewRecord {
+            stream: stream.clone(),
+            payload: serde_json::value::to_raw_value(&event.payload)
+                .expect("JSON values serialize"),
+            event_type: event.event_type,
+            idempotency_key: event.idempotency_key,
+            content_hash,
+            create_key: None,
+            attrs: attrs.take(),
+        };
+        txn.append_recorded_at(record, event.recorded_at)?;
+    }
+    run_in(txn, &stream)
+}
+
+/// The rules an imported event list must keep: seqs 1, 2, 3, …, a first
+/// `run.started`, every transition allowed and none repeated.
+fn check_importable(events: &[RunEvent]) -> Result<(), AuthorityError> {
+    let invalid = |message: String| Err(AuthorityError::InvalidRequest(message));
+    match events.first() {
+        Some(first) if first.event_type == openagents_run_state::RUN_STARTED => {}
+        _ => return invalid("an imported run starts with run.started".into()),
+    }
+    let mut status = RunStatus::Created;
+    for (index, event) in events.iter().enumerate() {
+        if event.seq != index as u64 + 1 {
+            return invalid(format!(
+                "imported event {} has seq {}",
+                index + 1,
+                event.seq
+            ));
+        }
+        match status.decide(&event.event_type, &event.payload)? {
+            Some(Applied::Moved(next)) => status = next,
+            None => {}
+            Some(Applied::AlreadyApplied) => {
+                return invalid(format!("imported event {} repeats a transition", event.seq));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The run of `stream` as the batch sees it.

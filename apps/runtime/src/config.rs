@@ -74,6 +74,8 @@ pub struct Config {
     pub authority_write_mode: AuthorityWriteMode,
     /// Whether the legacy runtime's writes are frozen (reported only).
     pub legacy_write_freeze: bool,
+    /// Where the shadow harness records the last parity report (`--record`).
+    pub parity_report_path: Option<PathBuf>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Heartbeat age after which a live worker is `stale`.
@@ -132,6 +134,9 @@ impl Config {
                 "one of rust_active, shadow_only, read_only",
             )?,
             legacy_write_freeze: vars.boolean("LEGACY_RUNTIME_WRITE_FREEZE", false)?,
+            parity_report_path: vars
+                .optional("RUNTIME_PARITY_REPORT_PATH")
+                .map(PathBuf::from),
             max_body_bytes: vars.bounded("RUNTIME_MAX_BODY_BYTES", 1_048_576, 1024..=64 << 20)?,
             worker_heartbeat_stale_after_ms: vars.bounded(
                 "RUNTIME_WORKER_HEARTBEAT_STALE_AFTER_MS",

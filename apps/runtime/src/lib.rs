@@ -12,12 +12,14 @@
 //! - `projectors`: projections behind the log and their checkpoint file;
 //! - `fanout`, `khala`: live delivery, topic polling and its auth;
 //! - `core`: the recovered state the routes serve from;
+//! - `cutover`: write-mode controls and the recorded parity gate;
 //! - `server`: router, extractors and handlers;
 //! - `error`: the one mapping of failures to the JSON envelope.
 
 pub mod authority;
 pub mod config;
 pub mod core;
+pub mod cutover;
 pub mod error;
 pub mod fanout;
 pub mod khala;

@@ -113,6 +113,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/internal/v1/cutover/status", get(health::cutover_status))
         .route("/internal/v1/runs", post(runs::create))
         .route("/internal/v1/runs/{run_id}", get(runs::get))
         .route("/internal/v1/runs/{run_id}/receipt", get(runs::receipt))

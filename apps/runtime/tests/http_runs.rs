@@ -5,7 +5,6 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use openagents_runtime_service::config::AuthorityWriteMode;
 use serde_json::{Value, json};
 use support::{TestService, assert_error};
 
@@ -328,30 +327,6 @@ async fn events_are_paged() {
             .get(&format!("/internal/v1/runs/{run}/events?{bad}"))
             .await;
         assert_error(status, &body, 400, "invalid_request", None);
-    }
-}
-
-#[tokio::test]
-async fn frozen_write_modes_refuse_writes_and_keep_reads() {
-    for mode in [AuthorityWriteMode::ShadowOnly, AuthorityWriteMode::ReadOnly] {
-        let service = TestService::start();
-        let run = service.create_run(json!({})).await;
-        let service = service.restart_with(|config| config.authority_write_mode = mode);
-
-        let (status, body) = service.post("/internal/v1/runs", json!({})).await;
-        assert_error(status, &body, 503, "write_path_frozen", None);
-        let (status, body) = service.append(&run, json!({"event_type": "note"})).await;
-        assert_error(status, &body, 503, "write_path_frozen", None);
-
-        let (status, _) = service.get(&format!("/internal/v1/runs/{run}")).await;
-        assert_eq!(status, StatusCode::OK);
-        let (status, _) = service
-            .get(&format!("/internal/v1/runs/{run}/events"))
-            .await;
-        assert_eq!(status, StatusCode::OK);
-        let (_, health) = service.get("/healthz").await;
-        assert_eq!(health["authority_write_mode"], mode.as_str());
-        assert_eq!(health["authority_writer_active"], false);
     }
 }
 

@@ -228,10 +228,25 @@ impl<'a, S: StreamState> Txn<'a, S> {
     /// Stages `record` as the next record of its stream and folds it into the
     /// stream's state. It becomes durable with the rest of the batch.
     pub fn append(&mut self, record: NewRecord) -> Result<Appended, AppendError> {
+        let at = self.next_timestamp();
+        self.stage(record, at)
+    }
+
+    /// Like [`Txn::append`], but with the time the record was first recorded
+    /// elsewhere, for importing history from another runtime; the wall clock
+    /// is not read.
+    pub fn append_recorded_at(
+        &mut self,
+        record: NewRecord,
+        recorded_at: String,
+    ) -> Result<Appended, AppendError> {
+        self.stage(record, recorded_at)
+    }
+
+    fn stage(&mut self, record: NewRecord, at: String) -> Result<Appended, AppendError> {
         self.check_create_key(&record)?;
         let head = self.stream(&record.stream).map_or(0, |view| view.head);
         let lsn = self.index.last_lsn() + self.staged.len() as u64 + 1;
-        let at = self.next_timestamp();
         let start = self.buffer.len();
         let proposed = RecordRef::proposed(&record, lsn, head + 1, &at);
         proposed.encode_into(&mut self.buffer);

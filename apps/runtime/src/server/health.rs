@@ -1,5 +1,6 @@
-//! `/healthz` and `/readyz`.
+//! `/healthz`, `/readyz` and the cutover status.
 
+use crate::cutover::CutoverStatus;
 use crate::server::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -46,4 +47,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// `GET /internal/v1/cutover/status`: served before recovery finishes too,
+/// since operators check it during a cutover.
+pub async fn cutover_status(State(state): State<AppState>) -> Response {
+    axum::Json(CutoverStatus::now(state.config(), state.writer_active())).into_response()
 }
