@@ -76,6 +76,10 @@ pub struct Config {
     pub legacy_write_freeze: bool,
     /// Where the shadow harness records the last parity report (`--record`).
     pub parity_report_path: Option<PathBuf>,
+    /// Bearer token every `/internal/v1/*` route except Khala's requires.
+    pub internal_auth_token: Option<String>,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub shutdown_grace: std::time::Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Heartbeat age after which a live worker is `stale`.
@@ -137,6 +141,12 @@ impl Config {
             parity_report_path: vars
                 .optional("RUNTIME_PARITY_REPORT_PATH")
                 .map(PathBuf::from),
+            internal_auth_token: vars.optional("RUNTIME_INTERNAL_AUTH_TOKEN"),
+            shutdown_grace: std::time::Duration::from_millis(vars.bounded(
+                "RUNTIME_SHUTDOWN_GRACE_MS",
+                10_000,
+                0..=600_000,
+            )?),
             max_body_bytes: vars.bounded("RUNTIME_MAX_BODY_BYTES", 1_048_576, 1024..=64 << 20)?,
             worker_heartbeat_stale_after_ms: vars.bounded(
                 "RUNTIME_WORKER_HEARTBEAT_STALE_AFTER_MS",

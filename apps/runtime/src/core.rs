@@ -5,9 +5,10 @@ use crate::authority::{Authority, Stream};
 use crate::config::Config;
 use crate::fanout::MemoryFanout;
 use crate::khala::Khala;
+use crate::metrics::Metrics;
 use crate::projectors::{CatchUp, ProjectionStore};
 use openagents_event_log::{
-    CommitObserver, EventLog, Index, LogOptions, OpenError, OpenReport, RecordRef,
+    BatchStats, CommitObserver, EventLog, Index, LogOptions, OpenError, OpenReport, RecordRef,
 };
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,9 +56,17 @@ pub enum StartError {
 }
 
 impl Core {
-    /// Opens and recovers the log, then catches projections up. Blocking:
-    /// run it off the async runtime.
+    /// [`Core::open_with`] with metrics of its own (tests, tools).
     pub fn open(config: &Config) -> Result<(Core, Recovery), StartError> {
+        Self::open_with(config, Arc::new(Metrics::default()))
+    }
+
+    /// Opens and recovers the log, then catches projections up; log batches
+    /// are counted in `metrics`. Blocking: run it off the async runtime.
+    pub fn open_with(
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Core, Recovery), StartError> {
         let projections = Arc::new(ProjectionStore::new(&config.checkpoint_path));
         let khala = Arc::new(
             Khala::new(config, Arc::new(memory_fanout(config))).map_err(StartError::Khala)?,
@@ -65,6 +74,7 @@ impl Core {
         let feed = CommitFeed {
             projections: Arc::clone(&projections),
             khala: Arc::clone(&khala),
+            metrics,
         };
         let options = LogOptions {
             observer: Some(Arc::new(feed)),
@@ -87,6 +97,12 @@ impl Core {
                 projections: catch_up,
             },
         ))
+    }
+
+    /// Durable records the projections have not applied yet.
+    pub fn projector_lag(&self) -> u64 {
+        let last = self.authority.log().index().last_lsn();
+        last.saturating_sub(self.projections.applied_lsn())
     }
 
     /// Stops the writer after the writes already queued, then writes the
@@ -118,9 +134,14 @@ fn memory_fanout(config: &Config) -> MemoryFanout {
 struct CommitFeed {
     projections: Arc<ProjectionStore>,
     khala: Arc<Khala>,
+    metrics: Arc<Metrics>,
 }
 
 impl CommitObserver<Stream> for CommitFeed {
+    fn synced(&self, batch: &BatchStats) {
+        self.metrics.batch(batch.records, batch.write_and_sync);
+    }
+
     fn committed(&self, records: &[RecordRef<'_>], index: &Index<Stream>) {
         self.projections.committed(records, index);
         self.khala.committed(records, index);

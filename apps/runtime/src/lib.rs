@@ -14,6 +14,7 @@
 //! - `core`: the recovered state the routes serve from;
 //! - `cutover`: write-mode controls and the recorded parity gate;
 //! - `server`: router, extractors and handlers;
+//! - `metrics`: the Prometheus registry;
 //! - `error`: the one mapping of failures to the JSON envelope.
 
 pub mod authority;
@@ -23,6 +24,7 @@ pub mod cutover;
 pub mod error;
 pub mod fanout;
 pub mod khala;
+pub mod metrics;
 pub mod orchestration;
 pub mod projectors;
 pub mod server;
@@ -38,23 +40,30 @@ use tokio::net::TcpListener;
 
 /// Serves on `listener` until `shutdown` resolves: the listener answers
 /// `/healthz` and `/readyz` (503) at once, while the log is recovered in the
-/// background; then every route is served.
+/// background; then every route is served. On shutdown the listener stops
+/// accepting, in-flight requests get `RUNTIME_SHUTDOWN_GRACE_MS` to finish,
+/// then the log's writer drains and the projections are written.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let state = AppState::new(config.clone());
+    let metrics = Arc::new(metrics::Metrics::default());
+    let state = AppState::new(config.clone(), Arc::clone(&metrics));
     let app = server::router(state.clone());
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
             .await
     });
     let recovery_config = config.clone();
-    let (core, recovery) = tokio::task::spawn_blocking(move || Core::open(&recovery_config))
-        .await
-        .expect("recovery does not panic")?;
+    let (core, recovery) =
+        tokio::task::spawn_blocking(move || Core::open_with(&recovery_config, metrics))
+            .await
+            .expect("recovery does not panic")?;
     tracing::info!(
         records = recovery.log.records,
         streams = recovery.log.streams,
@@ -66,10 +75,19 @@ pub async fn serve(
     );
     let core = Arc::new(core);
     state.set_core(Arc::clone(&core));
-    let served = server.await;
-    core.shutdown();
-    if let Ok(Err(error)) = served {
-        tracing::error!(%error, "http server stopped with an error");
+    shutdown.await;
+    let _ = stop_accepting.send(());
+    match tokio::time::timeout(config.shutdown_grace, server).await {
+        Ok(Ok(Err(error))) => tracing::error!(%error, "http server stopped with an error"),
+        Ok(_) => {}
+        Err(_) => tracing::warn!(
+            grace_ms = config.shutdown_grace.as_millis() as u64,
+            "in-flight requests did not finish within the shutdown grace period"
+        ),
     }
+    tokio::task::spawn_blocking(move || core.shutdown())
+        .await
+        .expect("shutdown does not panic");
+    tracing::info!("stopped");
     Ok(())
 }

@@ -16,7 +16,7 @@ use openagents_projectors::{Checkpoint, DriftReport, ProjectionSnapshot, Project
 use openagents_workers::LifecycleEvent;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Records read per page while catching up.
@@ -28,6 +28,8 @@ pub struct ProjectionStore {
     projections: Mutex<Projections>,
     /// Set when projections changed since the last write of the file.
     dirty: AtomicBool,
+    /// Log position of the newest record applied, for the lag metric.
+    applied_lsn: AtomicU64,
 }
 
 /// What a catch-up did, for the start-up log line and `reproject`.
@@ -48,6 +50,7 @@ impl ProjectionStore {
             path: path.to_owned(),
             projections: Mutex::new(Projections::new()),
             dirty: AtomicBool::new(false),
+            applied_lsn: AtomicU64::new(0),
         }
     }
 
@@ -70,6 +73,8 @@ impl ProjectionStore {
         };
         let mut outcome = self.catch_up(log)?;
         outcome.rebuilt_from_scratch = rebuilt_from_scratch;
+        self.applied_lsn
+            .store(log.index().last_lsn(), Ordering::Release);
         if outcome.streams_caught_up > 0 || rebuilt_from_scratch {
             self.dirty.store(true, Ordering::Release);
         }
@@ -195,6 +200,11 @@ impl ProjectionStore {
         Ok(true)
     }
 
+    /// Log position of the newest record the projections applied.
+    pub fn applied_lsn(&self) -> u64 {
+        self.applied_lsn.load(Ordering::Acquire)
+    }
+
     /// The checkpoint of a topic.
     pub fn checkpoint(&self, topic: &str) -> Option<Checkpoint> {
         self.lock().checkpoint(topic).cloned()
@@ -225,6 +235,9 @@ impl CommitObserver<Stream> for ProjectionStore {
                 // it at the next start.
                 tracing::error!(stream = %record.stream, seq = record.seq, %reason, "projection failed");
             }
+        }
+        if let Some(last) = records.last() {
+            self.applied_lsn.store(last.lsn, Ordering::Release);
         }
         self.dirty.store(true, Ordering::Release);
     }

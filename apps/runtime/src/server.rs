@@ -8,6 +8,7 @@
 mod extract;
 mod health;
 mod khala;
+mod middleware;
 mod projectors;
 mod runs;
 mod workers;
@@ -15,6 +16,7 @@ mod workers;
 use crate::config::Config;
 use crate::core::Core;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -29,6 +31,7 @@ pub struct AppState {
 
 struct Shared {
     config: Config,
+    metrics: Arc<Metrics>,
     started: Instant,
     /// Set once recovery finished; routes needing state answer 503 before.
     core: OnceLock<Arc<Core>>,
@@ -48,10 +51,11 @@ pub struct Readiness {
 
 impl AppState {
     /// State for a service whose recovery has not finished yet.
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Self {
         AppState {
             inner: Arc::new(Shared {
                 config,
+                metrics,
                 started: Instant::now(),
                 core: OnceLock::new(),
             }),
@@ -68,6 +72,11 @@ impl AppState {
         self.inner.core.get().ok_or_else(ApiError::not_ready)
     }
 
+    /// The service's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
     /// The configuration read at start.
     pub fn config(&self) -> &Config {
         &self.inner.config
@@ -77,7 +86,7 @@ impl AppState {
         self.inner.started.elapsed()
     }
 
-    fn writer_active(&self) -> bool {
+    pub(crate) fn writer_active(&self) -> bool {
         self.config().authority_write_mode.writes_enabled()
             && self
                 .inner
@@ -113,6 +122,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .route("/internal/v1/cutover/status", get(health::cutover_status))
         .route("/internal/v1/runs", post(runs::create))
         .route("/internal/v1/runs/{run_id}", get(runs::get))
@@ -153,5 +163,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::internal_auth,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe,
+        ))
         .with_state(state)
 }

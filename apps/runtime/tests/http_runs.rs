@@ -404,6 +404,7 @@ async fn routes_answer_not_ready_until_recovery_finished() {
     let dir = tempfile::tempdir().unwrap();
     let state = openagents_runtime_service::server::AppState::new(
         openagents_runtime_service::config::Config::for_tests(dir.path()),
+        std::sync::Arc::new(openagents_runtime_service::metrics::Metrics::default()),
     );
     let router = openagents_runtime_service::server::router(state);
     let service = TestService {

@@ -44,6 +44,23 @@ pub trait CommitObserver<S>: Send + Sync {
     /// `records` are the batch's records in log order; `index` already
     /// includes them.
     fn committed(&self, records: &[RecordRef<'_>], index: &Index<S>);
+
+    /// Told how the batch's write went, just before [`committed`]: for
+    /// metrics of batch sizes and sync latency.
+    ///
+    /// [`committed`]: CommitObserver::committed
+    fn synced(&self, _batch: &BatchStats) {}
+}
+
+/// How one group-committed batch was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Records in the batch.
+    pub records: usize,
+    /// Bytes written.
+    pub bytes: usize,
+    /// Time of the `write` and `fdatasync` together.
+    pub write_and_sync: std::time::Duration,
 }
 
 /// How the log is opened.

@@ -18,13 +18,13 @@
 use crate::error::{LogFailure, ReadError};
 use crate::index::{Index, RecordPos, StreamState};
 use crate::record::{NewRecord, RecordRef};
-use crate::{CommitObserver, Shared};
+use crate::{BatchStats, CommitObserver, Shared};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 /// Most jobs decided into one batch.
 pub(crate) const MAX_BATCH_JOBS: usize = 4096;
@@ -395,8 +395,17 @@ impl<S: StreamState> Writer<S> {
         } = txn;
         drop(index);
         self.last_at = last_at;
+        let started = Instant::now();
         let durable = self.persist(&buffer);
         if durable.is_ok() && !staged.is_empty() {
+            if let Some(observer) = &self.observer {
+                let stats = BatchStats {
+                    records: staged.len(),
+                    bytes: buffer.len(),
+                    write_and_sync: started.elapsed(),
+                };
+                observer.synced(&stats);
+            }
             self.commit(drafts, &staged);
         }
         for ack in acks {

@@ -3,7 +3,7 @@
 use crate::cutover::CutoverStatus;
 use crate::server::AppState;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -53,4 +53,21 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// since operators check it during a cutover.
 pub async fn cutover_status(State(state): State<AppState>) -> Response {
     axum::Json(CutoverStatus::now(state.config(), state.writer_active())).into_response()
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let (lag, waiters) = match state.core() {
+        Ok(core) => (core.projector_lag(), core.khala.waiting()),
+        Err(_) => (0, 0),
+    };
+    let text = state.metrics().render(lag, waiters);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

@@ -31,11 +31,21 @@ pub async fn messages(
     let result = poll(core, &topic, &query, &headers)
         .await
         .map_err(ApiError::from);
-    if let Err(error) = &result
-        && matches!(error.status().as_u16(), 401 | 403)
-    {
-        // The reason code only: the token itself is never logged.
-        tracing::warn!(%topic, reason = error.reason_code().unwrap_or_default(), "khala request denied");
+    match &result {
+        Ok(_) => state.metrics().khala_outcome(None),
+        Err(error) if error.status().as_u16() == 410 => {
+            state.metrics().khala_outcome(Some("stale_cursor"))
+        }
+        Err(error)
+            if matches!(error.status().as_u16(), 401 | 403)
+                || error.reason_code() == Some("sync_auth_not_configured") =>
+        {
+            let reason = error.reason_code().unwrap_or_default();
+            // The reason code only: the token itself is never logged.
+            tracing::warn!(%topic, reason, "khala request denied");
+            state.metrics().khala_outcome(Some(reason));
+        }
+        Err(_) => {}
     }
     let response = result?;
     Ok(Json(

@@ -9,6 +9,7 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use openagents_runtime_service::config::Config;
 use openagents_runtime_service::core::Core;
+use openagents_runtime_service::metrics::Metrics;
 use openagents_runtime_service::server::{AppState, router};
 use serde_json::Value;
 use std::sync::Arc;
@@ -34,8 +35,9 @@ impl TestService {
     }
 
     fn open(dir: Arc<TempDir>, config: Config) -> Self {
-        let state = AppState::new(config.clone());
-        let (core, _) = Core::open(&config).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let state = AppState::new(config.clone(), Arc::clone(&metrics));
+        let (core, _) = Core::open_with(&config, metrics).unwrap();
         state.set_core(Arc::new(core));
         TestService {
             dir,

@@ -1,0 +1,188 @@
+//! Prometheus metrics of the service, in one registry rendered by
+//! `GET /metrics` (OpenMetrics text, which Prometheus scrapes natively).
+//!
+//! Counters and histograms are updated where things happen (the request
+//! middleware, the log's batch hook, the Khala handler); gauges that mirror
+//! state (projector lag, waiting long-polls) are read when scraped.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// Labels of a served request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route template, e.g. `/internal/v1/runs/{run_id}/events`.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Labels of a latency histogram per route.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route template.
+    pub route: String,
+}
+
+/// Labels of a Khala denial.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The contract's reason code.
+    pub reason: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: HistogramFamily<RouteLabels>,
+    batch_records: Histogram,
+    sync_seconds: Histogram,
+    events_appended: Counter,
+    projector_lag: Gauge,
+    khala_polls: Counter,
+    khala_stale_cursors: Counter,
+    khala_waiters: Gauge,
+    khala_denials: Family<ReasonLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~26 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("runtime");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        let request_seconds: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Request latency by route (appends include the durable write)",
+            request_seconds.clone(),
+        );
+        let batch_records = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        registry.register(
+            "log_batch_records",
+            "Records per group-committed batch",
+            batch_records.clone(),
+        );
+        let sync_seconds = latency_histogram();
+        registry.register(
+            "log_write_sync_seconds",
+            "Time of each batch's write and fdatasync",
+            sync_seconds.clone(),
+        );
+        let events_appended = Counter::default();
+        registry.register(
+            "log_records_appended",
+            "Records made durable",
+            events_appended.clone(),
+        );
+        let projector_lag = Gauge::default();
+        registry.register(
+            "projector_lag_records",
+            "Durable records not yet applied to projections",
+            projector_lag.clone(),
+        );
+        let khala_polls = Counter::default();
+        registry.register("khala_polls", "Khala polls answered", khala_polls.clone());
+        let khala_stale_cursors = Counter::default();
+        registry.register(
+            "khala_stale_cursors",
+            "Khala polls refused with stale_cursor",
+            khala_stale_cursors.clone(),
+        );
+        let khala_waiters = Gauge::default();
+        registry.register(
+            "khala_waiters",
+            "Khala long-polls waiting now",
+            khala_waiters.clone(),
+        );
+        let khala_denials = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "khala_auth_denials",
+            "Khala requests refused, by reason code",
+            khala_denials.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            batch_records,
+            sync_seconds,
+            events_appended,
+            projector_lag,
+            khala_polls,
+            khala_stale_cursors,
+            khala_waiters,
+            khala_denials,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one served request.
+    pub fn request(&self, labels: RequestLabels, elapsed: Duration) {
+        let route = RouteLabels {
+            route: labels.route.clone(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.request_seconds
+            .get_or_create(&route)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one durable batch of the log.
+    pub fn batch(&self, records: usize, write_and_sync: Duration) {
+        self.batch_records.observe(records as f64);
+        self.sync_seconds.observe(write_and_sync.as_secs_f64());
+        self.events_appended.inc_by(records as u64);
+    }
+
+    /// Records one answered Khala poll, or its refusal reason.
+    pub fn khala_outcome(&self, reason: Option<&str>) {
+        match reason {
+            None => {
+                self.khala_polls.inc();
+            }
+            Some("stale_cursor") => {
+                self.khala_stale_cursors.inc();
+            }
+            Some(reason) => {
+                self.khala_denials
+                    .get_or_create(&ReasonLabels {
+                        reason: reason.to_owned(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// Renders every metric, after setting the gauges read at scrape time.
+    pub fn render(&self, projector_lag: u64, khala_waiters: usize) -> String {
+        self.projector_lag
+            .set(i64::try_from(projector_lag).unwrap_or(i64::MAX));
+        self.khala_waiters
+            .set(i64::try_from(khala_waiters).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
