@@ -105,3 +105,27 @@ async fn the_internal_token_guards_internal_routes_only() {
         Some("sync_auth_not_configured"),
     );
 }
+
+#[tokio::test]
+async fn a_failed_write_stops_writes_and_readiness_says_why() {
+    // Every write to /dev/full fails with ENOSPC, as on a full disk.
+    let service = TestService::start_with(|config| config.event_log_path = "/dev/full".into());
+    let (status, body) = service.post("/internal/v1/runs", json!({})).await;
+    assert_error(status, &body, 500, "internal", None);
+    assert!(
+        body["message"].as_str().unwrap().contains("/dev/full"),
+        "{body}"
+    );
+    let (status, body) = service.post("/internal/v1/runs", json!({})).await;
+    assert_error(status, &body, 500, "internal", None);
+
+    let (status, ready) = service.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready["authority_ready"], false);
+    assert!(
+        ready["reason"].as_str().unwrap().contains("No space left"),
+        "{ready}"
+    );
+    let (_, health) = service.get("/healthz").await;
+    assert_eq!(health["authority_writer_active"], false);
+}

@@ -51,8 +51,14 @@ pub(crate) fn scan<S: StreamState>(file: &File, path: &Path) -> Result<Recovered
     let mut filled = 0usize;
     let mut chunk_offset = 0u64;
     loop {
-        let read = read_some(file, &mut chunk[filled..], chunk_offset + filled as u64)
-            .map_err(io_error)?;
+        // Read no further than the length the file had when opened: the
+        // scan ends there even on files that never report an end.
+        let position = chunk_offset + filled as u64;
+        let wanted = usize::try_from(file_len - position)
+            .unwrap_or(usize::MAX)
+            .min(chunk.len() - filled);
+        let read =
+            read_some(file, &mut chunk[filled..filled + wanted], position).map_err(io_error)?;
         filled += read;
         let at_eof = chunk_offset + filled as u64 == file_len;
         let mut start = 0usize;

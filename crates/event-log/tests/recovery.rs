@@ -129,3 +129,23 @@ fn a_second_open_of_the_same_file_fails_fast() {
     drop(first);
     try_open(&path).expect("the lock is released with the first log");
 }
+
+#[test]
+fn a_full_disk_poisons_the_log_and_nothing_enters_the_index() {
+    // /dev/full accepts the open and fails every write with ENOSPC.
+    let path = Path::new("/dev/full");
+    let log = try_open(path).expect("/dev/full opens as an empty log");
+    let failure = append(&log, request("s:a", 1)).unwrap_err();
+    assert!(
+        matches!(&failure, openagents_event_log::LogFailure::Poisoned(reason) if reason.contains("/dev/full")),
+        "{failure:?}"
+    );
+    let again = append(&log, request("s:a", 2)).unwrap_err();
+    assert_eq!(
+        again, failure,
+        "every later write is refused with the same reason"
+    );
+    assert!(log.poison_reason().is_some());
+    assert_eq!(log.index().record_count(), 0);
+    assert!(bodies(&log, "s:a").is_empty());
+}
