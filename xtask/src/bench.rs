@@ -15,11 +15,11 @@
 //! service library), `scenarios` (what is measured) and `report` (the table
 //! and the JSON file).
 
-mod load;
+pub(crate) mod load;
 mod preload;
 mod report;
 mod scenarios;
-mod server;
+pub(crate) mod server;
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -91,13 +91,15 @@ impl Options {
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let options = Options::parse(args)?;
     let root = crate::workspace_root();
-    cargo_build_release(&root, "openagents-runtime-service")?;
     if cfg!(debug_assertions) {
         return delegate_to_release_xtask(&root, args);
     }
+    cargo_build_release(&root, "openagents-runtime-service")?;
     let binary = root.join("target/release/openagents-runtime-service");
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    // One worker thread per core: a single-threaded client could not
+    // saturate even `GET /healthz` on this 2-core machine.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,7 +113,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// `cargo build --release -p PACKAGE`, in the shared target folder.
-fn cargo_build_release(root: &Path, package: &str) -> anyhow::Result<()> {
+pub(crate) fn cargo_build_release(root: &Path, package: &str) -> anyhow::Result<()> {
     eprintln!("bench: cargo build --release -p {package}");
     let status = Command::new(cargo())
         .current_dir(root)
@@ -124,8 +126,9 @@ fn cargo_build_release(root: &Path, package: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the release xtask and runs `bench ARGS` with it, so the load
-/// generator is optimised like the service it measures.
+/// Builds the release xtask and runs `bench ARGS` with it (which builds the
+/// release service), so the load generator is optimised like the service it
+/// measures.
 fn delegate_to_release_xtask(root: &Path, args: &[String]) -> anyhow::Result<()> {
     cargo_build_release(root, "xtask")?;
     let xtask = root.join("target/release/xtask");

@@ -4,7 +4,12 @@
 //! for a one-call command, in a short function here) and returns an
 //! `anyhow::Result`; an error is printed once, here, and exits with status 1.
 
+mod bench;
+mod chaos;
+mod contract;
 mod fixtures;
+mod fuzz_http;
+mod parity;
 
 use anyhow::{Context, bail};
 use std::fs::File;
@@ -16,8 +21,21 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
+  bench [--quick] [--only NAME]
+                          build the release service and measure it over loopback;
+                          prints a table and writes target/bench/report.json
+  chaos [--cycles N] [--seed S]
+                          SIGKILL the release service under write load N times
+                          (default 20) and check no acknowledged write was lost;
+                          then inject a torn final line and a corrupt middle line
+  contract                check that the router and docs/openapi.yaml list the same routes
   fixtures [--check]      rebuild the golden receipt.json and replay.jsonl of every
                           fixtures/runs/*/run.json; --check only reports stale files
+  fuzz-http [--examples N] [--seed S]
+                          fuzz the release service over loopback with schemathesis
+                          against docs/openapi.yaml; fails on any 5xx or mismatch
+  parity                  run every fixtures/shadow scenario through the runtime and
+                          check the shadow gate decides as the scenario expects
   replay-validate FILE    check FILE against the REPLAY.jsonl v1 rules";
 
 fn main() -> ExitCode {
@@ -37,7 +55,12 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         bail!("no command given\n\n{USAGE}");
     };
     match command.as_str() {
+        "bench" => bench::run(rest),
+        "chaos" => chaos::run(rest),
+        "contract" => contract::run(rest),
         "fixtures" => fixtures::run(rest),
+        "fuzz-http" => fuzz_http::run(rest),
+        "parity" => parity::run(rest),
         "replay-validate" => replay_validate(rest),
         _ => bail!("unknown command {command:?}\n\n{USAGE}"),
     }

@@ -90,7 +90,13 @@ impl Connection {
     pub async fn send(&mut self, call: &Call) -> anyhow::Result<(StatusCode, Bytes)> {
         tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(call))
             .await
-            .map_err(|_| anyhow!("{} {}: no answer within {REQUEST_TIMEOUT:?}", call.method, call.path))?
+            .map_err(|_| {
+                anyhow!(
+                    "{} {}: no answer within {REQUEST_TIMEOUT:?}",
+                    call.method,
+                    call.path
+                )
+            })?
             .with_context(|| format!("{} {}", call.method, call.path))
     }
 
@@ -263,7 +269,11 @@ pub async fn send_all(
     let mut tasks = JoinSet::new();
     for _ in 0..connections.clamp(1, total.max(1)) {
         let connection = Connection::open(addr).await?;
-        tasks.spawn(send_share(connection, Arc::clone(&calls), Arc::clone(&next)));
+        tasks.spawn(send_share(
+            connection,
+            Arc::clone(&calls),
+            Arc::clone(&next),
+        ));
     }
     let mut answers = vec![Bytes::new(); total];
     while let Some(joined) = tasks.join_next().await {

@@ -21,7 +21,7 @@ pub const EVENT_LOG: &str = "runtime-events.jsonl";
 /// The projection checkpoint's file name inside a data folder.
 pub const CHECKPOINT: &str = "projection-state.json";
 /// The service's output inside a data folder.
-const SERVICE_LOG: &str = "service.log";
+pub(crate) const SERVICE_LOG: &str = "service.log";
 
 /// How often readiness is polled.
 const READY_POLL: Duration = Duration::from_millis(5);
@@ -32,7 +32,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running service process.
 pub struct Server {
-    child: Child,
+    /// The process (chaos kills it with SIGKILL and reads its exit status).
+    pub(crate) child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
     /// When it was spawned.
@@ -84,11 +85,17 @@ impl Server {
                 return Ok(self.spawned.elapsed());
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("the service exited before it was ready ({status}){}", self.log_tail());
+                bail!(
+                    "the service exited before it was ready ({status}){}",
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(READY_POLL).await;
         }
-        bail!("the service was not ready within {READY_TIMEOUT:?}{}", self.log_tail())
+        bail!(
+            "the service was not ready within {READY_TIMEOUT:?}{}",
+            self.log_tail()
+        )
     }
 
     /// A `/proc/PID/status` field in kilobytes (`VmRSS`, `VmHWM`).
@@ -110,7 +117,10 @@ impl Server {
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
                 if !status.success() {
-                    bail!("the service exited with {status} after SIGTERM{}", self.log_tail());
+                    bail!(
+                        "the service exited with {status} after SIGTERM{}",
+                        self.log_tail()
+                    );
                 }
                 return Ok(());
             }
@@ -127,7 +137,11 @@ impl Server {
             return String::new();
         }
         let lines: Vec<&str> = tail.into_iter().rev().collect();
-        format!("\nservice output ({}):\n{}", self.log.display(), lines.join("\n"))
+        format!(
+            "\nservice output ({}):\n{}",
+            self.log.display(),
+            lines.join("\n")
+        )
     }
 }
 
