@@ -350,12 +350,16 @@ pub fn decide_create(
     txn: &mut Txn<'_, Stream>,
     request: CreateRun,
 ) -> Result<RunWrite, AuthorityError> {
-    let hash = request.content_hash();
     if let Some(key) = &request.idempotency_key
         && let Some(stream) = txn.stream_for_create_key(key).map(str::to_owned)
     {
-        return replay_keyed(txn, &stream, 1, &hash);
+        return replay_keyed(txn, &stream, 1, &request.content_hash());
     }
+    // The content hash is only compared on a retry with the same key.
+    let hash = request
+        .idempotency_key
+        .as_ref()
+        .map(|_| request.content_hash());
     let owner = request.owner.clone().or_else(|| {
         let worker_id = request.worker_id.as_deref()?;
         let view = txn.stream(&worker_stream(worker_id))?;
@@ -374,7 +378,7 @@ pub fn decide_create(
         event_type: openagents_run_state::RUN_STARTED.to_owned(),
         payload: RawValue::from_string(CREATED_PAYLOAD.to_owned()).expect("constant JSON"),
         idempotency_key: None,
-        content_hash: request.idempotency_key.is_some().then_some(hash),
+        content_hash: hash,
         create_key: request.idempotency_key,
         attrs: Some(serde_json::value::to_raw_value(&attrs).expect("attributes serialize")),
     })?;
@@ -400,17 +404,23 @@ fn replay_keyed(
     seq: u64,
     hash: &str,
 ) -> Result<RunWrite, AuthorityError> {
-    let (same, event) = txn
-        .with_record(stream, seq, |record| {
-            (record.hash.as_deref() == Some(hash), run_event(&record))
-        })?
+    let same = txn
+        .with_record(stream, seq, |record| record.hash.as_deref() == Some(hash))?
         .expect("a keyed seq has its record");
     if !same {
         return Err(AuthorityError::IdempotencyKeyReused);
     }
+    replayed(txn, stream, seq)
+}
+
+/// The answer to a repeated request: event `seq`, nothing appended.
+fn replayed(txn: &Txn<'_, Stream>, stream: &str, seq: u64) -> Result<RunWrite, AuthorityError> {
+    let event = txn
+        .with_record(stream, seq, |record| run_event(&record))?
+        .expect("the replayed seq exists")?;
     Ok(RunWrite {
         run: run_in(txn, stream)?,
-        event: event?,
+        event,
         idempotent_replay: true,
     })
 }
@@ -423,13 +433,15 @@ pub fn decide_append(
     request: AppendEvent,
 ) -> Result<RunWrite, AuthorityError> {
     let stream = run_stream(run_id);
-    let head = run_in(txn, &stream).map_err(|_| AuthorityError::RunNotFound(run_id))?;
-    let hash = request.content_hash();
     if let Some(key) = &request.idempotency_key
         && let Some(seq) = txn.seq_for_key(&stream, key)
     {
-        return replay_keyed(txn, &stream, seq, &hash);
+        return replay_keyed(txn, &stream, seq, &request.content_hash());
     }
+    let head = txn
+        .stream(&stream)
+        .and_then(|view| view.state.as_run())
+        .ok_or(AuthorityError::RunNotFound(run_id))?;
     if let Some(expected) = request.expected_previous_seq
         && expected != head.latest_seq
     {
@@ -446,21 +458,19 @@ pub fn decide_append(
         let seq = head
             .seq_of(transition)
             .expect("an applied transition has its event");
-        let event = txn
-            .with_record(&stream, seq, |record| run_event(&record))?
-            .expect("seq exists")?;
-        return Ok(RunWrite {
-            run: head,
-            event,
-            idempotent_replay: true,
-        });
+        return replayed(txn, &stream, seq);
     }
+    // The content hash is only compared on a retry with the same key.
+    let hash = request
+        .idempotency_key
+        .as_ref()
+        .map(|_| request.content_hash());
     let payload = serde_json::value::to_raw_value(&request.payload).expect("JSON values serialize");
     let appended = txn.append(NewRecord {
         stream: stream.clone(),
         event_type: request.event_type.clone(),
         payload,
-        content_hash: request.idempotency_key.is_some().then_some(hash),
+        content_hash: hash,
         idempotency_key: request.idempotency_key.clone(),
         create_key: None,
         attrs: None,

@@ -76,6 +76,8 @@ pub struct Config {
     pub legacy_write_freeze: bool,
     /// Where the shadow harness records the last parity report (`--record`).
     pub parity_report_path: Option<PathBuf>,
+    /// How often changed projections are written to the checkpoint file.
+    pub checkpoint_flush_interval: std::time::Duration,
     /// Bearer token every `/internal/v1/*` route except Khala's requires.
     pub internal_auth_token: Option<String>,
     /// How long in-flight requests may take to finish at shutdown.
@@ -141,6 +143,11 @@ impl Config {
             parity_report_path: vars
                 .optional("RUNTIME_PARITY_REPORT_PATH")
                 .map(PathBuf::from),
+            checkpoint_flush_interval: std::time::Duration::from_millis(vars.bounded(
+                "RUNTIME_CHECKPOINT_FLUSH_MS",
+                5_000,
+                10..=3_600_000,
+            )?),
             internal_auth_token: vars.optional("RUNTIME_INTERNAL_AUTH_TOKEN"),
             shutdown_grace: std::time::Duration::from_millis(vars.bounded(
                 "RUNTIME_SHUTDOWN_GRACE_MS",

@@ -16,9 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How often changed projections are written to the checkpoint file.
-const CHECKPOINT_FLUSH_INTERVAL: Duration = Duration::from_millis(1000);
-
 /// Everything that exists only once the log is recovered.
 pub struct Core {
     /// The write authority and its log.
@@ -86,7 +83,7 @@ impl Core {
         let core = Core {
             khala,
             authority: Authority::new(Arc::new(log), config.authority_write_mode),
-            flusher: Flusher::start(Arc::clone(&projections)),
+            flusher: Flusher::start(Arc::clone(&projections), config.checkpoint_flush_interval),
             projections,
             heartbeat_stale_after_ms: config.worker_heartbeat_stale_after_ms,
         };
@@ -155,14 +152,14 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn start(projections: Arc<ProjectionStore>) -> Self {
+    fn start(projections: Arc<ProjectionStore>, interval: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("projection-flusher".into())
             .spawn(move || {
                 while !stopping.load(Ordering::Acquire) {
-                    std::thread::park_timeout(CHECKPOINT_FLUSH_INTERVAL);
+                    std::thread::park_timeout(interval);
                     if let Err(error) = projections.flush() {
                         tracing::error!(%error, "writing the projection checkpoint failed; will retry");
                     }

@@ -47,7 +47,9 @@ impl TopicWindow {
             topic,
             capacity,
             head: 0,
-            messages: VecDeque::with_capacity(capacity.get()),
+            // Grows with the topic: most topics are far shorter than the
+            // capacity, and thousands may be held at once.
+            messages: VecDeque::new(),
         }
     }
 

@@ -8,7 +8,7 @@ use crate::topic::Topic;
 use crate::worker::{WorkerProjector, WorkerSummary, worker_projection_hash};
 use openagents_run_state::RunEvent;
 use openagents_workers::{LifecycleEvent, WorkerStatus};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Every run and worker projector, keyed by run id and worker id.
 ///
@@ -16,8 +16,9 @@ use std::collections::BTreeMap;
 /// and the snapshot always describe the same topics.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Projections {
-    runs: BTreeMap<String, RunProjector>,
-    workers: BTreeMap<String, WorkerProjector>,
+    // Hash maps: every append looks its run up here; the snapshot sorts.
+    runs: HashMap<String, RunProjector>,
+    workers: HashMap<String, WorkerProjector>,
 }
 
 impl Projections {

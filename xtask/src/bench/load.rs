@@ -10,7 +10,7 @@ use anyhow::{Context, anyhow, bail};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::{SendRequest, handshake};
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -36,6 +36,8 @@ pub struct Call {
     pub path: String,
     /// A JSON body, when there is one.
     pub body: Option<Bytes>,
+    /// The `Authorization` header, when the route needs one.
+    pub authorization: Option<HeaderValue>,
 }
 
 impl Call {
@@ -45,6 +47,7 @@ impl Call {
             method: Method::GET,
             path: path.into(),
             body: None,
+            authorization: None,
         }
     }
 
@@ -54,7 +57,14 @@ impl Call {
             method: Method::POST,
             path: path.into(),
             body: Some(body.into()),
+            authorization: None,
         }
+    }
+
+    /// The same call with an `Authorization: Bearer <token>` header.
+    pub fn with_bearer(mut self, token: &str) -> anyhow::Result<Self> {
+        self.authorization = Some(HeaderValue::from_str(&format!("Bearer {token}"))?);
+        Ok(self)
     }
 }
 
@@ -122,6 +132,9 @@ impl Connection {
             .header(HOST, self.host.clone());
         if call.body.is_some() {
             request = request.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(authorization) = &call.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
         }
         let request = request.body(Full::new(call.body.clone().unwrap_or_default()))?;
         let response = self.sender.send_request(request).await?;

@@ -20,8 +20,10 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
+mod khala;
+
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 9] = [
     "healthz",
     "append",
     "append-preloaded",
@@ -29,6 +31,8 @@ pub const NAMES: [&str; 7] = [
     "runs-10k",
     "heartbeat",
     "artifacts",
+    "khala-poll",
+    "khala-longpoll",
 ];
 
 /// Connections of every load run.
@@ -150,6 +154,8 @@ impl Bench<'_> {
             "runs-10k" => self.runs_10k().await,
             "heartbeat" => self.heartbeat().await,
             "artifacts" => self.artifacts().await,
+            "khala-poll" => self.khala_poll().await,
+            "khala-longpoll" => self.khala_longpoll().await,
             _ => bail!("unknown scenario {name}"),
         }
     }

@@ -44,6 +44,15 @@ pub struct Server {
 impl Server {
     /// Spawns `binary` on a free loopback port with its data in `data_dir`.
     pub fn spawn(binary: &Path, data_dir: &Path) -> anyhow::Result<Server> {
+        Self::spawn_with_env(binary, data_dir, &[])
+    }
+
+    /// Like [`Server::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        binary: &Path,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
         let addr = free_loopback_addr()?;
         let log = data_dir.join(SERVICE_LOG);
         let output = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -53,6 +62,7 @@ impl Server {
             .env("RUNTIME_EVENT_LOG_PATH", data_dir.join(EVENT_LOG))
             .env("RUNTIME_CHECKPOINT_PATH", data_dir.join(CHECKPOINT))
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
             .stderr(output);
