@@ -133,7 +133,11 @@ async fn capture_rust_side(log: &RunLog, work: &Path) -> anyhow::Result<PathBuf>
         .context("the imported run has no checkpoint")?;
     let files = ExportFiles {
         receipt: orchestration::receipt(&core.authority, run_id)?,
-        replay: orchestration::replay(&core.authority, run_id)?,
+        replay: {
+            let mut replay = Vec::new();
+            orchestration::replay(&core.authority, run_id, &mut replay)?;
+            replay
+        },
         summary: serde_json::to_vec(&json!({"summary": summary}))?,
         checkpoint: serde_json::to_vec(&json!({"checkpoint": checkpoint}))?,
     };

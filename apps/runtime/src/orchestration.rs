@@ -14,6 +14,7 @@ use openagents_artifacts::{BuildError, RunHeader, build_receipt, write_replay};
 use openagents_run_state::RunEvent;
 use openagents_workers::{Owner, validate_worker_id};
 use serde_json::{Map, Value};
+use std::io::Write;
 use uuid::Uuid;
 
 /// Longest event type and idempotency key accepted, in characters.
@@ -202,15 +203,18 @@ pub fn receipt(authority: &Authority, run_id: Uuid) -> Result<Vec<u8>, Authority
     Ok(receipt.to_json_bytes())
 }
 
-/// The run's `REPLAY.jsonl`. Blocking (reads the file).
-pub fn replay(authority: &Authority, run_id: Uuid) -> Result<Vec<u8>, AuthorityError> {
+/// Writes the run's `REPLAY.jsonl` to `out` line by line. Blocking (reads
+/// the file).
+pub fn replay(
+    authority: &Authority,
+    run_id: Uuid,
+    out: &mut dyn Write,
+) -> Result<(), AuthorityError> {
     let head = authority.run(run_id)?;
-    let mut out = Vec::new();
     write_replay(
-        &mut out,
+        out,
         &artifact_header(&head),
         event_pages(authority, run_id, head.latest_seq),
     )
-    .map_err(artifact_error)?;
-    Ok(out)
+    .map_err(artifact_error)
 }

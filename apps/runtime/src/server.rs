@@ -11,6 +11,7 @@ mod khala;
 mod middleware;
 mod projectors;
 mod runs;
+mod streamed;
 mod workers;
 
 use crate::config::Config;

@@ -4,6 +4,7 @@ use super::extract::{Json, Path, Query};
 use crate::error::ApiError;
 use crate::orchestration;
 use crate::server::AppState;
+use crate::server::streamed::streamed_body;
 use crate::types::{AppendEventBody, CreateRunBody, EventsPageQuery, RunView};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -88,8 +89,14 @@ pub async fn replay(
     Path(run_id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
     let core = state.core()?.clone();
-    let bytes = tokio::task::spawn_blocking(move || orchestration::replay(&core.authority, run_id))
-        .await
-        .map_err(|error| ApiError::internal(error.to_string()))??;
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], bytes).into_response())
+    // Unknown runs answer 404 before any byte of the body is sent.
+    core.authority.run(run_id)?;
+    let (mut writer, body) = streamed_body();
+    tokio::task::spawn_blocking(move || {
+        match orchestration::replay(&core.authority, run_id, &mut writer) {
+            Ok(()) => writer.finish(),
+            Err(error) => writer.abort(error.to_string()),
+        }
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
