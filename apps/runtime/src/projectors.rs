@@ -2,8 +2,8 @@
 //! writer thread, persisted to `RUNTIME_CHECKPOINT_PATH` in the background,
 //! and caught up from the log at start.
 //!
-//! The file is written whole but rarely (at most once per flush interval,
-//! and at shutdown), with temp file, fsync, rename and directory fsync; the
+//! The file is written whole but rarely (at most once per
+//! `RUNTIME_CHECKPOINT_FLUSH_MS`, and at shutdown), with temp file, fsync, rename and directory fsync; the
 //! per-event cost is the projector step alone, whatever the number of runs.
 //! A missing, unreadable or inconsistent file is replaced by a rebuild from
 //! the log, with a warning; a projection that claims more than the log holds

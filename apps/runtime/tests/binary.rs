@@ -110,8 +110,8 @@ fn the_binary_serves_survives_sigkill_and_stops_cleanly_on_sigterm() {
         assert_eq!(status, 200, "{body}");
         acknowledged.push(body["event"].clone());
     }
-    // SIGKILL right after the appends: the checkpoint file is written at most
-    // once a second, so the projection on disk is behind the log.
+    // SIGKILL right after the appends: the checkpoint file is written every
+    // few seconds, so the projection on disk is behind the log.
     server.signal("-KILL");
     server.child.wait().unwrap();
 
