@@ -223,7 +223,10 @@ fn row(figure: &Figure) -> [String; 7] {
                 Target::AtMost(bound) => format!("<= {}", format_value(bound, &figure.unit)),
             };
             let margin = target.margin(figure.median) * 100.0;
-            let verdict = if target.met_by(figure.median) {
+            let verdict = if target.met_by(figure.median) && !margin.is_finite() {
+                // A bound of zero leaves no margin to express as a share.
+                "met".to_owned()
+            } else if target.met_by(figure.median) {
                 format!("met (+{margin:.0}%)")
             } else {
                 format!("MISSED by {:.0}%", -margin)
