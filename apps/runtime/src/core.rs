@@ -79,6 +79,11 @@ impl Core {
         };
         let (log, log_report) = EventLog::<Stream>::open(&config.event_log_path, options)?;
         let catch_up = projections.recover(&log).map_err(StartError::Projections)?;
+        // Write what the catch-up applied now, so that a crash soon after
+        // start does not make the next start replay the same records again.
+        if let Err(error) = projections.flush() {
+            tracing::warn!(%error, "writing the projection checkpoint after catch-up failed; will retry");
+        }
         khala.recover(&log).map_err(StartError::Khala)?;
         let core = Core {
             khala,

@@ -133,6 +133,8 @@ async fn a_stale_checkpoint_file_is_caught_up_from_the_log() {
         .await;
     let service =
         service.restart_with(|config| std::fs::write(&config.checkpoint_path, &stale).unwrap());
+    let rewritten = std::fs::read(&service.config.checkpoint_path).unwrap();
+    assert_ne!(rewritten, stale, "the catch-up is written before serving");
 
     for id in [&run, &open_run] {
         let (status, body) = service
