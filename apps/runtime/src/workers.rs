@@ -236,6 +236,18 @@ fn object(field: &str, value: Option<Value>) -> Result<Map<String, Value>, Autho
     }
 }
 
+/// Decides `command` on the log's writer and waits until it is durable.
+async fn execute(
+    authority: &Authority,
+    worker_id: String,
+    command: WorkerCommand,
+    stale_after_ms: u64,
+) -> Result<WorkerState, AuthorityError> {
+    authority
+        .execute(move |txn| decide_worker(txn, &worker_id, command, stale_after_ms))
+        .await
+}
+
 /// Registers (or re-registers) a worker.
 pub async fn register(
     authority: &Authority,
@@ -255,9 +267,7 @@ pub async fn register(
         worker_id: worker_id.clone(),
     };
     let command = WorkerCommand::Register(registration);
-    authority
-        .execute(move |txn| decide_worker(txn, &worker_id, command, stale_after_ms))
-        .await
+    execute(authority, worker_id, command, stale_after_ms).await
 }
 
 /// Records a heartbeat.
@@ -272,9 +282,7 @@ pub async fn heartbeat(
         owner: body.owner.owner()?,
         metadata_patch: object("metadata_patch", body.metadata_patch)?,
     };
-    authority
-        .execute(move |txn| decide_worker(txn, &worker_id, command, stale_after_ms))
-        .await
+    execute(authority, worker_id, command, stale_after_ms).await
 }
 
 /// Changes a worker's status.
@@ -290,9 +298,7 @@ pub async fn set_status(
         status: body.status,
         reason: body.reason,
     };
-    authority
-        .execute(move |txn| decide_worker(txn, &worker_id, command, stale_after_ms))
-        .await
+    execute(authority, worker_id, command, stale_after_ms).await
 }
 
 /// Reads a worker on behalf of `caller`.

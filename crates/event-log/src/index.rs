@@ -65,6 +65,14 @@ impl<S> StreamEntry<S> {
         self.positions.get(index).copied()
     }
 
+    /// Records where the stream's next record is and the key it used.
+    fn record(&mut self, record: &RecordRef<'_>, pos: RecordPos) {
+        self.positions.push(pos);
+        if let Some(key) = &record.key {
+            self.keys.insert(key.as_ref().into(), record.seq);
+        }
+    }
+
     /// Positions of the records with `after_seq < seq <= after_seq + limit`.
     pub(crate) fn positions_after(&self, after_seq: u64, limit: usize) -> &[RecordPos] {
         let start = usize::try_from(after_seq)
@@ -155,15 +163,8 @@ impl<S: StreamState> Index<S> {
                 self.streams.entry(name.to_owned()).or_insert(entry)
             }
         };
-        entry.positions.push(pos);
-        if let Some(key) = &record.key {
-            entry.keys.insert(key.as_ref().into(), record.seq);
-        }
-        if let Some(key) = &record.create_key {
-            self.create_keys.insert(key.to_string(), name.to_owned());
-        }
-        self.last_lsn = record.lsn;
-        self.records += 1;
+        entry.record(record, pos);
+        self.count(record);
         Ok(())
     }
 
@@ -192,12 +193,15 @@ impl<S: StreamState> Index<S> {
             .get_mut(name)
             .expect("stream state is installed first");
         debug_assert_eq!(entry.head() + 1, record.seq, "records are pushed in order");
-        entry.positions.push(pos);
-        if let Some(key) = &record.key {
-            entry.keys.insert(key.as_ref().into(), record.seq);
-        }
+        entry.record(record, pos);
+        self.count(record);
+    }
+
+    /// The log-wide bookkeeping of one more durable record.
+    fn count(&mut self, record: &RecordRef<'_>) {
         if let Some(key) = &record.create_key {
-            self.create_keys.insert(key.to_string(), name.to_owned());
+            self.create_keys
+                .insert(key.to_string(), record.stream.to_string());
         }
         self.last_lsn = record.lsn;
         self.records += 1;
