@@ -13,8 +13,7 @@ use uuid::Uuid;
 
 /// The aggregate lane: every worker lifecycle event, in one sequence.
 pub const CODEX_WORKER_EVENTS: &str = "runtime.codex_worker_events";
-/// Longest accepted worker id, in characters.
-pub const MAX_WORKER_ID_CHARS: usize = 200;
+pub use openagents_workers::MAX_WORKER_ID_CHARS;
 
 const RUN_PREFIX: &str = "run:";
 const RUN_SUFFIX: &str = ":events";
@@ -109,13 +108,8 @@ impl FromStr for WorkerId {
     type Err = TopicError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let chars = s.chars().count();
-        let bad_char = s
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '/');
-        if chars == 0 || chars > MAX_WORKER_ID_CHARS || bad_char {
-            return Err(TopicError::InvalidWorkerId);
-        }
+        // The worker id rule has one home, in the workers crate.
+        openagents_workers::validate_worker_id(s).map_err(|_| TopicError::InvalidWorkerId)?;
         Ok(Self(s.to_owned()))
     }
 }
