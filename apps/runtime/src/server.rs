@@ -20,9 +20,11 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tower_http::catch_panic::CatchPanicLayer;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -164,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(panic_envelope())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::internal_auth,
@@ -173,4 +176,41 @@ pub fn router(state: AppState) -> Router {
             middleware::observe,
         ))
         .with_state(state)
+}
+
+/// What a panic in a handler (a bug) answers: the 500 envelope instead of a
+/// dropped connection.
+type PanicResponse = fn(Box<dyn std::any::Any + Send>) -> axum::response::Response;
+
+fn panic_envelope() -> CatchPanicLayer<PanicResponse> {
+    CatchPanicLayer::custom(|_panic| {
+        ApiError::internal("the request failed on an internal error").into_response()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    async fn boom() -> &'static str {
+        panic!("a bug")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_with_the_envelope() {
+        let app: Router = Router::new()
+            .route("/boom", get(boom))
+            .layer(panic_envelope());
+        let request = Request::get("/boom").body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "internal");
+    }
 }
