@@ -201,9 +201,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_answers_with_the_envelope() {
-        let app: Router = Router::new()
-            .route("/boom", get(boom))
-            .layer(panic_envelope());
+        let app: Router = Router::new().fallback(boom).layer(panic_envelope());
         let request = Request::get("/boom").body(Body::empty()).unwrap();
         let response = app.oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
