@@ -77,6 +77,13 @@ impl ApiError {
         )
     }
 
+    /// 503 `reason_code: storage_unavailable`: the shared database cannot be
+    /// reached; nothing was written, and the request may be retried.
+    pub fn storage_unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            .with_reason("storage_unavailable")
+    }
+
     /// 500: a bug or an I/O failure; the message names it.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -163,13 +170,17 @@ impl From<LogFailure> for ApiError {
                 "unavailable",
                 failure.to_string(),
             ),
+            LogFailure::Unavailable(_) => ApiError::storage_unavailable(failure.to_string()),
         }
     }
 }
 
 impl From<ReadError> for ApiError {
     fn from(error: ReadError) -> Self {
-        ApiError::internal(error.to_string())
+        match error {
+            ReadError::Unavailable(_) => ApiError::storage_unavailable(error.to_string()),
+            ReadError::Io(_) | ReadError::Damaged { .. } => ApiError::internal(error.to_string()),
+        }
     }
 }
 

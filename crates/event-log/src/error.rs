@@ -55,9 +55,13 @@ pub enum LogFailure {
     /// The log is shutting down.
     #[error("event log is closed")]
     Closed,
+    /// The medium cannot be reached now (a shared database is down); nothing
+    /// was appended, and the caller may retry.
+    #[error("event log storage is unavailable: {0}")]
+    Unavailable(String),
 }
 
-/// Why records could not be read back from the file.
+/// Why records could not be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The read failed.
@@ -71,4 +75,7 @@ pub enum ReadError {
         /// What the decoder said.
         reason: String,
     },
+    /// The medium cannot be reached now (a shared database is down).
+    #[error("event log storage is unavailable: {0}")]
+    Unavailable(String),
 }

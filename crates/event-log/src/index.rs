@@ -26,7 +26,10 @@ pub trait StreamState: Clone + Send + Sync + 'static {
     fn apply(&mut self, record: &RecordRef<'_>) -> Result<(), String>;
 }
 
-/// Where a record's line is in the file.
+/// Where the medium keeps a record. For the file: the byte offset of its
+/// line and the line's length without its `\n`. A medium that finds records
+/// by stream and seq (a database) keeps the record's lsn in `offset` and 0 in
+/// `len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordPos {
     /// Byte offset of the first byte of the line.
@@ -131,14 +134,11 @@ impl<S: StreamState> Index<S> {
         self.records
     }
 
-    /// Checks one recovered record's order against what precedes it, folds
-    /// it into its stream and records where it is: one map lookup, since
-    /// this runs once per record at every start.
-    pub(crate) fn insert_recovered(
-        &mut self,
-        record: &RecordRef<'_>,
-        pos: RecordPos,
-    ) -> Result<(), String> {
+    /// Checks one durable record's order against what precedes it, folds it
+    /// into its stream and records where it is: one map lookup, since this
+    /// runs once per record at every start. Media use it to rebuild the
+    /// index, and the writer to take in other processes' appends.
+    pub fn recover(&mut self, record: &RecordRef<'_>, pos: RecordPos) -> Result<(), String> {
         let expected_lsn = self.last_lsn + 1;
         if record.lsn != expected_lsn {
             return Err(format!(

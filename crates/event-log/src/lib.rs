@@ -13,28 +13,33 @@
 //!   an exclusive lock keeps a second process off the same file.
 //! - A failed write or sync poisons the log: no more writes, and
 //!   [`EventLog::poison_reason`] says why.
+//! - The medium is a seam (see `storage`): the file is built in, and a shared
+//!   database can start the same writer with [`EventLog::start`]. A medium
+//!   that other processes append to hands their records to the writer before
+//!   each batch, so decisions always see the whole log.
 //!
 //! The crate knows nothing of runs, workers or HTTP: the meaning of a stream
 //! comes from the [`StreamState`] the caller folds records into.
 
 mod error;
+mod file;
 mod index;
 mod record;
 mod recovery;
+mod storage;
 mod writer;
 
 pub use error::{LogFailure, OpenError, ReadError};
 pub use index::{Index, RecordPos, StreamEntry, StreamState};
 pub use record::{DecodeError, NewRecord, RECORD_VERSION, RecordRef};
+pub use storage::{OwnedRecord, Sink, SinkFailure, Source, StagedBatch, Storage};
 pub use writer::{AppendError, Appended, StreamView, Txn};
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
 use writer::{Message, Submitted, Writer};
 
 /// Sees every batch right after it became durable, on the writer thread, in
@@ -94,9 +99,13 @@ pub struct OpenReport {
 
 /// State shared by the handle, the readers and the writer thread.
 pub(crate) struct Shared<S> {
-    pub(crate) path: PathBuf,
     pub(crate) index: RwLock<Index<S>>,
+    location: String,
     poisoned: OnceLock<String>,
+    unavailable: Mutex<Option<String>>,
+    /// Set while a refresh without a reply is queued, so that a burst of
+    /// nudges queues one.
+    refresh_queued: AtomicBool,
 }
 
 impl<S> Shared<S> {
@@ -107,88 +116,63 @@ impl<S> Shared<S> {
     pub(crate) fn poison_reason(&self) -> Option<String> {
         self.poisoned.get().cloned()
     }
+
+    /// Records whether the medium answered the writer's last request.
+    pub(crate) fn set_unavailable(&self, reason: Option<String>) {
+        *self.unavailable.lock().expect("unavailable lock poisoned") = reason;
+    }
+
+    pub(crate) fn take_refresh_queued(&self) {
+        self.refresh_queued.store(false, Ordering::Release);
+    }
 }
 
 /// A handle to an open log. Cheap to share behind an `Arc`.
 pub struct EventLog<S: StreamState> {
     shared: Arc<Shared<S>>,
-    reader: File,
+    source: Arc<dyn Source>,
     queue: SyncSender<Message<S>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl<S: StreamState> EventLog<S> {
-    /// Opens (creating if needed) the log at `path`, recovers its index and
-    /// starts the writer thread.
+    /// Opens (creating if needed) the log file at `path`, recovers its index
+    /// and starts the writer thread.
     pub fn open(path: &Path, options: LogOptions<S>) -> Result<(Self, OpenReport), OpenError> {
-        let io_error = |source| OpenError::Io {
+        let (storage, report) = file::open::<S>(path)?;
+        let log = Self::start(storage, options).map_err(|source| OpenError::Io {
             path: path.to_owned(),
             source,
-        };
-        let folder = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(folder).map_err(io_error)?;
-        let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(io_error)?;
-        file.try_lock().map_err(|error| match error {
-            std::fs::TryLockError::WouldBlock => OpenError::Locked {
-                path: path.to_owned(),
-            },
-            std::fs::TryLockError::Error(source) => io_error(source),
         })?;
-        if !existed {
-            File::open(folder)
-                .and_then(|dir| dir.sync_all())
-                .map_err(io_error)?;
-        }
-        let recovered = recovery::scan::<S>(&file, path)?;
-        if recovered.torn_bytes > 0 {
-            tracing::warn!(
-                path = %path.display(),
-                offset = recovered.valid_len,
-                bytes = recovered.torn_bytes,
-                "cutting off a torn final write of the event log"
-            );
-            file.set_len(recovered.valid_len).map_err(io_error)?;
-            file.sync_all().map_err(io_error)?;
-        }
-        let report = OpenReport {
-            records: recovered.index.record_count(),
-            streams: recovered.index.streams().count(),
-            truncated_bytes: recovered.torn_bytes,
-        };
+        Ok((log, report))
+    }
+
+    /// Starts the writer over an already recovered medium.
+    pub fn start(storage: Storage<S>, options: LogOptions<S>) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
-            path: path.to_owned(),
-            index: RwLock::new(recovered.index),
+            index: RwLock::new(storage.index),
+            location: storage.location,
             poisoned: OnceLock::new(),
+            unavailable: Mutex::new(None),
+            refresh_queued: AtomicBool::new(false),
         });
-        let reader = file.try_clone().map_err(io_error)?;
         let (queue, jobs) = sync_channel(options.max_queued_jobs.max(1));
         let writer = Writer {
             shared: Arc::clone(&shared),
-            file,
-            end_offset: recovered.valid_len,
-            last_at: recovered.last_at.unwrap_or(SystemTime::UNIX_EPOCH),
+            sink: storage.sink,
+            source: Arc::clone(&storage.source),
+            last_at: storage.last_at,
             observer: options.observer,
         };
         let handle = std::thread::Builder::new()
             .name("event-log-writer".into())
-            .spawn(move || writer.run(jobs))
-            .map_err(io_error)?;
-        let log = EventLog {
+            .spawn(move || writer.run(jobs))?;
+        Ok(EventLog {
             shared,
-            reader,
+            source: storage.source,
             queue,
             writer: Mutex::new(Some(handle)),
-        };
-        Ok((log, report))
+        })
     }
 
     /// Queues `decide` to run on the writer thread, in log order, against the
@@ -217,24 +201,67 @@ impl<S: StreamState> EventLog<S> {
         }
     }
 
+    /// Asks the writer to take in what other processes appended to a shared
+    /// medium; `reply` is called once the index includes it.
+    pub fn refresh(&self, reply: impl FnOnce(Result<(), LogFailure>) + Send + 'static) {
+        let reply: writer::RefreshReply = Box::new(reply);
+        match self.queue.try_send(Message::Refresh(Some(reply))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Message::Refresh(Some(reply)))) => {
+                reply(Err(LogFailure::Overloaded))
+            }
+            Err(TrySendError::Disconnected(Message::Refresh(Some(reply)))) => {
+                reply(Err(LogFailure::Closed))
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// A handle that nudges the writer to refresh, for a thread that learns
+    /// of other processes' appends (a database notification listener).
+    pub fn refresher(&self) -> Refresher<S> {
+        Refresher {
+            shared: Arc::clone(&self.shared),
+            queue: self.queue.clone(),
+        }
+    }
+
     /// Reads the committed index. Keep the guard briefly: the writer needs
     /// the write lock to commit each batch.
     pub fn index(&self) -> RwLockReadGuard<'_, Index<S>> {
         self.shared.index.read().expect("index lock poisoned")
     }
 
-    /// Why the log refuses writes, if it does.
+    /// Why the log refuses writes for good, if it does.
     pub fn poison_reason(&self) -> Option<String> {
         self.shared.poison_reason()
     }
 
-    /// The log file's path.
-    pub fn path(&self) -> &Path {
-        &self.shared.path
+    /// Why the medium could not be reached at the writer's last attempt, if
+    /// it could not; cleared by the next success.
+    pub fn unavailable_reason(&self) -> Option<String> {
+        self.shared
+            .unavailable
+            .lock()
+            .expect("unavailable lock poisoned")
+            .clone()
+    }
+
+    /// Where the records are (the file's path, the database's name).
+    pub fn location(&self) -> &str {
+        &self.shared.location
+    }
+
+    /// The newest position the medium holds when other processes append to
+    /// it too (`None` for a medium this process writes alone). Blocks while
+    /// the medium is asked.
+    pub fn durable_lsn(&self) -> Result<Option<u64>, ReadError> {
+        self.source.durable_lsn()
     }
 
     /// Reads the records of `stream` with `after_seq < seq <= after_seq +
-    /// limit` from the file and maps each one while its line is in memory.
+    /// limit` and maps each one while it is in memory. Blocks while the
+    /// medium is read.
     pub fn read_stream<T>(
         &self,
         stream: &str,
@@ -247,19 +274,10 @@ impl<S: StreamState> EventLog<S> {
             None => return Ok(Vec::new()),
         };
         let mut out = Vec::with_capacity(positions.len());
-        for chunk in coalesce(&positions) {
-            let span = read_span(&self.reader, chunk)?;
-            let base = chunk[0].offset;
-            for pos in chunk {
-                let start = (pos.offset - base) as usize;
-                let line = &span[start..start + pos.len as usize];
-                let record = RecordRef::decode(line).map_err(|error| ReadError::Damaged {
-                    offset: pos.offset,
-                    reason: error.to_string(),
-                })?;
-                out.push(map(record));
-            }
-        }
+        self.source
+            .read(stream, after_seq + 1, &positions, &mut |record| {
+                out.push(map(record))
+            })?;
         Ok(out)
     }
 
@@ -280,44 +298,34 @@ impl<S: StreamState> Drop for EventLog<S> {
     }
 }
 
-/// Largest gap between two records that is still read in one go rather than
-/// skipped, and largest span read at once.
-const COALESCE_GAP_BYTES: u64 = 16 << 10;
-const COALESCE_SPAN_BYTES: u64 = 4 << 20;
+/// Nudges a log's writer to take in other processes' appends.
+pub struct Refresher<S> {
+    shared: Arc<Shared<S>>,
+    queue: SyncSender<Message<S>>,
+}
 
-/// Splits positions (in seq order) into runs close enough in the file to be
-/// read with one `pread` each.
-fn coalesce(positions: &[RecordPos]) -> impl Iterator<Item = &[RecordPos]> {
-    let mut rest = positions;
-    std::iter::from_fn(move || {
-        let first = *rest.first()?;
-        let mut end = first.offset + u64::from(first.len);
-        let mut taken = 1;
-        for pos in &rest[1..] {
-            let near = pos.offset >= end && pos.offset - end <= COALESCE_GAP_BYTES;
-            let new_end = pos.offset + u64::from(pos.len);
-            if !near || new_end - first.offset > COALESCE_SPAN_BYTES {
-                break;
-            }
-            end = new_end;
-            taken += 1;
+impl<S: StreamState> Refresher<S> {
+    /// Queues one refresh unless one is already queued or the index already
+    /// reaches `lsn`. Returns `false` once the log is closed.
+    pub fn nudge(&self, lsn: Option<u64>) -> bool {
+        let current = self
+            .shared
+            .index
+            .read()
+            .expect("index lock poisoned")
+            .last_lsn();
+        if lsn.is_some_and(|lsn| lsn <= current)
+            || self.shared.refresh_queued.swap(true, Ordering::AcqRel)
+        {
+            return true;
         }
-        let (chunk, tail) = rest.split_at(taken);
-        rest = tail;
-        Some(chunk)
-    })
-}
-
-fn read_span(file: &File, chunk: &[RecordPos]) -> std::io::Result<Vec<u8>> {
-    let first = chunk[0];
-    let last = chunk[chunk.len() - 1];
-    let len = (last.offset + u64::from(last.len) - first.offset) as usize;
-    let mut span = vec![0; len];
-    file.read_exact_at(&mut span, first.offset)?;
-    Ok(span)
-}
-
-/// Reads one record's line (without its `\n`).
-pub(crate) fn read_line(file: &File, pos: RecordPos) -> std::io::Result<Vec<u8>> {
-    read_span(file, &[pos])
+        match self.queue.try_send(Message::Refresh(None)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.shared.take_refresh_queued();
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
 }

@@ -70,7 +70,7 @@ pub(crate) fn scan<S: StreamState>(file: &File, path: &Path) -> Result<Recovered
                 Ok(record) => {
                     let len = u32::try_from(body.len()).expect("lines are bounded by the writer");
                     index
-                        .insert_recovered(&record, RecordPos { offset, len })
+                        .recover(&record, RecordPos { offset, len })
                         .map_err(|problem| OpenError::OutOfOrder {
                             path: path.to_owned(),
                             offset,

@@ -1,27 +1,31 @@
-//! The single writer: group commit over one append-only file.
+//! The single writer: group commit over the log's medium.
 //!
 //! Jobs arrive over a bounded queue. The writer takes the first waiting job,
-//! then every job that is already queued (up to a batch limit), and runs each
-//! one's decision against a [`Txn`]: the committed index plus what earlier
-//! jobs of the same batch staged. Staged records are written with one
-//! `write` and made durable with one `fdatasync`; only then are they committed
-//! to the index, shown to the observer and acknowledged. While one batch is
-//! being synced the next one queues up, so the cost of a sync is shared by
-//! every append that waited for it.
+//! then every job that is already queued (up to a batch limit). It asks the
+//! medium's [`Sink`] for the right to append, folding in whatever other
+//! processes appended meanwhile, then runs each job's decision against a
+//! [`Txn`]: the committed index plus what earlier jobs of the same batch
+//! staged. The staged records are made durable in one step (one `write` and
+//! one `fdatasync` for the file); only then are they committed to the index,
+//! shown to the observer and acknowledged. While one batch is being synced
+//! the next one queues up, so the cost of a sync is shared by every append
+//! that waited for it.
 //!
-//! Because decisions run one at a time on this thread, in log order, a check
-//! and the append it allows are one atomic step.
+//! Because decisions run one at a time on this thread, in log order, while
+//! the writer holds the right to append, a check and the append it allows
+//! are one atomic step.
 //!
-//! If a write or sync fails the log is poisoned: the batch is answered with
-//! the failure, nothing of it enters the index, and every later job is refused.
+//! If the medium fails in a way that may have mangled a write, the log is
+//! poisoned: the batch is answered with the failure, nothing of it enters the
+//! index, and every later job is refused. If it is only unreachable, the
+//! batch is refused and the next one tries again.
 
 use crate::error::{LogFailure, ReadError};
 use crate::index::{Index, RecordPos, StreamState};
 use crate::record::{NewRecord, RecordRef};
+use crate::storage::{OwnedRecord, Sink, SinkFailure, Source, StagedBatch};
 use crate::{BatchStats, CommitObserver, Shared};
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::{Instant, SystemTime};
@@ -70,26 +74,25 @@ where
     }
 }
 
+/// Told when a refresh has taken in other processes' appends.
+pub(crate) type RefreshReply = Box<dyn FnOnce(Result<(), LogFailure>) + Send>;
+
 /// What the writer thread receives.
 pub(crate) enum Message<S> {
     /// Decide, stage, sync, acknowledge.
     Job(Box<dyn Job<S>>),
+    /// Take in other processes' appends; reply when done, if asked to.
+    Refresh(Option<RefreshReply>),
     /// Finish the jobs queued before this message, then stop.
     Stop,
 }
 
-/// A record that a job staged, not yet durable.
-struct Staged {
-    record: NewRecord,
-    lsn: u64,
-    seq: u64,
-    at: String,
-    pos: RecordPos,
-}
-
-impl Staged {
-    fn as_ref(&self) -> RecordRef<'_> {
-        RecordRef::proposed(&self.record, self.lsn, self.seq, &self.at)
+impl From<SinkFailure> for LogFailure {
+    fn from(failure: SinkFailure) -> Self {
+        match failure {
+            SinkFailure::Fatal(reason) => LogFailure::Poisoned(reason),
+            SinkFailure::Unavailable(reason) => LogFailure::Unavailable(reason),
+        }
     }
 }
 
@@ -104,11 +107,10 @@ struct Draft<S> {
 /// earlier decisions of the same batch staged.
 pub struct Txn<'a, S> {
     index: &'a Index<S>,
-    file: &'a File,
+    source: &'a dyn Source,
     drafts: HashMap<String, Draft<S>>,
-    staged: Vec<Staged>,
+    staged: Vec<OwnedRecord>,
     buffer: Vec<u8>,
-    base_offset: u64,
     last_at: SystemTime,
 }
 
@@ -217,12 +219,14 @@ impl<'a, S: StreamState> Txn<'a, S> {
         else {
             return Ok(None);
         };
-        let line = crate::read_line(self.file, pos)?;
-        let record = RecordRef::decode(&line).map_err(|error| ReadError::Damaged {
-            offset: pos.offset,
-            reason: error.to_string(),
+        let mut f = Some(f);
+        let mut out = None;
+        self.source.read(stream, seq, &[pos], &mut |record| {
+            if let Some(f) = f.take() {
+                out = Some(f(record));
+            }
         })?;
-        Ok(Some(f(record)))
+        Ok(out)
     }
 
     /// Stages `record` as the next record of its stream and folds it into the
@@ -259,8 +263,9 @@ impl<'a, S: StreamState> Txn<'a, S> {
             self.buffer.truncate(start);
             return Err(AppendError::Refused(reason));
         }
+        // Relative to the batch's lines until the sink says where they landed.
         let pos = RecordPos {
-            offset: self.base_offset + start as u64,
+            offset: start as u64,
             len: len as u32,
         };
         let appended = Appended {
@@ -268,7 +273,7 @@ impl<'a, S: StreamState> Txn<'a, S> {
             seq: head + 1,
             recorded_at: at.clone(),
         };
-        self.staged.push(Staged {
+        self.staged.push(OwnedRecord {
             record,
             lsn,
             seq: head + 1,
@@ -330,10 +335,17 @@ impl<'a, S: StreamState> Txn<'a, S> {
 /// The writer thread's own state.
 pub(crate) struct Writer<S> {
     pub(crate) shared: Arc<Shared<S>>,
-    pub(crate) file: File,
-    pub(crate) end_offset: u64,
+    pub(crate) sink: Box<dyn Sink>,
+    pub(crate) source: Arc<dyn Source>,
     pub(crate) last_at: SystemTime,
     pub(crate) observer: Option<Arc<dyn CommitObserver<S>>>,
+}
+
+/// What the writer took off its queue in one go.
+struct Batch<S> {
+    jobs: Vec<Box<dyn Job<S>>>,
+    refreshes: Vec<RefreshReply>,
+    refresh: bool,
 }
 
 impl<S: StreamState> Writer<S> {
@@ -342,40 +354,138 @@ impl<S: StreamState> Writer<S> {
         let mut stopping = false;
         while !stopping {
             let Ok(first) = queue.recv() else { return };
-            let mut jobs = Vec::new();
-            match first {
-                Message::Job(job) => jobs.push(job),
-                Message::Stop => return,
-            }
-            while jobs.len() < MAX_BATCH_JOBS {
-                match queue.try_recv() {
-                    Ok(Message::Job(job)) => jobs.push(job),
-                    Ok(Message::Stop) => {
+            let mut batch = Batch {
+                jobs: Vec::new(),
+                refreshes: Vec::new(),
+                refresh: false,
+            };
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Job(job) => batch.jobs.push(job),
+                    Message::Refresh(reply) => {
+                        batch.refresh = true;
+                        batch.refreshes.extend(reply);
+                    }
+                    Message::Stop => {
                         stopping = true;
                         break;
                     }
-                    Err(_) => break,
+                }
+                if batch.jobs.len() < MAX_BATCH_JOBS {
+                    next = queue.try_recv().ok();
                 }
             }
-            self.serve(jobs);
+            if batch.refresh {
+                self.shared.take_refresh_queued();
+            }
+            let refreshed = if batch.jobs.is_empty() && batch.refresh {
+                self.refresh()
+            } else {
+                Ok(())
+            };
+            self.serve(batch.jobs);
+            for reply in batch.refreshes {
+                reply(refreshed.clone());
+            }
+        }
+    }
+
+    /// Takes in other processes' appends without taking the right to append.
+    fn refresh(&mut self) -> Result<(), LogFailure> {
+        let pulled = self.sink.pull(self.last_lsn());
+        let foreign = self.answered(pulled)?;
+        self.take_in(foreign);
+        Ok(())
+    }
+
+    fn last_lsn(&self) -> u64 {
+        self.shared
+            .index
+            .read()
+            .expect("index lock poisoned")
+            .last_lsn()
+    }
+
+    /// Notes whether the medium answered: a fatal failure poisons the log,
+    /// an unavailable medium is reported until it answers again.
+    fn answered<T>(&self, outcome: Result<T, SinkFailure>) -> Result<T, LogFailure> {
+        match outcome {
+            Ok(value) => {
+                self.shared.set_unavailable(None);
+                Ok(value)
+            }
+            Err(SinkFailure::Fatal(reason)) => {
+                tracing::error!(%reason, "event log write failed; refusing all further writes");
+                self.shared.poison(reason.clone());
+                Err(LogFailure::Poisoned(reason))
+            }
+            Err(SinkFailure::Unavailable(reason)) => {
+                tracing::warn!(%reason, "event log storage is unavailable");
+                self.shared.set_unavailable(Some(reason.clone()));
+                Err(LogFailure::Unavailable(reason))
+            }
+        }
+    }
+
+    /// Folds records other processes made durable into the index and shows
+    /// them to the observer, in log order, as if this writer had written them.
+    fn take_in(&mut self, foreign: Vec<OwnedRecord>) {
+        if foreign.is_empty() {
+            return;
+        }
+        let mut index = self.shared.index.write().expect("index lock poisoned");
+        for record in &foreign {
+            if let Err(reason) = index.recover(&record.as_ref(), record.pos) {
+                // The medium's own constraints make this unreachable; a
+                // writer that went on would decide against a wrong index.
+                let reason = format!("{}: {reason}", self.shared.location);
+                tracing::error!(%reason, "records appended by another process do not follow the log");
+                self.shared.poison(reason);
+                return;
+            }
+        }
+        drop(index);
+        if let Some(at) = foreign
+            .last()
+            .and_then(|record| humantime::parse_rfc3339(&record.at).ok())
+        {
+            self.last_at = self.last_at.max(at);
+        }
+        if let Some(observer) = &self.observer {
+            let records: Vec<RecordRef<'_>> = foreign.iter().map(OwnedRecord::as_ref).collect();
+            let index = self.shared.index.read().expect("index lock poisoned");
+            observer.committed(&records, &index);
         }
     }
 
     fn serve(&mut self, jobs: Vec<Box<dyn Job<S>>>) {
+        if jobs.is_empty() {
+            return;
+        }
         if let Some(reason) = self.shared.poison_reason() {
             for job in jobs {
                 job.refuse(LogFailure::Poisoned(reason.clone()));
             }
             return;
         }
+        let begun = self.sink.begin(self.last_lsn());
+        match self.answered(begun) {
+            Ok(foreign) => self.take_in(foreign),
+            Err(failure) => {
+                for job in jobs {
+                    job.refuse(failure.clone());
+                }
+                return;
+            }
+        }
         let index = self.shared.index.read().expect("index lock poisoned");
         let mut txn = Txn {
             index: &index,
-            file: &self.file,
+            source: &*self.source,
             drafts: HashMap::new(),
             staged: Vec::new(),
             buffer: Vec::new(),
-            base_offset: self.end_offset,
             last_at: self.last_at,
         };
         let mut acks = Vec::with_capacity(jobs.len());
@@ -388,7 +498,7 @@ impl<S: StreamState> Writer<S> {
         }
         let Txn {
             drafts,
-            staged,
+            mut staged,
             buffer,
             last_at,
             ..
@@ -396,7 +506,20 @@ impl<S: StreamState> Writer<S> {
         drop(index);
         self.last_at = last_at;
         let started = Instant::now();
-        let durable = self.persist(&buffer);
+        let durable = if staged.is_empty() {
+            let released = self.sink.release();
+            self.answered(released)
+        } else {
+            let committed = self.sink.commit(StagedBatch {
+                records: &staged,
+                lines: &buffer,
+            });
+            self.answered(committed).map(|positions| {
+                for (record, pos) in staged.iter_mut().zip(positions) {
+                    record.pos = pos;
+                }
+            })
+        };
         if durable.is_ok() && !staged.is_empty() {
             if let Some(observer) = &self.observer {
                 let stats = BatchStats {
@@ -418,30 +541,7 @@ impl<S: StreamState> Writer<S> {
         }
     }
 
-    /// One write and one `fdatasync` for the whole batch.
-    fn persist(&mut self, buffer: &[u8]) -> Result<(), LogFailure> {
-        if buffer.is_empty() {
-            return Ok(());
-        }
-        let result = self
-            .file
-            .write_all(buffer)
-            .and_then(|()| self.file.sync_data());
-        match result {
-            Ok(()) => {
-                self.end_offset += buffer.len() as u64;
-                Ok(())
-            }
-            Err(error) => {
-                let reason = format!("{}: {error}", self.shared.path.display());
-                tracing::error!(%reason, "event log write failed; refusing all further writes");
-                self.shared.poison(reason.clone());
-                Err(LogFailure::Poisoned(reason))
-            }
-        }
-    }
-
-    fn commit(&self, drafts: HashMap<String, Draft<S>>, staged: &[Staged]) {
+    fn commit(&self, drafts: HashMap<String, Draft<S>>, staged: &[OwnedRecord]) {
         let mut index = self.shared.index.write().expect("index lock poisoned");
         for (name, draft) in drafts {
             index.set_state(&name, draft.state);
@@ -451,7 +551,7 @@ impl<S: StreamState> Writer<S> {
         }
         drop(index);
         if let Some(observer) = &self.observer {
-            let records: Vec<RecordRef<'_>> = staged.iter().map(Staged::as_ref).collect();
+            let records: Vec<RecordRef<'_>> = staged.iter().map(OwnedRecord::as_ref).collect();
             let index = self.shared.index.read().expect("index lock poisoned");
             observer.committed(&records, &index);
         }

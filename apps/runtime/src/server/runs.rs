@@ -93,7 +93,11 @@ pub async fn replay(
     core.authority.run(run_id)?;
     let (mut writer, body) = streamed_body();
     tokio::task::spawn_blocking(move || {
-        match orchestration::replay(&core.authority, run_id, &mut writer) {
+        let replayed = orchestration::replay(&core.authority, run_id, &mut writer);
+        // Let go of the core before the client sees the end of the body, so
+        // that a shutdown right after it never waits on this task.
+        drop(core);
+        match replayed {
             Ok(()) => writer.finish(),
             Err(error) => writer.abort(error.to_string()),
         }
