@@ -618,6 +618,26 @@ impl Authority {
             .map_err(|_| AuthorityError::Log(LogFailure::Closed))??
     }
 
+    /// Brings the index up to what the storage holds when other instances
+    /// append to it too (a no-op on the embedded log, which only this
+    /// process writes). Asking the storage for its head blocks briefly.
+    pub async fn catch_up(&self) -> Result<(), AuthorityError> {
+        let Some(durable) = self.log.durable_lsn()? else {
+            return Ok(());
+        };
+        if self.log.index().last_lsn() >= durable {
+            return Ok(());
+        }
+        let (sender, receiver) = oneshot::channel();
+        self.log.refresh(move |outcome| {
+            let _ = sender.send(outcome);
+        });
+        receiver
+            .await
+            .map_err(|_| AuthorityError::Log(LogFailure::Closed))??;
+        Ok(())
+    }
+
     /// A run as currently committed.
     pub fn run(&self, run_id: Uuid) -> Result<RunHead, AuthorityError> {
         let index = self.log.index();

@@ -48,6 +48,48 @@ impl FromStr for AuthorityWriteMode {
     }
 }
 
+/// Where the event log, the projection checkpoint and (through them) every
+/// run and worker are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// The embedded JSONL log and checkpoint file: one instance.
+    Jsonl,
+    /// A PostgreSQL database that several instances share.
+    Postgres {
+        /// `RUNTIME_DATABASE_URL`.
+        url: String,
+    },
+}
+
+impl StorageBackend {
+    /// The spelling of `RUNTIME_STORAGE_BACKEND` and `/healthz`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Jsonl => "jsonl",
+            Self::Postgres { .. } => "postgres",
+        }
+    }
+}
+
+/// Where Khala topic windows are fed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FanoutDriverKind {
+    /// This instance's own commits (embedded log).
+    Memory,
+    /// The shared `events` table, with `LISTEN`/`NOTIFY` wake-ups.
+    PostgresNotify,
+}
+
+impl FanoutDriverKind {
+    /// The spelling of `RUNTIME_FANOUT_DRIVER`, `/healthz` and polls.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::PostgresNotify => "postgres_notify",
+        }
+    }
+}
+
 /// A variable that holds a value the service cannot use.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {variable}={value:?}: expected {expected}")]
@@ -66,7 +108,9 @@ pub struct Config {
     pub service_name: String,
     /// Build identifier reported by `/healthz`.
     pub build_sha: String,
-    /// The durable event log.
+    /// Where the log is kept (`RUNTIME_STORAGE_BACKEND`).
+    pub storage_backend: StorageBackend,
+    /// The durable event log (embedded backend).
     pub event_log_path: PathBuf,
     /// The projection checkpoint file.
     pub checkpoint_path: PathBuf,
@@ -86,8 +130,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Heartbeat age after which a live worker is `stale`.
     pub worker_heartbeat_stale_after_ms: u64,
-    /// Khala fanout driver; `memory` is the one this service has.
-    pub fanout_driver: String,
+    /// Khala fanout driver; follows the storage backend.
+    pub fanout_driver: FanoutDriverKind,
     /// Messages kept per Khala topic.
     pub fanout_queue_capacity: usize,
     /// Khala topics held in memory at once.
@@ -114,6 +158,7 @@ impl Config {
     /// environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars { lookup: &lookup };
+        let storage_backend = vars.storage_backend()?;
         Ok(Config {
             bind_addr: vars.parsed(
                 "RUNTIME_BIND_ADDR",
@@ -121,6 +166,8 @@ impl Config {
                 "a socket address like 127.0.0.1:4100",
             )?,
             service_name: vars.text("RUNTIME_SERVICE_NAME", "runtime"),
+            fanout_driver: vars.fanout_driver(&storage_backend)?,
+            storage_backend,
             build_sha: vars.text("RUNTIME_BUILD_SHA", "dev"),
             event_log_path: vars
                 .text(
@@ -160,20 +207,6 @@ impl Config {
                 120_000,
                 1..=86_400_000,
             )?,
-            fanout_driver: vars
-                .parsed(
-                    "RUNTIME_FANOUT_DRIVER",
-                    "memory",
-                    "memory (the only driver built in)",
-                )
-                .and_then(|driver: String| match driver.as_str() {
-                    "memory" => Ok(driver),
-                    _ => Err(ConfigError {
-                        variable: "RUNTIME_FANOUT_DRIVER",
-                        value: driver,
-                        expected: "memory (the only driver built in)",
-                    }),
-                })?,
             fanout_queue_capacity: vars.bounded(
                 "RUNTIME_FANOUT_QUEUE_CAPACITY",
                 1024,
@@ -213,6 +246,50 @@ struct Vars<'a> {
 }
 
 impl Vars<'_> {
+    /// `RUNTIME_STORAGE_BACKEND`, with `RUNTIME_DATABASE_URL` for PostgreSQL.
+    fn storage_backend(&self) -> Result<StorageBackend, ConfigError> {
+        match self.text("RUNTIME_STORAGE_BACKEND", "jsonl").as_str() {
+            "jsonl" => Ok(StorageBackend::Jsonl),
+            "postgres" => match self.optional("RUNTIME_DATABASE_URL") {
+                Some(url) => Ok(StorageBackend::Postgres { url }),
+                None => Err(ConfigError {
+                    variable: "RUNTIME_DATABASE_URL",
+                    value: String::new(),
+                    expected: "a PostgreSQL URL when RUNTIME_STORAGE_BACKEND=postgres",
+                }),
+            },
+            other => Err(ConfigError {
+                variable: "RUNTIME_STORAGE_BACKEND",
+                value: other.to_owned(),
+                expected: "jsonl or postgres",
+            }),
+        }
+    }
+
+    /// `RUNTIME_FANOUT_DRIVER`: each backend has one driver that keeps every
+    /// instance's topics in step with its log, and it is the default.
+    fn fanout_driver(&self, backend: &StorageBackend) -> Result<FanoutDriverKind, ConfigError> {
+        let (driver, expected) = match backend {
+            StorageBackend::Jsonl => (
+                FanoutDriverKind::Memory,
+                "memory (the driver of the embedded log)",
+            ),
+            StorageBackend::Postgres { .. } => (
+                FanoutDriverKind::PostgresNotify,
+                "postgres_notify (the driver of the postgres backend)",
+            ),
+        };
+        match self.optional("RUNTIME_FANOUT_DRIVER") {
+            None => Ok(driver),
+            Some(value) if value == driver.as_str() => Ok(driver),
+            Some(value) => Err(ConfigError {
+                variable: "RUNTIME_FANOUT_DRIVER",
+                value,
+                expected,
+            }),
+        }
+    }
+
     fn optional(&self, name: &str) -> Option<String> {
         (self.lookup)(name).filter(|value| !value.is_empty())
     }
@@ -315,6 +392,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("RUNTIME_BIND_ADDR"), "{error}");
+    }
+
+    #[test]
+    fn the_backend_picks_its_fanout_driver() {
+        let config = with(&[]).unwrap();
+        assert_eq!(config.storage_backend, StorageBackend::Jsonl);
+        assert_eq!(config.fanout_driver, FanoutDriverKind::Memory);
+        let url = "postgres://root@127.0.0.1/test";
+        let config = with(&[
+            ("RUNTIME_STORAGE_BACKEND", "postgres"),
+            ("RUNTIME_DATABASE_URL", url),
+        ])
+        .unwrap();
+        assert_eq!(config.storage_backend, StorageBackend::Postgres { url: url.into() });
+        assert_eq!(config.fanout_driver, FanoutDriverKind::PostgresNotify);
+        let error = with(&[("RUNTIME_STORAGE_BACKEND", "postgres")]).unwrap_err();
+        assert!(error.to_string().contains("RUNTIME_DATABASE_URL"), "{error}");
+        let error = with(&[("RUNTIME_FANOUT_DRIVER", "postgres_notify")]).unwrap_err();
+        assert!(error.to_string().contains("RUNTIME_FANOUT_DRIVER"), "{error}");
+        let error = with(&[("RUNTIME_STORAGE_BACKEND", "sqlite")]).unwrap_err();
+        assert!(error.to_string().contains("jsonl or postgres"), "{error}");
     }
 
     #[test]

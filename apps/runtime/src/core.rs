@@ -3,13 +3,15 @@
 
 use crate::authority::{Authority, Stream};
 use crate::config::Config;
-use crate::fanout::MemoryFanout;
+use crate::fanout::WindowFanout;
 use crate::khala::Khala;
 use crate::metrics::Metrics;
 use crate::projectors::{CatchUp, ProjectionStore};
+use crate::storage::{self, CheckpointMedium};
 use openagents_event_log::{
-    BatchStats, CommitObserver, EventLog, Index, LogOptions, OpenError, OpenReport, RecordRef,
+    BatchStats, CommitObserver, Index, LogOptions, OpenError, OpenReport, RecordRef,
 };
+use openagents_event_log_postgres::PgError;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,9 @@ pub enum StartError {
     /// The event log could not be opened or recovered.
     #[error(transparent)]
     Log(#[from] OpenError),
+    /// The PostgreSQL log could not be reached, migrated or loaded.
+    #[error(transparent)]
+    Postgres(#[from] PgError),
     /// The projections could not be caught up from the log.
     #[error("catching up projections from the event log: {0}")]
     Projections(String),
@@ -64,10 +69,9 @@ impl Core {
         config: &Config,
         metrics: Arc<Metrics>,
     ) -> Result<(Core, Recovery), StartError> {
-        let projections = Arc::new(ProjectionStore::new(&config.checkpoint_path));
-        let khala = Arc::new(
-            Khala::new(config, Arc::new(memory_fanout(config))).map_err(StartError::Khala)?,
-        );
+        let projections = Arc::new(ProjectionStore::new(CheckpointMedium::of(config)?));
+        let khala =
+            Arc::new(Khala::new(config, Arc::new(fanout(config))).map_err(StartError::Khala)?);
         let feed = CommitFeed {
             projections: Arc::clone(&projections),
             khala: Arc::clone(&khala),
@@ -77,7 +81,7 @@ impl Core {
             observer: Some(Arc::new(feed)),
             ..LogOptions::default()
         };
-        let (log, log_report) = EventLog::<Stream>::open(&config.event_log_path, options)?;
+        let (log, log_report) = storage::open_log(config, options)?;
         let catch_up = projections.recover(&log).map_err(StartError::Projections)?;
         // Write what the catch-up applied now, so that a crash soon after
         // start does not make the next start replay the same records again.
@@ -124,11 +128,11 @@ impl Drop for Core {
     }
 }
 
-/// The in-memory fanout driver sized by the configuration.
-fn memory_fanout(config: &Config) -> MemoryFanout {
+/// The fanout driver of the configured backend, sized by the configuration.
+fn fanout(config: &Config) -> WindowFanout {
     let capacity = NonZeroUsize::new(config.fanout_queue_capacity).unwrap_or(NonZeroUsize::MIN);
     let topics = NonZeroUsize::new(config.fanout_max_topics).unwrap_or(NonZeroUsize::MIN);
-    MemoryFanout::new(capacity, topics)
+    WindowFanout::new(config.fanout_driver, capacity, topics)
 }
 
 /// Hands every durable batch to the projections, then to live delivery, on

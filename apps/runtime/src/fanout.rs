@@ -1,4 +1,4 @@
-//! The Khala fanout seam and its bounded in-memory driver.
+//! The Khala fanout seam and its bounded window driver.
 //!
 //! A driver holds the retained window of each topic it serves. The service
 //! publishes into it from the log's commit observer, on the writer thread, in
@@ -6,7 +6,19 @@
 //! whatever the write concurrency. A topic the driver does not hold is
 //! rebuilt from the durable log when it is polled, so the window is always
 //! the newest `capacity` messages of the log, before and after a restart.
+//!
+//! The same windows serve both backends; what differs is where the log's
+//! records come from. On the embedded log (`memory`) they are this
+//! instance's own commits. On PostgreSQL (`postgres_notify`) they are every
+//! instance's commits, read from the `events` table in log order whenever a
+//! `NOTIFY` on the log head wakes this instance, so a long-poll here wakes
+//! for an append made through another instance.
+//!
+//! Publishing is idempotent and gap-safe: a message the window already holds
+//! is skipped, and a message beyond the window's head drops the window, so
+//! the next poll backfills it from the log instead of serving a gap.
 
+use crate::config::FanoutDriverKind;
 use openagents_khala::message::Message;
 use openagents_khala::poll::{Limit, PollPage, StaleCursor};
 use openagents_khala::topic::Topic;
@@ -51,14 +63,16 @@ pub trait FanoutDriver: Send + Sync {
 
 /// Windows in this process's memory: at most `max_topics` topics of at most
 /// `capacity` messages each, least recently polled topics dropped first.
-pub struct MemoryFanout {
+pub struct WindowFanout {
+    kind: FanoutDriverKind,
     windows: Mutex<WindowSet>,
 }
 
-impl MemoryFanout {
+impl WindowFanout {
     /// A driver keeping `capacity` messages per topic for `max_topics` topics.
-    pub fn new(capacity: NonZeroUsize, max_topics: NonZeroUsize) -> Self {
-        MemoryFanout {
+    pub fn new(kind: FanoutDriverKind, capacity: NonZeroUsize, max_topics: NonZeroUsize) -> Self {
+        WindowFanout {
+            kind,
             windows: Mutex::new(WindowSet::new(capacity, max_topics)),
         }
     }
@@ -68,17 +82,25 @@ impl MemoryFanout {
     }
 }
 
-impl FanoutDriver for MemoryFanout {
+impl FanoutDriver for WindowFanout {
     fn name(&self) -> &'static str {
-        "memory"
+        self.kind.as_str()
     }
 
     fn holds(&self, topic: &Topic) -> bool {
         self.windows().contains(topic)
     }
 
-    fn publish(&self, _topic: &Topic, message: Message) -> Result<(), WindowError> {
-        self.windows().publish(message).map(|_| ())
+    fn publish(&self, topic: &Topic, message: Message) -> Result<(), WindowError> {
+        let mut windows = self.windows();
+        match windows.publish(message) {
+            Err(WindowError::Gap { head, sequence, .. }) => {
+                tracing::debug!(%topic, head, sequence, "window fell behind the log; it will be rebuilt");
+                windows.remove(topic);
+                Ok(())
+            }
+            outcome => outcome.map(|_| ()),
+        }
     }
 
     fn poll(
@@ -101,6 +123,18 @@ impl FanoutDriver for MemoryFanout {
     }
 
     fn hooks(&self) -> Vec<Hook> {
+        let postgres_notify = match self.kind {
+            FanoutDriverKind::PostgresNotify => Hook {
+                backend: "postgres_notify",
+                status: "configured",
+                note: "windows follow the shared events table; NOTIFY on the log head wakes long-polls on every instance",
+            },
+            FanoutDriverKind::Memory => Hook {
+                backend: "postgres_notify",
+                status: "not_configured",
+                note: "set RUNTIME_STORAGE_BACKEND=postgres and RUNTIME_DATABASE_URL to share delivery between instances",
+            },
+        };
         vec![
             Hook {
                 backend: "nats",
@@ -112,11 +146,7 @@ impl FanoutDriver for MemoryFanout {
                 status: "not_configured",
                 note: "no Redis Streams driver is built into this service",
             },
-            Hook {
-                backend: "postgres_notify",
-                status: "not_configured",
-                note: "no PostgreSQL LISTEN/NOTIFY driver is built into this service",
-            },
+            postgres_notify,
         ]
     }
 }

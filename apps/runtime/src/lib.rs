@@ -11,6 +11,7 @@
 //! - `workers`: worker operations and liveness;
 //! - `projectors`: projections behind the log and their checkpoint file;
 //! - `fanout`, `khala`: live delivery, topic polling and its auth;
+//! - `storage`: the configured backend (embedded file or PostgreSQL);
 //! - `core`: the recovered state the routes serve from;
 //! - `cutover`: write-mode controls and the recorded parity gate;
 //! - `server`: router, extractors and handlers;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod orchestration;
 pub mod projectors;
 pub mod server;
+pub mod storage;
 pub mod types;
 pub mod workers;
 
@@ -70,7 +72,7 @@ pub async fn serve(
         truncated_bytes = recovery.log.truncated_bytes,
         projections_rebuilt = recovery.projections.rebuilt_from_scratch,
         projection_records_applied = recovery.projections.records_applied,
-        path = %config.event_log_path.display(),
+        location = core.authority.log().location(),
         "event log recovered"
     );
     let core = Arc::new(core);

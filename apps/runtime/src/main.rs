@@ -1,9 +1,13 @@
 //! The `openagents-runtime-service` binary: reads the configuration, starts
 //! logging, binds the listener and serves until SIGINT or SIGTERM.
 //!
-//! `openagents-runtime-service reproject` instead drops the projections,
-//! rebuilds them from the event log, prints what changed and exits (the
-//! service must be stopped: the log is locked while it runs).
+//! Two commands run instead of the service:
+//!
+//! - `reproject` drops the projections, rebuilds them from the event log,
+//!   prints what changed and exits (on the embedded log the service must be
+//!   stopped: the file is locked while it runs);
+//! - `import-log FILE` copies an embedded log file into the PostgreSQL
+//!   database of `RUNTIME_DATABASE_URL`, whose log must be empty.
 
 use anyhow::Context;
 use openagents_runtime_service::config::Config;
@@ -21,7 +25,10 @@ async fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("reproject") => return reproject(&config),
-        Some(other) => anyhow::bail!("unknown command {other:?}; the only command is `reproject`"),
+        Some("import-log") => return import_log(&config, std::env::args().nth(2)),
+        Some(other) => {
+            anyhow::bail!("unknown command {other:?}; the commands are `reproject` and `import-log FILE`")
+        }
     }
     if !config.authority_write_mode.writes_enabled() && config.legacy_write_freeze {
         tracing::warn!(
@@ -50,12 +57,12 @@ async fn shutdown_signal() {
 
 /// Rebuilds the projections from the log and prints what changed.
 fn reproject(config: &Config) -> anyhow::Result<()> {
-    use openagents_event_log::{EventLog, LogOptions};
-    use openagents_runtime_service::authority::Stream;
+    use openagents_event_log::LogOptions;
     use openagents_runtime_service::projectors::{ProjectionStore, describe_changes};
-    let (log, report) = EventLog::<Stream>::open(&config.event_log_path, LogOptions::default())
+    use openagents_runtime_service::storage::{self, CheckpointMedium};
+    let (log, report) = storage::open_log(config, LogOptions::default())
         .context("opening the event log (is the service still running?)")?;
-    let store = ProjectionStore::new(&config.checkpoint_path);
+    let store = ProjectionStore::new(CheckpointMedium::of(config)?);
     let (before, after) = store.reproject(&log).map_err(anyhow::Error::msg)?;
     let changes = describe_changes(&before, &after);
     for change in &changes {
@@ -65,8 +72,17 @@ fn reproject(config: &Config) -> anyhow::Result<()> {
         "reprojected {} records of {} streams into {}: {} topics changed",
         report.records,
         report.streams,
-        config.checkpoint_path.display(),
+        store.checkpoint_location(),
         changes.len()
     );
+    Ok(())
+}
+
+/// Copies the embedded log `file` into the configured database.
+fn import_log(config: &Config, file: Option<String>) -> anyhow::Result<()> {
+    let file = file.context("usage: openagents-runtime-service import-log FILE")?;
+    let copied = openagents_runtime_service::storage::import_log(config, file.as_ref())
+        .with_context(|| format!("importing {file}"))?;
+    println!("imported {copied} records from {file}");
     Ok(())
 }

@@ -1,30 +1,30 @@
 //! Projections kept behind the log: applied to every committed batch on the
-//! writer thread, persisted to `RUNTIME_CHECKPOINT_PATH` in the background,
-//! and caught up from the log at start.
+//! writer thread, persisted to the checkpoint (`RUNTIME_CHECKPOINT_PATH`, or
+//! the shared table on PostgreSQL) in the background, and caught up from the
+//! log at start.
 //!
-//! The file is written whole but rarely (at most once per
-//! `RUNTIME_CHECKPOINT_FLUSH_MS`, and at shutdown), with temp file, fsync, rename and directory fsync; the
+//! The checkpoint is written whole but rarely (at most once per
+//! `RUNTIME_CHECKPOINT_FLUSH_MS`, and at shutdown), atomically; the
 //! per-event cost is the projector step alone, whatever the number of runs.
-//! A missing, unreadable or inconsistent file is replaced by a rebuild from
-//! the log, with a warning; a projection that claims more than the log holds
-//! is rebuilt too, so a summary never disagrees with the log.
+//! A missing, unreadable or inconsistent checkpoint is replaced by a rebuild
+//! from the log, with a warning; a projection that claims more than the log
+//! holds is rebuilt too, so a summary never disagrees with the log.
 
 use crate::authority::{Stream, run_event};
 use crate::workers::WorkerAfter;
 use openagents_event_log::{CommitObserver, EventLog, Index, RecordRef};
 use openagents_projectors::{Checkpoint, DriftReport, ProjectionSnapshot, Projections, RunSummary};
 use openagents_workers::LifecycleEvent;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use crate::storage::CheckpointMedium;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Records read per page while catching up.
 const CATCH_UP_PAGE: usize = 1024;
 
-/// The service's projections and their checkpoint file.
+/// The service's projections and their checkpoint.
 pub struct ProjectionStore {
-    path: PathBuf,
+    checkpoint: CheckpointMedium,
     projections: Mutex<Projections>,
     /// Set when projections changed since the last write of the file.
     dirty: AtomicBool,
@@ -44,10 +44,10 @@ pub struct CatchUp {
 }
 
 impl ProjectionStore {
-    /// An empty store writing to `path`.
-    pub fn new(path: &Path) -> Self {
+    /// An empty store writing to `checkpoint`.
+    pub fn new(checkpoint: CheckpointMedium) -> Self {
         ProjectionStore {
-            path: path.to_owned(),
+            checkpoint,
             projections: Mutex::new(Projections::new()),
             dirty: AtomicBool::new(false),
             applied_lsn: AtomicU64::new(0),
@@ -61,13 +61,13 @@ impl ProjectionStore {
     /// Loads the checkpoint file (or starts empty when it is unusable), then
     /// applies every record of the log the file does not cover.
     pub fn recover(&self, log: &EventLog<Stream>) -> Result<CatchUp, String> {
-        let rebuilt_from_scratch = match self.load_file() {
+        let rebuilt_from_scratch = match self.load_checkpoint() {
             Ok(projections) => {
                 *self.lock() = projections;
                 false
             }
             Err(reason) => {
-                tracing::warn!(path = %self.path.display(), %reason, "rebuilding projections from the event log");
+                tracing::warn!(checkpoint = %self.checkpoint.describe(), %reason, "rebuilding projections from the event log");
                 true
             }
         };
@@ -114,22 +114,17 @@ impl ProjectionStore {
         &self,
         log: &EventLog<Stream>,
     ) -> Result<(ProjectionSnapshot, ProjectionSnapshot), String> {
-        let before = self.load_file().unwrap_or_default().snapshot();
+        let before = self.load_checkpoint().unwrap_or_default().snapshot();
         *self.lock() = Projections::new();
         self.catch_up(log)?;
         self.dirty.store(true, Ordering::Release);
-        self.flush()
-            .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+        self.flush()?;
         Ok((before, self.snapshot()))
     }
 
-    fn load_file(&self) -> Result<Projections, String> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Projections::new());
-            }
-            Err(error) => return Err(error.to_string()),
+    fn load_checkpoint(&self) -> Result<Projections, String> {
+        let Some(bytes) = self.checkpoint.load()? else {
+            return Ok(Projections::new());
         };
         let snapshot = ProjectionSnapshot::from_bytes(&bytes).map_err(|e| e.to_string())?;
         Projections::from_snapshot(snapshot).map_err(|e| e.to_string())
@@ -185,19 +180,26 @@ impl ProjectionStore {
         Ok(applied)
     }
 
-    /// Writes the checkpoint file if projections changed since the last
-    /// write: temp file, fsync, rename, fsync of the folder.
-    pub fn flush(&self) -> std::io::Result<bool> {
+    /// Writes the checkpoint if projections changed since the last write.
+    pub fn flush(&self) -> Result<bool, String> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
-        let snapshot = self.lock().snapshot();
+        let (snapshot, applied_lsn) = {
+            let projections = self.lock();
+            (projections.snapshot(), self.applied_lsn())
+        };
         let bytes = snapshot.to_bytes();
-        if let Err(error) = write_atomically(&self.path, &bytes) {
+        if let Err(error) = self.checkpoint.save(applied_lsn, &bytes) {
             self.dirty.store(true, Ordering::Release);
-            return Err(error);
+            return Err(format!("writing {}: {error}", self.checkpoint.describe()));
         }
         Ok(true)
+    }
+
+    /// Where the checkpoint is kept, for messages.
+    pub fn checkpoint_location(&self) -> String {
+        self.checkpoint.describe()
     }
 
     /// Log position of the newest record the projections applied.
@@ -263,23 +265,6 @@ fn apply_record(projections: &mut Projections, record: &RecordRef<'_>) -> Result
         projections.apply_worker_event(worker_id, &lifecycle, WorkerAfter::of(record)?.status);
     }
     Ok(())
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves the old or the new
-/// file, never a mix.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let folder = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(folder)?;
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temp, path)?;
-    std::fs::File::open(folder)?.sync_all()
 }
 
 /// One line per topic whose projection differs between two snapshots.

@@ -75,6 +75,15 @@ impl AppState {
         self.inner.core.get().ok_or_else(ApiError::not_ready)
     }
 
+    /// The core, once its log includes everything the storage holds, for
+    /// reads: on a database that other instances append to, a read here
+    /// sees every append acknowledged anywhere before it began.
+    pub async fn fresh_core(&self) -> Result<&Arc<Core>, ApiError> {
+        let core = self.core()?;
+        core.authority.catch_up().await?;
+        Ok(core)
+    }
+
     /// The service's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
@@ -107,12 +116,13 @@ impl AppState {
                 reason: Some("recovering the event log".into()),
             },
             Some(core) => {
-                let poisoned = core.authority.log().poison_reason();
+                let log = core.authority.log();
+                let reason = log.poison_reason().or_else(|| log.unavailable_reason());
                 Readiness {
-                    authority_ready: poisoned.is_none(),
+                    authority_ready: reason.is_none(),
                     projector_ready: true,
                     workers_ready: true,
-                    reason: poisoned,
+                    reason,
                 }
             }
         }

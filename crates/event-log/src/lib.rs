@@ -106,6 +106,8 @@ pub(crate) struct Shared<S> {
     /// Set while a refresh without a reply is queued, so that a burst of
     /// nudges queues one.
     refresh_queued: AtomicBool,
+    /// Set once the log is shut down.
+    closed: AtomicBool,
 }
 
 impl<S> Shared<S> {
@@ -155,6 +157,7 @@ impl<S: StreamState> EventLog<S> {
             poisoned: OnceLock::new(),
             unavailable: Mutex::new(None),
             refresh_queued: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         });
         let (queue, jobs) = sync_channel(options.max_queued_jobs.max(1));
         let writer = Writer {
@@ -284,6 +287,7 @@ impl<S: StreamState> EventLog<S> {
     /// Lets the writer finish every job queued so far, then stops it. Later
     /// submissions are refused with [`LogFailure::Closed`].
     pub fn shutdown(&self) {
+        self.shared.closed.store(true, Ordering::Release);
         let _ = self.queue.send(Message::Stop);
         let handle = self.writer.lock().expect("writer handle lock").take();
         if let Some(handle) = handle {
@@ -305,6 +309,11 @@ pub struct Refresher<S> {
 }
 
 impl<S: StreamState> Refresher<S> {
+    /// Whether the log has been shut down.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
     /// Queues one refresh unless one is already queued or the index already
     /// reaches `lsn`. Returns `false` once the log is closed.
     pub fn nudge(&self, lsn: Option<u64>) -> bool {

@@ -35,6 +35,25 @@ pub struct OwnedRecord {
 }
 
 impl OwnedRecord {
+    /// Copies a decoded record, kept at `pos`.
+    pub fn from_ref(record: &RecordRef<'_>, pos: RecordPos) -> Self {
+        OwnedRecord {
+            record: NewRecord {
+                stream: record.stream.to_string(),
+                event_type: record.event_type.to_string(),
+                payload: record.payload.to_owned(),
+                idempotency_key: record.key.as_deref().map(str::to_owned),
+                content_hash: record.hash.as_deref().map(str::to_owned),
+                create_key: record.create_key.as_deref().map(str::to_owned),
+                attrs: record.attrs.map(ToOwned::to_owned),
+            },
+            lsn: record.lsn,
+            seq: record.seq,
+            at: record.at.to_string(),
+            pos,
+        }
+    }
+
     /// Borrows the record in the form decisions and observers see.
     pub fn as_ref(&self) -> RecordRef<'_> {
         RecordRef::proposed(&self.record, self.lsn, self.seq, &self.at)

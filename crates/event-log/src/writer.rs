@@ -395,8 +395,7 @@ impl<S: StreamState> Writer<S> {
     fn refresh(&mut self) -> Result<(), LogFailure> {
         let pulled = self.sink.pull(self.last_lsn());
         let foreign = self.answered(pulled)?;
-        self.take_in(foreign);
-        Ok(())
+        self.take_in(foreign)
     }
 
     fn last_lsn(&self) -> u64 {
@@ -430,9 +429,9 @@ impl<S: StreamState> Writer<S> {
 
     /// Folds records other processes made durable into the index and shows
     /// them to the observer, in log order, as if this writer had written them.
-    fn take_in(&mut self, foreign: Vec<OwnedRecord>) {
+    fn take_in(&mut self, foreign: Vec<OwnedRecord>) -> Result<(), LogFailure> {
         if foreign.is_empty() {
-            return;
+            return Ok(());
         }
         let mut index = self.shared.index.write().expect("index lock poisoned");
         for record in &foreign {
@@ -441,8 +440,8 @@ impl<S: StreamState> Writer<S> {
                 // writer that went on would decide against a wrong index.
                 let reason = format!("{}: {reason}", self.shared.location);
                 tracing::error!(%reason, "records appended by another process do not follow the log");
-                self.shared.poison(reason);
-                return;
+                self.shared.poison(reason.clone());
+                return Err(LogFailure::Poisoned(reason));
             }
         }
         drop(index);
@@ -457,6 +456,7 @@ impl<S: StreamState> Writer<S> {
             let index = self.shared.index.read().expect("index lock poisoned");
             observer.committed(&records, &index);
         }
+        Ok(())
     }
 
     fn serve(&mut self, jobs: Vec<Box<dyn Job<S>>>) {
@@ -470,14 +470,15 @@ impl<S: StreamState> Writer<S> {
             return;
         }
         let begun = self.sink.begin(self.last_lsn());
-        match self.answered(begun) {
-            Ok(foreign) => self.take_in(foreign),
-            Err(failure) => {
-                for job in jobs {
-                    job.refuse(failure.clone());
-                }
-                return;
+        let taken_in = self
+            .answered(begun)
+            .and_then(|foreign| self.take_in(foreign));
+        if let Err(failure) = taken_in {
+            let _ = self.sink.release();
+            for job in jobs {
+                job.refuse(failure.clone());
             }
+            return;
         }
         let index = self.shared.index.read().expect("index lock poisoned");
         let mut txn = Txn {

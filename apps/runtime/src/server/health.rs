@@ -19,8 +19,8 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         "authority_write_mode": config.authority_write_mode.as_str(),
         "authority_writer_active": state.writer_active(),
         "legacy_write_freeze": config.legacy_write_freeze,
-        "storage_backend": "jsonl",
-        "fanout_driver": config.fanout_driver,
+        "storage_backend": config.storage_backend.as_str(),
+        "fanout_driver": config.fanout_driver.as_str(),
     }))
     .into_response()
 }
@@ -36,7 +36,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "projector_ready": readiness.projector_ready,
         "workers_ready": readiness.workers_ready,
         "authority_writer_active": state.writer_active(),
-        "fanout_driver": state.config().fanout_driver,
+        "fanout_driver": state.config().fanout_driver.as_str(),
     });
     if let Some(reason) = readiness.reason {
         body["reason"] = json!(reason);

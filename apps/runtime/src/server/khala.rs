@@ -27,7 +27,7 @@ pub async fn messages(
     Query(query): Query<PollQuery>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let core = state.core()?;
+    let core = state.fresh_core().await?;
     let result = poll(core, &topic, &query, &headers)
         .await
         .map_err(ApiError::from);

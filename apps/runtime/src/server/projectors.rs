@@ -15,7 +15,7 @@ pub async fn checkpoint(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
-    let core = state.core()?;
+    let core = state.fresh_core().await?;
     let checkpoint = core
         .projections
         .checkpoint(&run_topic(&run_id.to_string()))
@@ -28,7 +28,7 @@ pub async fn run_summary(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
-    let core = state.core()?;
+    let core = state.fresh_core().await?;
     let summary = core
         .projections
         .run_summary(&run_id.to_string())
@@ -47,7 +47,7 @@ pub async fn drift(
     State(state): State<AppState>,
     Query(query): Query<DriftQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let core = state.core()?;
+    let core = state.fresh_core().await?;
     let topic = query
         .topic
         .filter(|topic| !topic.is_empty())

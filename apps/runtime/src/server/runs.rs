@@ -52,7 +52,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    let core = state.core()?;
+    let core = state.fresh_core().await?;
     let (head, events) = orchestration::run_with_events(&core.authority, run_id)?;
     Ok(axum::Json(json!({"run": RunView::with_events(&head, events)})).into_response())
 }
@@ -63,7 +63,7 @@ pub async fn events(
     Path(run_id): Path<Uuid>,
     Query(query): Query<EventsPageQuery>,
 ) -> Result<Response, ApiError> {
-    let core = state.core()?;
+    let core = state.fresh_core().await?;
     let page = orchestration::events_page(&core.authority, run_id, query.after_seq, query.limit)?;
     let body =
         json!({"events": page.events, "next_cursor": page.next_cursor, "head_seq": page.head_seq});
@@ -75,7 +75,7 @@ pub async fn receipt(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    let core = state.core()?.clone();
+    let core = state.fresh_core().await?.clone();
     let bytes =
         tokio::task::spawn_blocking(move || orchestration::receipt(&core.authority, run_id))
             .await
@@ -88,7 +88,7 @@ pub async fn replay(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    let core = state.core()?.clone();
+    let core = state.fresh_core().await?.clone();
     // Unknown runs answer 404 before any byte of the body is sent.
     core.authority.run(run_id)?;
     let (mut writer, body) = streamed_body();

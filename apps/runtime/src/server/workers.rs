@@ -34,7 +34,7 @@ pub async fn get(
     Path(worker_id): Path<String>,
     Query(owner): Query<OwnerFields>,
 ) -> Result<Response, ApiError> {
-    let core = state.core()?;
+    let core = state.fresh_core().await?;
     let worker = workers::read_owned(&core.authority, &worker_id, &owner.owner()?)?;
     Ok(answer(
         StatusCode::OK,
@@ -73,7 +73,7 @@ pub async fn checkpoint(
     Path(worker_id): Path<String>,
     Query(owner): Query<OwnerFields>,
 ) -> Result<Response, ApiError> {
-    let core = state.core()?;
+    let core = state.fresh_core().await?;
     workers::checked_worker_id(&worker_id)?;
     if !owner.is_empty() {
         workers::read_owned(&core.authority, &worker_id, &owner.owner()?)?;

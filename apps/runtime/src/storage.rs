@@ -1,0 +1,151 @@
+//! The configured storage backend (`RUNTIME_STORAGE_BACKEND`): where the
+//! event log and the projection checkpoint are kept, and moving an embedded
+//! log into PostgreSQL.
+//!
+//! Everything above this module is the same on both backends: the log's
+//! writer, decisions, index and observers come from `openagents-event-log`,
+//! whichever medium is under them.
+
+use crate::authority::Stream;
+use crate::config::{Config, StorageBackend};
+use crate::core::StartError;
+use openagents_event_log::{
+    EventLog, LogOptions, OpenReport, OwnedRecord, RecordPos, RecordRef,
+};
+use openagents_event_log_postgres::{CheckpointTable, Connector, PgOptions};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+/// Reader threads (and at most as many connections) per instance.
+const DATABASE_READERS: usize = 4;
+
+/// Opens the configured log and recovers its index.
+pub fn open_log(
+    config: &Config,
+    options: LogOptions<Stream>,
+) -> Result<(EventLog<Stream>, OpenReport), StartError> {
+    match &config.storage_backend {
+        StorageBackend::Jsonl => Ok(EventLog::open(&config.event_log_path, options)?),
+        StorageBackend::Postgres { url } => {
+            let pg = PgOptions {
+                url: url.clone(),
+                readers: DATABASE_READERS,
+            };
+            Ok(openagents_event_log_postgres::open(&pg, options)?)
+        }
+    }
+}
+
+/// Where the projections' checkpoint is kept.
+pub enum CheckpointMedium {
+    /// `RUNTIME_CHECKPOINT_PATH`.
+    File(PathBuf),
+    /// The `projection_checkpoint` row every instance shares.
+    Postgres(CheckpointTable),
+}
+
+impl CheckpointMedium {
+    /// The medium of the configured backend.
+    pub fn of(config: &Config) -> Result<Self, StartError> {
+        Ok(match &config.storage_backend {
+            StorageBackend::Jsonl => CheckpointMedium::File(config.checkpoint_path.clone()),
+            StorageBackend::Postgres { url } => {
+                CheckpointMedium::Postgres(CheckpointTable::new(Connector::new(url)?))
+            }
+        })
+    }
+
+    /// The stored snapshot, `None` when there is none yet.
+    pub fn load(&self) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            CheckpointMedium::File(path) => match std::fs::read(path) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(error) => Err(format!("{}: {error}", path.display())),
+            },
+            CheckpointMedium::Postgres(table) => table.load().map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Stores `snapshot`, folded up to `applied_lsn`, so that a crash leaves
+    /// the old or the new one, never a mix.
+    pub fn save(&self, applied_lsn: u64, snapshot: &[u8]) -> Result<(), String> {
+        match self {
+            CheckpointMedium::File(path) => write_atomically(path, snapshot)
+                .map_err(|error| format!("{}: {error}", path.display())),
+            CheckpointMedium::Postgres(table) => table
+                .save(applied_lsn, snapshot)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Where it is, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            CheckpointMedium::File(path) => path.display().to_string(),
+            CheckpointMedium::Postgres(_) => "the projection_checkpoint table".into(),
+        }
+    }
+}
+
+/// Replaces `path` with `bytes`: temp file, fsync, rename, fsync of the
+/// folder.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(folder)?;
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, path)?;
+    std::fs::File::open(folder)?.sync_all()
+}
+
+/// Why an embedded log could not be moved into PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The service is not configured for PostgreSQL.
+    #[error("import-log needs RUNTIME_STORAGE_BACKEND=postgres and RUNTIME_DATABASE_URL")]
+    NotPostgres,
+    /// The file is not a valid log (or another process holds it).
+    #[error(transparent)]
+    Open(#[from] openagents_event_log::OpenError),
+    /// The database refused the import.
+    #[error(transparent)]
+    Database(#[from] openagents_event_log_postgres::PgError),
+}
+
+/// Copies the embedded log at `file` into the configured database, whose
+/// log must be empty; returns the number of records copied. The file is
+/// opened as the service would open it first, so a damaged log is refused
+/// before anything reaches the database.
+pub fn import_log(config: &Config, file: &Path) -> Result<u64, ImportError> {
+    let StorageBackend::Postgres { url } = &config.storage_backend else {
+        return Err(ImportError::NotPostgres);
+    };
+    let (log, _) = EventLog::<Stream>::open(file, LogOptions::default())?;
+    let lines = std::fs::File::open(file).map(std::io::BufReader::new);
+    let records = match lines {
+        Ok(lines) => file_records(lines),
+        Err(error) => Box::new(std::iter::once(Err(error.to_string()))),
+    };
+    let copied = openagents_event_log_postgres::import(url, records)?;
+    drop(log);
+    Ok(copied)
+}
+
+/// The records of a log file's lines, in file (lsn) order.
+fn file_records(
+    lines: impl BufRead + 'static,
+) -> Box<dyn Iterator<Item = Result<OwnedRecord, String>>> {
+    Box::new(lines.split(b'\n').map(|line| {
+        let line = line.map_err(|e| e.to_string())?;
+        let record = RecordRef::decode(&line).map_err(|e| e.to_string())?;
+        Ok(OwnedRecord::from_ref(&record, RecordPos { offset: 0, len: 0 }))
+    }))
+}

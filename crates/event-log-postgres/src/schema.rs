@@ -1,0 +1,48 @@
+//! The schema, as embedded, numbered migrations applied at start.
+//!
+//! Each migration runs once, in order, inside one transaction together with
+//! the row that records it; an advisory lock makes instances that start at
+//! the same moment take turns, so applying is idempotent however many
+//! instances start.
+
+use crate::PgError;
+use crate::connect::{Connector, error_text};
+use postgres::Client;
+
+/// Every migration, in order; the position is the version.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_event_log.sql")];
+
+/// Arbitrary key of the advisory lock that serializes migrations.
+const MIGRATION_LOCK: i64 = 0x6f61_5f6d_6967;
+
+/// Applies the migrations the database has not seen yet.
+pub(crate) fn migrate(client: &mut Client, connector: &Connector) -> Result<(), PgError> {
+    let failed = |error: postgres::Error| connector.database_error(error_text(&error));
+    let mut txn = client.transaction().map_err(failed)?;
+    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(failed)?;
+    txn.batch_execute(
+        "CREATE TABLE IF NOT EXISTS openagents_schema_version (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .map_err(failed)?;
+    let applied: i32 = txn
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM openagents_schema_version",
+            &[],
+        )
+        .map_err(failed)?
+        .get(0);
+    for (version, sql) in (1..).zip(MIGRATIONS).skip(applied as usize) {
+        txn.batch_execute(sql).map_err(failed)?;
+        txn.execute(
+            "INSERT INTO openagents_schema_version (version) VALUES ($1)",
+            &[&version],
+        )
+        .map_err(failed)?;
+        tracing::info!(version, "applied database migration");
+    }
+    txn.commit().map_err(failed)
+}
