@@ -141,8 +141,8 @@ pub fn import_log(config: &Config, file: &Path) -> Result<u64, ImportError> {
 
 /// The records of a log file's lines, in file (lsn) order.
 fn file_records(
-    lines: impl BufRead + 'static,
-) -> Box<dyn Iterator<Item = Result<OwnedRecord, String>>> {
+    lines: impl BufRead + Send + 'static,
+) -> Box<dyn Iterator<Item = Result<OwnedRecord, String>> + Send> {
     Box::new(lines.split(b'\n').map(|line| {
         let line = line.map_err(|e| e.to_string())?;
         let record = RecordRef::decode(&line).map_err(|e| e.to_string())?;

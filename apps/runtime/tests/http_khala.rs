@@ -91,7 +91,7 @@ async fn a_run_topic_pages_through_the_run_events() {
     let (status, body) = poll(&service, &topic, "after_seq=1&limit=2", Some(&bearer)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(seqs(&body), vec![2, 3]);
-    assert_eq!(body["driver"], "memory");
+    assert_eq!(body["driver"], service.config.fanout_driver.as_str());
     assert_eq!(body["topic"], topic);
     assert_eq!(body["messages"][0]["kind"], "note");
     assert_eq!(body["messages"][0]["payload"], json!({"n": 0}));
@@ -435,12 +435,25 @@ async fn the_hooks_route_lists_external_drivers() {
     let service = khala(|_| {});
     let (status, body) = service.get("/internal/v1/khala/fanout/hooks").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["driver"], "memory");
-    let backends: Vec<&str> = body["hooks"]
+    let driver = service.config.fanout_driver.as_str();
+    assert_eq!(body["driver"], driver);
+    let hooks: Vec<(&str, &str)> = body["hooks"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| h["backend"].as_str().unwrap())
+        .map(|h| (h["backend"].as_str().unwrap(), h["status"].as_str().unwrap()))
         .collect();
-    assert_eq!(backends, vec!["nats", "redis", "postgres_notify"]);
+    let shared = if driver == "postgres_notify" {
+        "configured"
+    } else {
+        "not_configured"
+    };
+    assert_eq!(
+        hooks,
+        vec![
+            ("nats", "not_configured"),
+            ("redis", "not_configured"),
+            ("postgres_notify", shared)
+        ]
+    );
 }

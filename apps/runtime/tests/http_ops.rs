@@ -108,6 +108,9 @@ async fn the_internal_token_guards_internal_routes_only() {
 
 #[tokio::test]
 async fn a_failed_write_stops_writes_and_readiness_says_why() {
+    if support::skip_unless_jsonl("a_failed_write_stops_writes_and_readiness_says_why") {
+        return;
+    }
     // Every write to /dev/full fails with ENOSPC, as on a full disk.
     let service = TestService::start_with(|config| config.event_log_path = "/dev/full".into());
     let (status, body) = service.post("/internal/v1/runs", json!({})).await;

@@ -95,6 +95,9 @@ async fn projector_routes_answer_404_and_400() {
 
 #[tokio::test]
 async fn projections_survive_restart_and_rebuild_from_a_bad_file() {
+    if support::skip_unless_jsonl("projections_survive_restart_and_rebuild_from_a_bad_file") {
+        return;
+    }
     let service = TestService::start();
     let run = busy_run(&service).await;
     let uri = format!("/internal/v1/projectors/run-summary/{run}");
@@ -120,6 +123,9 @@ async fn projections_survive_restart_and_rebuild_from_a_bad_file() {
 
 #[tokio::test]
 async fn a_stale_checkpoint_file_is_caught_up_from_the_log() {
+    if support::skip_unless_jsonl("a_stale_checkpoint_file_is_caught_up_from_the_log") {
+        return;
+    }
     let service = TestService::start();
     let run = busy_run(&service).await;
     let service = service.restart();
@@ -147,6 +153,9 @@ async fn a_stale_checkpoint_file_is_caught_up_from_the_log() {
 
 #[tokio::test]
 async fn a_checkpoint_ahead_of_the_log_is_rebuilt() {
+    if support::skip_unless_jsonl("a_checkpoint_ahead_of_the_log_is_rebuilt") {
+        return;
+    }
     let long = TestService::start();
     let run = busy_run(&long).await;
     let long = long.restart();

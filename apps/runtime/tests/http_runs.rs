@@ -409,6 +409,7 @@ async fn routes_answer_not_ready_until_recovery_finished() {
     let router = openagents_runtime_service::server::router(state);
     let service = TestService {
         dir: std::sync::Arc::new(dir),
+        schema: None,
         config: openagents_runtime_service::config::Config::for_tests(std::path::Path::new(".")),
         router,
     };

@@ -1,26 +1,24 @@
 //! The shared projection checkpoint: one row holding the newest snapshot any
 //! instance wrote. Every instance folds the same log, so any instance's
 //! snapshot serves all of them; an older snapshot never replaces a newer one.
+//!
+//! The checkpoint is read at start and written every few seconds, so each
+//! call opens a connection of its own rather than keeping one.
 
 use crate::PgError;
-use crate::connect::{Connector, error_text};
+use crate::connect::{Connector, error_text, off_runtime};
 use crate::rows::to_i64;
 use postgres::Client;
-use std::sync::Mutex;
 
-/// The `projection_checkpoint` row, over a connection of its own.
+/// The `projection_checkpoint` row.
 pub struct CheckpointTable {
     connector: Connector,
-    client: Mutex<Option<Client>>,
 }
 
 impl CheckpointTable {
-    /// A table reached through `connector` (connects on first use).
+    /// The row of the database `connector` reaches.
     pub fn new(connector: Connector) -> Self {
-        CheckpointTable {
-            connector,
-            client: Mutex::new(None),
-        }
+        CheckpointTable { connector }
     }
 
     /// The stored snapshot, if any instance wrote one.
@@ -50,20 +48,15 @@ impl CheckpointTable {
         })
     }
 
-    /// Runs `step` on the connection, connecting first if needed; a failure
-    /// drops the connection.
-    fn with<T>(
+    /// Runs `step` on a new connection.
+    fn with<T: Send>(
         &self,
-        step: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+        step: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send,
     ) -> Result<T, PgError> {
-        let mut slot = self.client.lock().expect("checkpoint connection lock");
-        let failed = |error: postgres::Error| self.connector.database_error(error_text(&error));
-        let mut client = match slot.take() {
-            Some(client) => client,
-            None => self.connector.connect().map_err(failed)?,
-        };
-        let outcome = step(&mut client).map_err(failed)?;
-        *slot = Some(client);
-        Ok(outcome)
+        off_runtime(|| {
+            let mut client = self.connector.connect()?;
+            step(&mut client)
+        })
+        .map_err(|error| self.connector.database_error(error_text(&error)))
     }
 }

@@ -57,6 +57,18 @@ impl Connector {
     }
 }
 
+/// Runs `work` on a thread of its own and waits for it. The synchronous
+/// client drives each connection with a small runtime of its own, which may
+/// not be started (or dropped) on a thread of an async runtime; start-up,
+/// import and checkpoint writes are rare enough to pay for a thread, and
+/// then work from any caller.
+pub(crate) fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| match scope.spawn(work).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
 /// The driver's error with its cause: `postgres::Error`'s own message is
 /// often just "error connecting to server".
 pub(crate) fn error_text(error: &postgres::Error) -> String {

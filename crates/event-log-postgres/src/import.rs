@@ -2,7 +2,7 @@
 //! time and keys unchanged, in one transaction, into a database whose log is
 //! empty. Either the whole log arrives or nothing does.
 
-use crate::connect::{Connector, error_text};
+use crate::connect::{Connector, error_text, off_runtime};
 use crate::rows::{APPEND_SQL, Columns};
 use crate::{PgError, schema};
 use openagents_event_log::OwnedRecord;
@@ -15,11 +15,18 @@ const IMPORT_CHUNK: usize = 1_000;
 /// be read (`Err`) abandons the import with nothing written.
 pub fn import(
     url: &str,
-    records: impl IntoIterator<Item = Result<OwnedRecord, String>>,
+    records: impl IntoIterator<Item = Result<OwnedRecord, String>> + Send,
 ) -> Result<u64, PgError> {
     let connector = Connector::new(url)?;
+    off_runtime(|| copy(&connector, records))
+}
+
+fn copy(
+    connector: &Connector,
+    records: impl IntoIterator<Item = Result<OwnedRecord, String>>,
+) -> Result<u64, PgError> {
     let mut client = connector.connect_at_start()?;
-    schema::migrate(&mut client, &connector)?;
+    schema::migrate(&mut client, connector)?;
     let failed = |error: postgres::Error| connector.database_error(error_text(&error));
     let mut txn = client.transaction().map_err(failed)?;
     let head: i64 = txn

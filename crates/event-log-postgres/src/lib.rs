@@ -95,9 +95,12 @@ pub fn open<S: StreamState>(
     log_options: LogOptions<S>,
 ) -> Result<(EventLog<S>, OpenReport), PgError> {
     let connector = Connector::new(&options.url)?;
-    let mut client = connector.connect_at_start()?;
-    schema::migrate(&mut client, &connector)?;
-    let (index, last_at) = load_index::<S>(&mut client, &connector)?;
+    let (sink, index, last_at) = connect::off_runtime(|| {
+        let mut client = connector.connect_at_start()?;
+        schema::migrate(&mut client, &connector)?;
+        let (index, last_at) = load_index::<S>(&mut client, &connector)?;
+        Ok::<_, PgError>((sink::PgSink::new(connector.clone(), client), index, last_at))
+    })?;
     let report = OpenReport {
         records: index.record_count(),
         streams: index.streams().count(),
@@ -105,7 +108,7 @@ pub fn open<S: StreamState>(
     };
     let storage = Storage {
         index,
-        sink: Box::new(sink::PgSink::new(connector.clone(), client)),
+        sink: Box::new(sink),
         source: Arc::new(source::PgSource::start(connector.clone(), options.readers)?),
         last_at,
         location: connector.location().to_owned(),

@@ -1,13 +1,17 @@
-//! Test support: a service on a temporary data folder, driven through the
-//! real router without a socket, and restartable on the same folder.
+//! Test support: a service on a temporary data folder (and, when the suite
+//! runs on PostgreSQL, a schema of its own), driven through the real router
+//! without a socket, and restartable on the same data.
 
 #![allow(dead_code, missing_docs)]
+
+pub mod database;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use openagents_runtime_service::config::Config;
+use database::Schema;
+use openagents_runtime_service::config::{Config, FanoutDriverKind, StorageBackend};
 use openagents_runtime_service::core::Core;
 use openagents_runtime_service::metrics::Metrics;
 use openagents_runtime_service::server::{AppState, router};
@@ -18,6 +22,7 @@ use tower::ServiceExt;
 
 pub struct TestService {
     pub dir: Arc<TempDir>,
+    pub schema: Option<Arc<Schema>>,
     pub config: Config,
     pub router: Router,
 }
@@ -27,20 +32,35 @@ impl TestService {
         Self::start_with(|_| {})
     }
 
+    /// A service on the suite's backend, configured by `adjust`.
     pub fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let mut config = Config::for_tests(dir.path());
+        let schema = database::suite_on_postgres()
+            .then(|| database::fresh_schema("the postgres suite").expect("PostgreSQL answers"));
+        if let Some(schema) = &schema {
+            on_postgres(&mut config, schema);
+        }
         adjust(&mut config);
-        Self::open(dir, config)
+        Self::open(dir, schema, config)
     }
 
-    fn open(dir: Arc<TempDir>, config: Config) -> Self {
+    /// A service on PostgreSQL in `schema`, whatever the suite's backend.
+    pub fn start_on(schema: Arc<Schema>) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut config = Config::for_tests(dir.path());
+        on_postgres(&mut config, &schema);
+        Self::open(dir, Some(schema), config)
+    }
+
+    fn open(dir: Arc<TempDir>, schema: Option<Arc<Schema>>, config: Config) -> Self {
         let metrics = Arc::new(Metrics::default());
         let state = AppState::new(config.clone(), Arc::clone(&metrics));
         let (core, _) = Core::open_with(&config, metrics).unwrap();
         state.set_core(Arc::new(core));
         TestService {
             dir,
+            schema,
             config,
             router: router(state),
         }
@@ -56,12 +76,13 @@ impl TestService {
     pub fn restart_with(self, adjust: impl FnOnce(&mut Config)) -> Self {
         let TestService {
             dir,
+            schema,
             mut config,
             router,
         } = self;
         drop(router);
         adjust(&mut config);
-        Self::open(dir, config)
+        Self::open(dir, schema, config)
     }
 
     pub async fn send(&self, request: Request<Body>) -> (StatusCode, Vec<u8>) {
@@ -109,6 +130,22 @@ impl TestService {
         self.post(&format!("/internal/v1/runs/{run_id}/events"), body)
             .await
     }
+}
+
+/// Points `config` at PostgreSQL in `schema`.
+fn on_postgres(config: &mut Config, schema: &Schema) {
+    config.storage_backend = StorageBackend::Postgres { url: schema.url() };
+    config.fanout_driver = FanoutDriverKind::PostgresNotify;
+}
+
+/// True (after printing a note) when the suite runs on PostgreSQL and the
+/// calling test is about the embedded log's files.
+pub fn skip_unless_jsonl(test: &str) -> bool {
+    let skip = database::suite_on_postgres();
+    if skip {
+        eprintln!("skipping {test} on the postgres suite: it is about the embedded log's files");
+    }
+    skip
 }
 
 /// Asserts the contract's error envelope.
