@@ -405,12 +405,21 @@ mod tests {
             ("RUNTIME_DATABASE_URL", url),
         ])
         .unwrap();
-        assert_eq!(config.storage_backend, StorageBackend::Postgres { url: url.into() });
+        assert_eq!(
+            config.storage_backend,
+            StorageBackend::Postgres { url: url.into() }
+        );
         assert_eq!(config.fanout_driver, FanoutDriverKind::PostgresNotify);
         let error = with(&[("RUNTIME_STORAGE_BACKEND", "postgres")]).unwrap_err();
-        assert!(error.to_string().contains("RUNTIME_DATABASE_URL"), "{error}");
+        assert!(
+            error.to_string().contains("RUNTIME_DATABASE_URL"),
+            "{error}"
+        );
         let error = with(&[("RUNTIME_FANOUT_DRIVER", "postgres_notify")]).unwrap_err();
-        assert!(error.to_string().contains("RUNTIME_FANOUT_DRIVER"), "{error}");
+        assert!(
+            error.to_string().contains("RUNTIME_FANOUT_DRIVER"),
+            "{error}"
+        );
         let error = with(&[("RUNTIME_STORAGE_BACKEND", "sqlite")]).unwrap_err();
         assert!(error.to_string().contains("jsonl or postgres"), "{error}");
     }

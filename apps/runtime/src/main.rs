@@ -27,7 +27,9 @@ async fn main() -> anyhow::Result<()> {
         Some("reproject") => return reproject(&config),
         Some("import-log") => return import_log(&config, std::env::args().nth(2)),
         Some(other) => {
-            anyhow::bail!("unknown command {other:?}; the commands are `reproject` and `import-log FILE`")
+            anyhow::bail!(
+                "unknown command {other:?}; the commands are `reproject` and `import-log FILE`"
+            )
         }
     }
     if !config.authority_write_mode.writes_enabled() && config.legacy_write_freeze {

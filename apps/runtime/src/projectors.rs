@@ -11,11 +11,11 @@
 //! holds is rebuilt too, so a summary never disagrees with the log.
 
 use crate::authority::{Stream, run_event};
+use crate::storage::CheckpointMedium;
 use crate::workers::WorkerAfter;
 use openagents_event_log::{CommitObserver, EventLog, Index, RecordRef};
 use openagents_projectors::{Checkpoint, DriftReport, ProjectionSnapshot, Projections, RunSummary};
 use openagents_workers::LifecycleEvent;
-use crate::storage::CheckpointMedium;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 

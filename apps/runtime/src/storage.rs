@@ -9,9 +9,7 @@
 use crate::authority::Stream;
 use crate::config::{Config, StorageBackend};
 use crate::core::StartError;
-use openagents_event_log::{
-    EventLog, LogOptions, OpenReport, OwnedRecord, RecordPos, RecordRef,
-};
+use openagents_event_log::{EventLog, LogOptions, OpenReport, OwnedRecord, RecordPos, RecordRef};
 use openagents_event_log_postgres::{CheckpointTable, Connector, PgOptions};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -41,7 +39,7 @@ pub enum CheckpointMedium {
     /// `RUNTIME_CHECKPOINT_PATH`.
     File(PathBuf),
     /// The `projection_checkpoint` row every instance shares.
-    Postgres(CheckpointTable),
+    Postgres(Box<CheckpointTable>),
 }
 
 impl CheckpointMedium {
@@ -50,7 +48,7 @@ impl CheckpointMedium {
         Ok(match &config.storage_backend {
             StorageBackend::Jsonl => CheckpointMedium::File(config.checkpoint_path.clone()),
             StorageBackend::Postgres { url } => {
-                CheckpointMedium::Postgres(CheckpointTable::new(Connector::new(url)?))
+                CheckpointMedium::Postgres(Box::new(CheckpointTable::new(Connector::new(url)?)))
             }
         })
     }
@@ -73,9 +71,9 @@ impl CheckpointMedium {
         match self {
             CheckpointMedium::File(path) => write_atomically(path, snapshot)
                 .map_err(|error| format!("{}: {error}", path.display())),
-            CheckpointMedium::Postgres(table) => table
-                .save(applied_lsn, snapshot)
-                .map_err(|e| e.to_string()),
+            CheckpointMedium::Postgres(table) => {
+                table.save(applied_lsn, snapshot).map_err(|e| e.to_string())
+            }
         }
     }
 
@@ -146,6 +144,9 @@ fn file_records(
     Box::new(lines.split(b'\n').map(|line| {
         let line = line.map_err(|e| e.to_string())?;
         let record = RecordRef::decode(&line).map_err(|e| e.to_string())?;
-        Ok(OwnedRecord::from_ref(&record, RecordPos { offset: 0, len: 0 }))
+        Ok(OwnedRecord::from_ref(
+            &record,
+            RecordPos { offset: 0, len: 0 },
+        ))
     }))
 }

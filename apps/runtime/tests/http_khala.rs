@@ -6,40 +6,11 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use support::tokens::{KEY, claims, now, token, user_token};
 use support::{TestService, assert_error};
-
-const KEY: &str = "test-signing-key";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn token(claims: Value) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(KEY.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn claims(user: u64, scopes: &[&str]) -> Value {
-    json!({"iss": "https://openagents.com", "aud": "openagents-sync", "exp": now() + 600, "oa_user_id": user, "oa_sync_scopes": scopes})
-}
-
-fn user_token(user: u64) -> String {
-    token(claims(
-        user,
-        &["runtime.run_events", "runtime.codex_worker_events"],
-    ))
-}
 
 fn khala(adjust: impl FnOnce(&mut openagents_runtime_service::config::Config)) -> TestService {
     TestService::start_with(|config| {
@@ -441,7 +412,12 @@ async fn the_hooks_route_lists_external_drivers() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| (h["backend"].as_str().unwrap(), h["status"].as_str().unwrap()))
+        .map(|h| {
+            (
+                h["backend"].as_str().unwrap(),
+                h["status"].as_str().unwrap(),
+            )
+        })
         .collect();
     let shared = if driver == "postgres_notify" {
         "configured"

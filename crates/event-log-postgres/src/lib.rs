@@ -35,7 +35,7 @@ pub use checkpoint::CheckpointTable;
 pub use connect::Connector;
 pub use import::import;
 
-use openagents_event_log::{EventLog, Index, LogOptions, OpenReport, StreamState, Storage};
+use openagents_event_log::{EventLog, Index, LogOptions, OpenReport, Storage, StreamState};
 use std::sync::Arc;
 use std::time::SystemTime;
 

@@ -66,8 +66,7 @@ impl<'a> Columns<'a> {
     /// The columns of `records`, which follow the log head at `from`.
     pub(crate) fn of(records: &'a [OwnedRecord], from: u64) -> Self {
         let texts = |f: fn(&'a OwnedRecord) -> &'a str| records.iter().map(f).collect();
-        let options =
-            |f: fn(&'a OwnedRecord) -> Option<&'a str>| records.iter().map(f).collect();
+        let options = |f: fn(&'a OwnedRecord) -> Option<&'a str>| records.iter().map(f).collect();
         Columns {
             streams: texts(|r| &r.record.stream),
             seqs: records.iter().map(|r| to_i64(r.seq)).collect(),

@@ -85,7 +85,10 @@ impl PgSink {
     }
 
     fn unavailable(&self, reason: String) -> SinkFailure {
-        SinkFailure::Unavailable(format!("PostgreSQL at {}: {reason}", self.connector.location()))
+        SinkFailure::Unavailable(format!(
+            "PostgreSQL at {}: {reason}",
+            self.connector.location()
+        ))
     }
 }
 

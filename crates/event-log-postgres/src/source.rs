@@ -51,7 +51,9 @@ impl PgSource {
         });
         let sent = self.jobs.lock().expect("reader queue lock").send(job);
         if sent.is_err() {
-            return Err(ReadError::Unavailable("the reader threads have stopped".into()));
+            return Err(ReadError::Unavailable(
+                "the reader threads have stopped".into(),
+            ));
         }
         answer
             .recv()

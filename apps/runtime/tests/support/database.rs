@@ -29,7 +29,10 @@ pub fn fresh_schema(test: &str) -> Option<Arc<Schema>> {
     match Schema::create() {
         Ok(schema) => Some(Arc::new(schema)),
         Err(error) if !required() => {
-            eprintln!("skipping {test}: PostgreSQL does not answer at {}: {error}", base_url());
+            eprintln!(
+                "skipping {test}: PostgreSQL does not answer at {}: {error}",
+                base_url()
+            );
             None
         }
         Err(error) => panic!("PostgreSQL is required but does not answer: {error}"),
@@ -54,6 +57,31 @@ impl Schema {
         let base = base_url();
         let separator = if base.contains('?') { '&' } else { '?' };
         format!("{base}{separator}options=-csearch_path%3D{}", self.name)
+    }
+
+    /// This schema reached through `host:port` instead (a proxy), as a
+    /// key-value connection string.
+    pub fn url_through(&self, host: &str, port: u16) -> String {
+        let base: postgres::Config = base_url().parse().unwrap();
+        let user = base.get_user().unwrap_or("postgres");
+        let dbname = base.get_dbname().unwrap_or(user);
+        format!(
+            "host={host} port={port} user={user} dbname={dbname} options='-csearch_path={}'",
+            self.name
+        )
+    }
+
+    /// Where the database listens, as `host:port`.
+    pub fn server_addr() -> String {
+        let base: postgres::Config = base_url().parse().unwrap();
+        let host = match base.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        format!(
+            "{host}:{}",
+            base.get_ports().first().copied().unwrap_or(5432)
+        )
     }
 
     /// Runs `sql` in this schema, for tests that look at or change the

@@ -5,12 +5,14 @@
 #![allow(dead_code, missing_docs)]
 
 pub mod database;
+pub mod process;
+pub mod tokens;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use http_body_util::BodyExt;
 use database::Schema;
+use http_body_util::BodyExt;
 use openagents_runtime_service::config::{Config, FanoutDriverKind, StorageBackend};
 use openagents_runtime_service::core::Core;
 use openagents_runtime_service::metrics::Metrics;
@@ -45,12 +47,27 @@ impl TestService {
         Self::open(dir, schema, config)
     }
 
-    /// A service on PostgreSQL in `schema`, whatever the suite's backend.
-    pub fn start_on(schema: Arc<Schema>) -> Self {
+    /// A service on PostgreSQL in `schema`, whatever the suite's backend,
+    /// configured by `adjust`.
+    pub fn start_on(schema: Arc<Schema>, adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let mut config = Config::for_tests(dir.path());
         on_postgres(&mut config, &schema);
+        adjust(&mut config);
         Self::open(dir, Some(schema), config)
+    }
+
+    /// GET with a bearer token.
+    pub async fn get_authorized(&self, uri: &str, bearer: &str) -> (StatusCode, Value) {
+        let request = Request::get(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {bearer}"))
+            .body(Body::empty())
+            .unwrap();
+        let (status, bytes) = self.send(request).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     fn open(dir: Arc<TempDir>, schema: Option<Arc<Schema>>, config: Config) -> Self {

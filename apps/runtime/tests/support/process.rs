@@ -1,0 +1,128 @@
+//! The real binary on a loopback port, driven over plain HTTP/1.1 with one
+//! connection per request.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Server {
+    /// The binary on the embedded log under `data`.
+    pub fn start(data: &Path) -> Self {
+        Self::start_with(&[
+            (
+                "RUNTIME_EVENT_LOG_PATH",
+                data.join("events.jsonl").display().to_string(),
+            ),
+            (
+                "RUNTIME_CHECKPOINT_PATH",
+                data.join("projections.json").display().to_string(),
+            ),
+        ])
+    }
+
+    /// The binary with `env` added to its environment, once it is ready.
+    pub fn start_with(env: &[(&str, String)]) -> Self {
+        // Ask the OS for a free port, then hand it to the binary.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_openagents-runtime-service"))
+            .env("RUNTIME_BIND_ADDR", &addr)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(name, value)| (name, value)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server { child, addr };
+        server.wait_ready();
+        server
+    }
+
+    pub fn wait_ready(&self) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if let Ok((200, _)) = self.try_call("GET", "/readyz", None) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the service did not become ready");
+    }
+
+    pub fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> std::io::Result<(u16, Value)> {
+        self.request(method, path, body, "")
+    }
+
+    /// A GET with a bearer token.
+    pub fn call_authorized(&self, path: &str, bearer: &str) -> (u16, Value) {
+        let header = format!("authorization: Bearer {bearer}\r\n");
+        self.request("GET", path, None, &header).unwrap()
+    }
+
+    /// One request on a new connection; `headers` are extra header lines,
+    /// each ending in CRLF.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &str,
+    ) -> std::io::Result<(u16, Value)> {
+        let mut stream = TcpStream::connect(&self.addr)?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}connection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        let text = String::from_utf8_lossy(&response);
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let json = text
+            .split_once("\r\n\r\n")
+            .and_then(|(_, body)| serde_json::from_str(body).ok());
+        Ok((status, json.unwrap_or(Value::Null)))
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.try_call(method, path, body.as_ref()).unwrap()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
