@@ -328,7 +328,7 @@ fn hammer(
         }
     }
     notes_done.wait();
-    let status = if writer % 2 == 0 {
+    let status = if writer.is_multiple_of(2) {
         "succeeded"
     } else {
         "failed"
