@@ -150,3 +150,47 @@ impl FanoutDriver for WindowFanout {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openagents_khala::poll::Limit;
+    use serde_json::json;
+
+    fn message(topic: &Topic, sequence: u64) -> Message {
+        Message {
+            topic: topic.to_string(),
+            sequence,
+            kind: "note".into(),
+            payload: json!({"n": sequence}),
+            published_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn sequences(driver: &WindowFanout, topic: &Topic) -> Option<Vec<u64>> {
+        let page = driver.poll(topic, 0, Limit::DEFAULT)?.ok()?;
+        Some(page.messages().iter().map(|m| m.sequence).collect())
+    }
+
+    #[test]
+    fn publishing_skips_what_is_held_and_drops_a_window_that_would_gap() {
+        let driver = WindowFanout::new(
+            FanoutDriverKind::PostgresNotify,
+            NonZeroUsize::new(8).unwrap(),
+            NonZeroUsize::new(2).unwrap(),
+        );
+        let topic: Topic = "worker:w1:lifecycle".parse().unwrap();
+        driver
+            .restore(topic.clone(), vec![message(&topic, 1), message(&topic, 2)])
+            .unwrap();
+        // A second publisher repeating what the window holds changes nothing.
+        driver.publish(&topic, message(&topic, 2)).unwrap();
+        driver.publish(&topic, message(&topic, 3)).unwrap();
+        assert_eq!(sequences(&driver, &topic), Some(vec![1, 2, 3]));
+        // A message past a gap drops the window: the next poll rebuilds it
+        // from the log instead of serving the gap.
+        driver.publish(&topic, message(&topic, 5)).unwrap();
+        assert!(!driver.holds(&topic));
+        assert_eq!(sequences(&driver, &topic), None);
+    }
+}

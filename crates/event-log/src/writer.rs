@@ -379,12 +379,14 @@ impl<S: StreamState> Writer<S> {
             if batch.refresh {
                 self.shared.take_refresh_queued();
             }
-            let refreshed = if batch.jobs.is_empty() && batch.refresh {
+            // A batch of jobs takes in other processes' appends first anyway.
+            let refreshed = if !batch.jobs.is_empty() {
+                self.serve(batch.jobs)
+            } else if batch.refresh {
                 self.refresh()
             } else {
                 Ok(())
             };
-            self.serve(batch.jobs);
             for reply in batch.refreshes {
                 reply(refreshed.clone());
             }
@@ -459,15 +461,15 @@ impl<S: StreamState> Writer<S> {
         Ok(())
     }
 
-    fn serve(&mut self, jobs: Vec<Box<dyn Job<S>>>) {
-        if jobs.is_empty() {
-            return;
-        }
+    /// Decides and commits `jobs`; returns whether the index caught up with
+    /// the medium first.
+    fn serve(&mut self, jobs: Vec<Box<dyn Job<S>>>) -> Result<(), LogFailure> {
         if let Some(reason) = self.shared.poison_reason() {
+            let failure = LogFailure::Poisoned(reason);
             for job in jobs {
-                job.refuse(LogFailure::Poisoned(reason.clone()));
+                job.refuse(failure.clone());
             }
-            return;
+            return Err(failure);
         }
         let begun = self.sink.begin(self.last_lsn());
         let taken_in = self
@@ -478,7 +480,7 @@ impl<S: StreamState> Writer<S> {
             for job in jobs {
                 job.refuse(failure.clone());
             }
-            return;
+            return Err(failure);
         }
         let index = self.shared.index.read().expect("index lock poisoned");
         let mut txn = Txn {
@@ -538,8 +540,10 @@ impl<S: StreamState> Writer<S> {
         // Jobs left over when the batch filled up go into the next batch.
         let rest: Vec<_> = jobs.collect();
         if !rest.is_empty() {
-            self.serve(rest);
+            // Their outcome reaches them through their own replies.
+            let _ = self.serve(rest);
         }
+        Ok(())
     }
 
     fn commit(&self, drafts: HashMap<String, Draft<S>>, staged: &[OwnedRecord]) {
