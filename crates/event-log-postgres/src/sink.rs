@@ -52,6 +52,8 @@ pub(crate) struct PgSink {
 }
 
 impl PgSink {
+    /// A sink starting on the connection that loaded the index. If its
+    /// statements cannot be prepared, the first batch connects afresh.
     pub(crate) fn new(connector: Connector, client: Client) -> Self {
         PgSink {
             conn: WriterConn::prepare(client).ok(),

@@ -124,7 +124,7 @@ impl<S> Shared<S> {
         *self.unavailable.lock().expect("unavailable lock poisoned") = reason;
     }
 
-    pub(crate) fn take_refresh_queued(&self) {
+    pub(crate) fn clear_refresh_queued(&self) {
         self.refresh_queued.store(false, Ordering::Release);
     }
 }
@@ -331,7 +331,7 @@ impl<S: StreamState> Refresher<S> {
         match self.queue.try_send(Message::Refresh(None)) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                self.shared.take_refresh_queued();
+                self.shared.clear_refresh_queued();
                 true
             }
             Err(TrySendError::Disconnected(_)) => false,

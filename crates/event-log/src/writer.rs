@@ -377,7 +377,7 @@ impl<S: StreamState> Writer<S> {
                 }
             }
             if batch.refresh {
-                self.shared.take_refresh_queued();
+                self.shared.clear_refresh_queued();
             }
             // A batch of jobs takes in other processes' appends first anyway.
             let refreshed = if !batch.jobs.is_empty() {
