@@ -167,6 +167,9 @@ pub struct LoadResult {
     pub elapsed: Duration,
     /// Latencies of the measured requests, in microseconds, sorted.
     latencies_us: Vec<u32>,
+    /// Requests answered 2xx over the whole run, warm-up included: what the
+    /// service must have kept, for a scenario that checks its state after.
+    pub acknowledged: u64,
 }
 
 impl LoadResult {
@@ -198,6 +201,7 @@ struct Shared {
 struct ConnectionResult {
     latencies_us: Vec<u32>,
     last_answer: Instant,
+    acknowledged: u64,
 }
 
 /// Runs `make`'s requests at `shape.connections` connections until the
@@ -207,9 +211,23 @@ pub async fn run_load(
     shape: LoadShape,
     make: MakeCall,
 ) -> anyhow::Result<LoadResult> {
+    run_load_across(&[addr], shape, make).await
+}
+
+/// Like [`run_load`], with the connections dealt round-robin over `addrs`
+/// (service instances that share one log), so each gets an even share of
+/// the load; `n` still counts over all of them.
+pub async fn run_load_across(
+    addrs: &[SocketAddr],
+    shape: LoadShape,
+    make: MakeCall,
+) -> anyhow::Result<LoadResult> {
+    if addrs.is_empty() {
+        bail!("a load needs at least one address");
+    }
     let mut connections = Vec::with_capacity(shape.connections);
-    for _ in 0..shape.connections {
-        connections.push(Connection::open(addr).await?);
+    for index in 0..shape.connections {
+        connections.push(Connection::open(addrs[index % addrs.len()]).await?);
     }
     let window_start = Instant::now() + shape.warmup;
     let shared = Arc::new(Shared {
@@ -225,16 +243,19 @@ pub async fn run_load(
     }
     let mut latencies_us = Vec::new();
     let mut last_answer = window_start;
+    let mut acknowledged = 0;
     while let Some(joined) = tasks.join_next().await {
         let result = joined.context("a load connection panicked")??;
         latencies_us.extend_from_slice(&result.latencies_us);
         last_answer = last_answer.max(result.last_answer);
+        acknowledged += result.acknowledged;
     }
     latencies_us.sort_unstable();
     Ok(LoadResult {
         requests: latencies_us.len() as u64,
         elapsed: last_answer - window_start,
         latencies_us,
+        acknowledged,
     })
 }
 
@@ -246,6 +267,7 @@ async fn drive_connection(
 ) -> anyhow::Result<ConnectionResult> {
     let mut latencies_us = Vec::new();
     let mut last_answer = shared.window_start;
+    let mut acknowledged = 0;
     for _ in 0..MAX_REQUESTS_PER_CONNECTION {
         let started = Instant::now();
         if started >= shared.deadline || shared.failed.load(Ordering::Relaxed) {
@@ -257,6 +279,7 @@ async fn drive_connection(
             return Err(error);
         }
         let answered = Instant::now();
+        acknowledged += 1;
         if started >= shared.window_start {
             let micros = (answered - started).as_micros();
             latencies_us.push(u32::try_from(micros).unwrap_or(u32::MAX));
@@ -266,6 +289,7 @@ async fn drive_connection(
     Ok(ConnectionResult {
         latencies_us,
         last_answer,
+        acknowledged,
     })
 }
 

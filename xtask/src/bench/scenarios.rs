@@ -6,7 +6,8 @@
 //! the service with SIGTERM. Scenarios run in the order of [`NAMES`]; the
 //! large preloaded log is written once and shared by `append-preloaded` and
 //! `restart`. A scenario that fails is recorded as a failure and the bench
-//! goes on with the next one.
+//! goes on with the next one. `postgres-appends` runs two processes on a
+//! PostgreSQL schema instead of a data folder (see its module).
 
 use crate::bench::Options;
 use crate::bench::load::{Call, Connection, LoadResult, LoadShape, MakeCall, run_load, send_all};
@@ -21,9 +22,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
 mod khala;
+mod postgres;
 
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     "healthz",
     "append",
     "append-preloaded",
@@ -33,6 +35,7 @@ pub const NAMES: [&str; 9] = [
     "artifacts",
     "khala-poll",
     "khala-longpoll",
+    "postgres-appends",
 ];
 
 /// Connections of every load run.
@@ -156,6 +159,7 @@ impl Bench<'_> {
             "artifacts" => self.artifacts().await,
             "khala-poll" => self.khala_poll().await,
             "khala-longpoll" => self.khala_longpoll().await,
+            "postgres-appends" => self.postgres_appends().await,
             _ => bail!("unknown scenario {name}"),
         }
     }
@@ -365,27 +369,25 @@ impl Bench<'_> {
     async fn measure(&mut self, dir: PathBuf, workload: Workload) -> anyhow::Result<LoadResult> {
         let mut server = Server::spawn(self.binary, &dir)?;
         server.wait_ready().await?;
-        let shape = LoadShape {
-            connections: CONNECTIONS,
-            warmup: self.options.warmup,
-            measure: self.options.measure,
-        };
         let loaded = match prepare(server.addr, workload).await {
-            Ok(make) => run_load(server.addr, shape, make).await,
+            Ok(make) => run_load(server.addr, self.load_shape(), make).await,
             Err(error) => Err(error),
         };
         let stopped = server.stop().await;
         remove_folder(&dir);
         let result = loaded?;
         stopped?;
-        eprintln!(
-            "bench:   {:.0} req/s, p50 {:.0} us, p99 {:.0} us ({} requests)",
-            result.throughput(),
-            result.percentile_us(0.50),
-            result.percentile_us(0.99),
-            result.requests
-        );
+        print_load(&result);
         Ok(result)
+    }
+
+    /// The shape of every load run: 32 connections, the options' windows.
+    fn load_shape(&self) -> LoadShape {
+        LoadShape {
+            connections: CONNECTIONS,
+            warmup: self.options.warmup,
+            measure: self.options.measure,
+        }
     }
 
     /// Adds the rate, p50 and p99 figures of a series of load runs.
@@ -468,16 +470,7 @@ async fn prepare(addr: std::net::SocketAddr, workload: Workload) -> anyhow::Resu
                 Runs::Create(count) => create_runs(addr, count).await?,
                 Runs::Existing(ids) => ids,
             };
-            let paths: Arc<[String]> = ids
-                .iter()
-                .map(|id| format!("/internal/v1/runs/{id}/events"))
-                .collect();
-            Ok(Arc::new(move |n| {
-                Call::post(
-                    paths[(n % paths.len() as u64) as usize].clone(),
-                    append_body(n),
-                )
-            }))
+            Ok(appends_to(&ids))
         }
         Workload::Heartbeat(workers) => {
             register_workers(addr, workers).await?;
@@ -490,6 +483,32 @@ async fn prepare(addr: std::net::SocketAddr, workload: Workload) -> anyhow::Resu
             }))
         }
     }
+}
+
+/// The request maker of an append load: bench payloads round-robin over
+/// the runs `ids`.
+fn appends_to(ids: &[String]) -> MakeCall {
+    let paths: Arc<[String]> = ids
+        .iter()
+        .map(|id| format!("/internal/v1/runs/{id}/events"))
+        .collect();
+    Arc::new(move |n| {
+        Call::post(
+            paths[(n % paths.len() as u64) as usize].clone(),
+            append_body(n),
+        )
+    })
+}
+
+/// Prints one load run's rate and latencies as it finishes.
+fn print_load(result: &LoadResult) {
+    eprintln!(
+        "bench:   {:.0} req/s, p50 {:.0} us, p99 {:.0} us ({} requests)",
+        result.throughput(),
+        result.percentile_us(0.50),
+        result.percentile_us(0.99),
+        result.requests
+    );
 }
 
 /// Creates `count` runs over HTTP and returns their ids.

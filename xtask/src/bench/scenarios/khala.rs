@@ -2,7 +2,7 @@
 //! thousands of long-polls on distinct topics woken by one append each.
 
 use super::{APPEND_RUNS, Bench, CONNECTIONS, Runs, Workload, create_runs, prepare};
-use crate::bench::load::{Call, Connection, LoadShape, run_load};
+use crate::bench::load::{Call, Connection, run_load};
 use crate::bench::report::{Figure, Target};
 use crate::bench::server::Server;
 use anyhow::{Context, bail};
@@ -109,11 +109,7 @@ impl Bench<'_> {
         let runs = create_runs(addr, APPEND_RUNS).await?;
         let followed = runs[0].clone();
         let make = prepare(addr, Workload::Append(Runs::Existing(runs))).await?;
-        let shape = LoadShape {
-            connections: CONNECTIONS,
-            warmup: self.options.warmup,
-            measure: self.options.measure,
-        };
+        let shape = self.load_shape();
         let window = (
             Instant::now() + shape.warmup,
             Instant::now() + shape.warmup + shape.measure,
