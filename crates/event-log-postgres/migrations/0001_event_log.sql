@@ -18,7 +18,7 @@ CREATE TABLE events (
     recorded_at text NOT NULL,
     idempotency_key text,
     content_hash text,
-    create_key text UNIQUE,
+    create_key text,
     -- `json`, not `jsonb`: the text is kept exactly as appended.
     attrs json,
     payload json NOT NULL,
@@ -28,10 +28,18 @@ CREATE TABLE events (
     prev_seq bigint GENERATED ALWAYS AS (CASE WHEN seq > 1 THEN seq - 1 END) STORED,
     prev_lsn bigint GENERATED ALWAYS AS (CASE WHEN lsn > 1 THEN lsn - 1 END) STORED,
     PRIMARY KEY (stream, seq),
-    UNIQUE (stream, idempotency_key),
     FOREIGN KEY (stream, prev_seq) REFERENCES events (stream, seq),
     FOREIGN KEY (prev_lsn) REFERENCES events (lsn)
 );
+
+-- Keys are unique where present. Partial indexes, so that they hold only
+-- the keyed rows and the foreign-key checks above can only use the primary
+-- key: a full index led by `stream` lets the check's plan, made while the
+-- table is empty, scan every earlier event of the stream.
+CREATE UNIQUE INDEX events_idempotency_key ON events (stream, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX events_create_key ON events (create_key)
+    WHERE create_key IS NOT NULL;
 
 CREATE FUNCTION notify_log_head() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
