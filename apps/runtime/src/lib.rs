@@ -54,13 +54,7 @@ pub async fn serve(
     let state = AppState::new(config.clone(), Arc::clone(&metrics));
     let app = server::router(state.clone());
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let server = tokio::spawn(server::connections::serve(listener, app, stopped));
     let recovery_config = config.clone();
     let (core, recovery) =
         tokio::task::spawn_blocking(move || Core::open_with(&recovery_config, metrics))
@@ -80,8 +74,8 @@ pub async fn serve(
     shutdown.await;
     let _ = stop_accepting.send(());
     match tokio::time::timeout(config.shutdown_grace, server).await {
-        Ok(Ok(Err(error))) => tracing::error!(%error, "http server stopped with an error"),
-        Ok(_) => {}
+        Ok(Err(error)) => tracing::error!(%error, "http server stopped with an error"),
+        Ok(Ok(())) => {}
         Err(_) => tracing::warn!(
             grace_ms = config.shutdown_grace.as_millis() as u64,
             "in-flight requests did not finish within the shutdown grace period"

@@ -5,6 +5,7 @@
 //! service modules, and map typed errors through `ApiError`. Nothing here
 //! decides a rule of the contract.
 
+pub mod connections;
 mod extract;
 mod health;
 mod khala;

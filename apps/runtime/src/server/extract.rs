@@ -67,3 +67,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
             .map_err(|rejection: QueryRejection| ApiError::invalid_request(rejection.body_text()))
     }
 }
+
+/// The `Authorization` header's bytes, copied out of the request, so that a
+/// handler which waits (a long-poll) does not keep the connection's read
+/// buffer alive through a cloned header map.
+pub struct Authorization(pub Option<Box<[u8]>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authorization {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Self, std::convert::Infallible> {
+        let value = parts.headers.get(axum::http::header::AUTHORIZATION);
+        Ok(Authorization(value.map(|value| value.as_bytes().into())))
+    }
+}

@@ -1,12 +1,11 @@
 //! Handlers of the Khala routes.
 
-use super::extract::{Path, Query};
+use super::extract::{Authorization, Path, Query};
 use crate::error::ApiError;
 use crate::khala::KhalaError;
 use crate::server::AppState;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
 use openagents_khala::poll::PollParams;
 use openagents_khala::topic::Topic;
 use serde::Deserialize;
@@ -25,10 +24,10 @@ pub async fn messages(
     State(state): State<AppState>,
     Path(topic): Path<String>,
     Query(query): Query<PollQuery>,
-    headers: HeaderMap,
+    Authorization(authorization): Authorization,
 ) -> Result<Json<Value>, ApiError> {
     let core = state.fresh_core().await?;
-    let result = poll(core, &topic, &query, &headers)
+    let result = poll(core, &topic, &query, authorization.as_deref())
         .await
         .map_err(ApiError::from);
     match &result {
@@ -57,15 +56,11 @@ async fn poll(
     core: &crate::core::Core,
     topic: &str,
     query: &PollQuery,
-    headers: &HeaderMap,
+    authorization: Option<&[u8]>,
 ) -> Result<crate::khala::PollResponse, KhalaError> {
     let khala = &core.khala;
     let log = core.authority.log();
-    let principal = khala.authenticate(
-        headers
-            .get(header::AUTHORIZATION)
-            .map(|value| value.as_bytes()),
-    )?;
+    let principal = khala.authenticate(authorization)?;
     let topic: Topic = topic.parse()?;
     let params = PollParams::from_query(
         query.after_seq.as_deref(),
