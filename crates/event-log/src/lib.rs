@@ -315,8 +315,8 @@ impl<S: StreamState> Refresher<S> {
     }
 
     /// Queues one refresh unless one is already queued or the index already
-    /// reaches `lsn`. Returns `false` once the log is closed.
-    pub fn nudge(&self, lsn: Option<u64>) -> bool {
+    /// reaches `lsn`.
+    pub fn nudge(&self, lsn: Option<u64>) {
         let current = self
             .shared
             .index
@@ -326,15 +326,12 @@ impl<S: StreamState> Refresher<S> {
         if lsn.is_some_and(|lsn| lsn <= current)
             || self.shared.refresh_queued.swap(true, Ordering::AcqRel)
         {
-            return true;
+            return;
         }
-        match self.queue.try_send(Message::Refresh(None)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.shared.clear_refresh_queued();
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
+        // A full queue has a batch coming, which takes in the same records;
+        // a closed log has nothing left to refresh.
+        if self.queue.try_send(Message::Refresh(None)).is_err() {
+            self.shared.clear_refresh_queued();
         }
     }
 }
