@@ -19,6 +19,7 @@ use crate::bench::load::{LoadResult, run_load_across};
 use crate::bench::report::{Figure, Target};
 use crate::bench::server::Server;
 use anyhow::{Context, bail};
+use openagents_event_log_postgres::Connector;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -153,22 +154,13 @@ fn database_url() -> String {
     std::env::var("BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned())
 }
 
-/// The database of `url` as `host:port/dbname`, leaving out any password.
+/// The database of `url` as `host:port/dbname`, leaving out any password,
+/// as the service names it.
 fn location(url: &str) -> String {
-    let Ok(config) = postgres::Config::from_str(url) else {
-        return "an unparsable BENCH_DATABASE_URL".to_owned();
-    };
-    let host = match config.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(host)) => host.clone(),
-        Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
-        None => "localhost".to_owned(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let dbname = config
-        .get_dbname()
-        .or(config.get_user())
-        .unwrap_or("postgres");
-    format!("{host}:{port}/{dbname}")
+    match Connector::new(url) {
+        Ok(connector) => connector.location().to_owned(),
+        Err(_) => "an unparsable BENCH_DATABASE_URL".to_owned(),
+    }
 }
 
 /// A schema of the bench database of its own, dropped with everything in
