@@ -8,6 +8,10 @@ use std::time::Duration;
 /// How long a connection attempt may take before the database counts as
 /// unreachable, unless the URL sets `connect_timeout`.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long sent data (a statement, a `COMMIT`) may go unacknowledged before
+/// the connection counts as dead, unless the URL sets `tcp_user_timeout`:
+/// without it, a database host that vanished holds a write for minutes.
+const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Opens connections to one database.
 #[derive(Clone)]
@@ -22,6 +26,9 @@ impl Connector {
         let mut config = Config::from_str(url).map_err(|e| PgError::Config(e.to_string()))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(DEFAULT_TCP_USER_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("openagents-runtime-service");
