@@ -11,12 +11,12 @@
 //! The service is stopped with SIGTERM afterwards; a service that died, logged
 //! a panic or did not exit cleanly fails the run like a schemathesis finding.
 
+use crate::bench::server::Server;
 use anyhow::{Context, bail};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Examples per operation and phase unless `--examples` says otherwise:
 /// enough to reach every documented status, small enough for a few minutes
@@ -49,10 +49,6 @@ const SCHEMATHESIS_CONFIG: &str = r#"# Written by `cargo xtask fuzz-http`.
 include-operation-id = "pollTopic"
 parameters = { "query.wait_ms" = 0 }
 "#;
-/// Longest the service may take to answer `/readyz` with 200.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest the service may take to exit after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
@@ -97,8 +93,20 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     ensure_schemathesis()?;
     let data = tempfile::tempdir().context("creating the data folder")?;
     let signing_key = format!("fuzz-{}", uuid::Uuid::now_v7().simple());
-    let mut service = Service::start(&binary, data.path(), &signing_key)?;
-    service.wait_ready()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let env = [
+        ("RUNTIME_SYNC_TOKEN_SIGNING_KEY", signing_key.as_str()),
+        ("RUNTIME_SYNC_TOKEN_ISSUER", TOKEN_ISSUER),
+        ("RUNTIME_SYNC_TOKEN_AUDIENCE", TOKEN_AUDIENCE),
+        ("RUNTIME_FANOUT_QUEUE_CAPACITY", FANOUT_QUEUE_CAPACITY),
+        ("RUNTIME_MAX_BODY_BYTES", MAX_BODY_BYTES),
+    ];
+    let mut service = Server::spawn_with_env(&binary, data.path(), &env)?;
+    runtime.block_on(service.wait_ready())?;
+    println!("service started on {}", service.addr);
     let token = sync_token(&signing_key)?;
     let config = data.path().join("schemathesis.toml");
     std::fs::write(&config, SCHEMATHESIS_CONFIG).context("writing schemathesis.toml")?;
@@ -111,7 +119,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         report_dir: &report_dir,
     };
     let fuzzed = run.run(service.addr, &token, &options);
-    let stopped = service.stop();
+    let stopped = runtime.block_on(service.stop());
     fuzzed?;
     stopped?;
     println!(
@@ -236,138 +244,6 @@ impl Schemathesis<'_> {
         }
         Ok(())
     }
-}
-
-/// The service under test. Dropping it kills the process, so none outlives
-/// the command.
-struct Service {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Service {
-    /// Starts `binary` on a free loopback port with its data in `data`.
-    fn start(binary: &Path, data: &Path, signing_key: &str) -> anyhow::Result<Self> {
-        let addr = free_loopback_addr()?;
-        let log = data.join("service.log");
-        let output = std::fs::File::create(&log).context("creating service.log")?;
-        let child = Command::new(binary)
-            .env_clear()
-            .env("RUNTIME_BIND_ADDR", addr.to_string())
-            .env("RUNTIME_EVENT_LOG_PATH", data.join("runtime-events.jsonl"))
-            .env(
-                "RUNTIME_CHECKPOINT_PATH",
-                data.join("projection-state.json"),
-            )
-            .env("RUNTIME_SYNC_TOKEN_SIGNING_KEY", signing_key)
-            .env("RUNTIME_SYNC_TOKEN_ISSUER", TOKEN_ISSUER)
-            .env("RUNTIME_SYNC_TOKEN_AUDIENCE", TOKEN_AUDIENCE)
-            .env("RUNTIME_FANOUT_QUEUE_CAPACITY", FANOUT_QUEUE_CAPACITY)
-            .env("RUNTIME_MAX_BODY_BYTES", MAX_BODY_BYTES)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(output.try_clone()?)
-            .stderr(output)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        println!("service started on {addr} (log: {})", log.display());
-        Ok(Service { child, addr, log })
-    }
-
-    /// Polls `/readyz` until it answers 200.
-    fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            if ready(self.addr) {
-                return Ok(());
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "the service exited before it was ready ({status}){}",
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        bail!(
-            "the service was not ready within {READY_TIMEOUT:?}{}",
-            self.log_tail()
-        )
-    }
-
-    /// Checks the service survived, stops it with SIGTERM and checks it exited
-    /// cleanly without having logged a panic.
-    fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "the service died during fuzzing ({status}){}",
-                self.log_tail()
-            );
-        }
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status()?;
-        if !sent.success() {
-            bail!("kill -TERM {pid} failed ({sent})");
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait()? {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                bail!("the service did not exit within {STOP_TIMEOUT:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        if log.contains("panicked at") {
-            bail!("the service panicked during fuzzing{}", self.log_tail());
-        }
-        if !status.success() {
-            bail!(
-                "the service exited with {status} after SIGTERM{}",
-                self.log_tail()
-            );
-        }
-        Ok(())
-    }
-
-    /// The end of the service's output, for error messages.
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-        format!("\n--- last lines of {} ---\n{tail}", self.log.display())
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A loopback address whose port was free a moment ago.
-fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
-    Ok(listener.local_addr()?)
-}
-
-/// Whether `GET /readyz` answers 200.
-fn ready(addr: SocketAddr) -> bool {
-    let answer = || -> std::io::Result<String> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n\r\n")?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head)?;
-        Ok(String::from_utf8_lossy(&head).into_owned())
-    };
-    answer().is_ok_and(|head| head == "HTTP/1.1 200")
 }
 
 #[cfg(test)]

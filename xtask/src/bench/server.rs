@@ -2,10 +2,13 @@
 //!
 //! The service listens on a free `127.0.0.1` port and keeps its log and
 //! checkpoint in the data folder the scenario gives it; its output goes to
-//! `service.log` next to them. It is stopped with SIGTERM (sent by the
-//! system's `kill`, since this project forbids `unsafe`) and must exit 0
-//! within a bounded time; a server that is dropped without being stopped is
-//! killed, so no process outlives the bench.
+//! `service.log` next to them. Its environment is only what is set here, so
+//! the caller's `RUNTIME_*` variables cannot change a measurement. It is
+//! stopped with SIGTERM (sent by the system's `kill`, since this project
+//! forbids `unsafe`) and must still be running, exit 0 within a bounded time
+//! and not have logged a panic; a server that is dropped without being
+//! stopped is killed, so no process outlives the command. The bench, chaos
+//! and `fuzz-http` all start the service this way.
 
 use crate::bench::load::{Call, Connection};
 use anyhow::{Context, bail};
@@ -58,6 +61,7 @@ impl Server {
         let output = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new(binary);
         command
+            .env_clear()
             .env("RUNTIME_BIND_ADDR", addr.to_string())
             .env("RUNTIME_EVENT_LOG_PATH", data_dir.join(EVENT_LOG))
             .env("RUNTIME_CHECKPOINT_PATH", data_dir.join(CHECKPOINT))
@@ -113,8 +117,15 @@ impl Server {
         proc_status_kb(self.pid(), field)
     }
 
-    /// Sends SIGTERM and waits for the graceful exit, which must be status 0.
+    /// Sends SIGTERM and waits for the graceful exit, which must be status 0
+    /// with no panic logged before it.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "the service exited before it was stopped ({status}){}",
+                self.log_tail()
+            );
+        }
         let pid = self.pid().to_string();
         let sent = Command::new("kill")
             .args(["-TERM", &pid])
@@ -131,6 +142,10 @@ impl Server {
                         "the service exited with {status} after SIGTERM{}",
                         self.log_tail()
                     );
+                }
+                let output = std::fs::read_to_string(&self.log).unwrap_or_default();
+                if output.contains("panicked at") {
+                    bail!("the service logged a panic{}", self.log_tail());
                 }
                 return Ok(());
             }
