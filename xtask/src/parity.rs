@@ -10,8 +10,8 @@
 //! its `scenario.json` expects.
 
 use anyhow::{Context, bail};
+use openagents_authority::{ImportRun, StreamId, decide_import};
 use openagents_run_state::RunEvent;
-use openagents_runtime_service::authority::{ImportRun, decide_import};
 use openagents_runtime_service::config::Config;
 use openagents_runtime_service::core::Core;
 use openagents_runtime_service::orchestration;
@@ -129,7 +129,7 @@ async fn capture_rust_side(log: &RunLog, work: &Path) -> anyhow::Result<PathBuf>
         .context("the imported run has no summary")?;
     let checkpoint = core
         .projections
-        .checkpoint(&openagents_projectors::run_topic(&id))
+        .checkpoint(&StreamId::Run(run_id).topic())
         .context("the imported run has no checkpoint")?;
     let files = ExportFiles {
         receipt: orchestration::receipt(&core.authority, run_id)?,

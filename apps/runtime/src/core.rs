@@ -1,13 +1,14 @@
 //! The recovered service core: the authority over the open log, and
 //! everything derived from it. Built once at start, after recovery.
 
-use crate::authority::{Authority, Stream};
+use crate::authority::Authority;
 use crate::config::Config;
 use crate::fanout::WindowFanout;
 use crate::khala::Khala;
 use crate::metrics::Metrics;
 use crate::projectors::{CatchUp, ProjectionStore};
 use crate::storage::{self, CheckpointMedium};
+use openagents_authority::Stream;
 use openagents_event_log::{
     BatchStats, CommitObserver, Index, LogOptions, OpenError, OpenReport, RecordRef,
 };

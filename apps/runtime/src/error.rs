@@ -8,6 +8,7 @@ use crate::authority::AuthorityError;
 use crate::khala::KhalaError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use openagents_authority::DecisionError;
 use openagents_event_log::{LogFailure, ReadError};
 use serde_json::{Value, json};
 
@@ -119,45 +120,47 @@ impl IntoResponse for ApiError {
 
 impl From<AuthorityError> for ApiError {
     fn from(error: AuthorityError) -> Self {
-        use AuthorityError::*;
         let message = error.to_string();
         match error {
-            RunNotFound(_) | WorkerNotFound(_) => ApiError::not_found(message),
-            RunState(rule) => {
-                let reason = rule.reason_code();
-                let status = if reason == "run_terminal" {
-                    StatusCode::CONFLICT
-                } else {
-                    StatusCode::BAD_REQUEST
-                };
-                let code = if status == StatusCode::CONFLICT {
-                    "conflict"
-                } else {
-                    "invalid_request"
-                };
-                ApiError::new(status, code, message).with_reason(reason)
-            }
-            IdempotencyKeyReused => ApiError::conflict("idempotency_key_reused", message),
-            SequenceConflict { expected, actual } => {
-                ApiError::conflict("sequence_conflict", message).with_details(
-                    json!({"expected_previous_seq": expected, "actual_previous_seq": actual}),
-                )
-            }
-            InvalidRequest(_) => ApiError::invalid_request(message),
-            Owner(_) => ApiError::invalid_request(message),
-            WorkerTransition(rule) => {
-                ApiError::invalid_request(message).with_reason(rule.reason_code())
-            }
-            OwnerMismatch => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
-            WriteFrozen(_) => ApiError::new(
+            AuthorityError::Decision(decision) => decision_error(decision, message),
+            AuthorityError::WriteFrozen(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "write_path_frozen",
                 message,
             ),
-            Log(failure) => failure.into(),
-            Read(failure) => failure.into(),
-            Append(_) | Artifact(_) => ApiError::internal(message),
+            AuthorityError::Log(failure) => failure.into(),
+            AuthorityError::Read(failure) => failure.into(),
+            AuthorityError::Artifact(_) => ApiError::internal(message),
         }
+    }
+}
+
+/// The envelope of each rule a decision applies.
+fn decision_error(error: DecisionError, message: String) -> ApiError {
+    use DecisionError::*;
+    match error {
+        RunNotFound(_) | WorkerNotFound(_) => ApiError::not_found(message),
+        RunState(rule) => {
+            let reason = rule.reason_code();
+            if reason == "run_terminal" {
+                ApiError::conflict(reason, message)
+            } else {
+                ApiError::invalid_request(message).with_reason(reason)
+            }
+        }
+        IdempotencyKeyReused => ApiError::conflict("idempotency_key_reused", message),
+        SequenceConflict { expected, actual } => ApiError::conflict("sequence_conflict", message)
+            .with_details(
+                json!({"expected_previous_seq": expected, "actual_previous_seq": actual}),
+            ),
+        InvalidRequest(_) | Owner(_) => ApiError::invalid_request(message),
+        WorkerTransition(rule) => {
+            ApiError::invalid_request(message).with_reason(rule.reason_code())
+        }
+        OwnerMismatch => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+        Read(failure) => failure.into(),
+        // A decision that breaks a rule the log checks itself is a bug.
+        Append(_) => ApiError::internal(message),
     }
 }
 

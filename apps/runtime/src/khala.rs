@@ -9,10 +9,9 @@
 //! of the log. The rules themselves (cursor window, stale cursor, scopes,
 //! owner match, token checks) live in `openagents-khala`.
 
-use crate::authority::Stream;
 use crate::config::Config;
 use crate::fanout::FanoutDriver;
-use crate::workers::WorkerAfter;
+use openagents_authority::{Stream, StreamId, WorkerAfter};
 use openagents_event_log::{CommitObserver, EventLog, Index, ReadError, RecordRef};
 use openagents_khala::acl::{self, Access, Entity, OwnerLookup, Principal};
 use openagents_khala::auth::{SyncTokenConfig, SyncTokenVerifier};
@@ -129,7 +128,7 @@ impl Khala {
         let mut tail = Vec::with_capacity(newest.len());
         for (offset, (stream, seq)) in newest.into_iter().enumerate() {
             let read = log.read_stream(&stream, seq - 1, 1, |record| {
-                worker_message(&record, AGGREGATE_TOPIC, first_sequence + offset as u64)
+                stream_message(&record, AGGREGATE_TOPIC, first_sequence + offset as u64)
             });
             let message = read
                 .map_err(|e| e.to_string())?
@@ -232,7 +231,10 @@ impl Khala {
     /// Rebuilds a topic's window from the log, then publishes whatever was
     /// committed while the tail was being read.
     fn restore(&self, log: &EventLog<Stream>, topic: &Topic) -> Result<(), KhalaError> {
-        let stream = stream_of(topic);
+        let stream = topic
+            .stream()
+            .expect("the aggregate lane is rebuilt by recover, not restored")
+            .to_string();
         let capacity = self.capacity.get();
         let head = stream_head(log, &stream);
         let from = head.saturating_sub(capacity as u64);
@@ -287,30 +289,23 @@ impl Khala {
     }
 
     fn publish_record(&self, record: &RecordRef<'_>) -> Result<(), String> {
-        if let Some(id) = record.stream.strip_prefix("run:") {
-            let topic = Topic::RunEvents(uuid::Uuid::parse_str(id).map_err(|e| e.to_string())?);
-            if self.driver.holds(&topic) {
-                let message = run_message(record, &topic.to_string())?;
-                if self.driver.publish(&topic, message).is_err() {
-                    self.driver.forget(&topic);
-                }
+        let stream: StreamId = record.stream.parse().map_err(|e| format!("{e}"))?;
+        let is_worker = stream.worker_id().is_some();
+        let topic = Topic::from(stream);
+        let name = topic.to_string();
+        if self.driver.holds(&topic) {
+            let message = stream_message(record, &name, record.seq)?;
+            if self.driver.publish(&topic, message).is_err() {
+                self.driver.forget(&topic);
             }
-            self.wake(&format!("run:{id}:events"), record.seq);
-        } else if let Some(id) = record.stream.strip_prefix("worker:") {
-            let name = format!("worker:{id}:lifecycle");
-            let topic: Topic = name.parse().map_err(|e: TopicError| e.to_string())?;
-            if self.driver.holds(&topic) {
-                let message = worker_message(record, &name, record.seq)?;
-                if self.driver.publish(&topic, message).is_err() {
-                    self.driver.forget(&topic);
-                }
-            }
-            self.wake(&name, record.seq);
+        }
+        self.wake(&name, record.seq);
+        if is_worker {
             let sequence = {
                 let mut aggregate = self.aggregate.lock().expect("aggregate lock");
                 let sequence = aggregate.bounds().head_cursor + 1;
                 aggregate
-                    .publish(worker_message(record, AGGREGATE_TOPIC, sequence)?)
+                    .publish(stream_message(record, AGGREGATE_TOPIC, sequence)?)
                     .map_err(|e| e.to_string())?;
                 sequence
             };
@@ -351,15 +346,6 @@ impl Drop for Waiter<'_> {
     }
 }
 
-/// The log stream behind a run or worker topic.
-fn stream_of(topic: &Topic) -> String {
-    match topic {
-        Topic::RunEvents(id) => format!("run:{id}"),
-        Topic::WorkerLifecycle(id) => format!("worker:{id}"),
-        Topic::CodexWorkerEvents => unreachable!("the aggregate lane is not a stream"),
-    }
-}
-
 fn stream_head(log: &EventLog<Stream>, stream: &str) -> u64 {
     log.index().stream(stream).map_or(0, |entry| entry.head())
 }
@@ -371,50 +357,44 @@ fn topic_messages(
     after: u64,
     limit: usize,
 ) -> Result<Vec<Message>, KhalaError> {
-    let (kind, id) = stream.split_once(':').expect("streams are kind:id");
-    let topic = if kind == "run" {
-        format!("run:{id}:events")
-    } else {
-        format!("worker:{id}:lifecycle")
-    };
+    let damaged = |reason: String| KhalaError::Read(ReadError::Damaged { offset: 0, reason });
+    let topic = stream
+        .parse::<StreamId>()
+        .map_err(|e| damaged(e.to_string()))?
+        .topic();
     let messages = log.read_stream(stream, after, limit, |record| {
-        if kind == "run" {
-            run_message(&record, &topic)
-        } else {
-            worker_message(&record, &topic, record.seq)
-        }
+        stream_message(&record, &topic, record.seq)
     })?;
     messages
         .into_iter()
         .collect::<Result<_, _>>()
-        .map_err(|reason| KhalaError::Read(ReadError::Damaged { offset: 0, reason }))
+        .map_err(damaged)
 }
 
-/// A run event as a message of its run topic.
-fn run_message(record: &RecordRef<'_>, topic: &str) -> Result<Message, String> {
-    Ok(Message {
-        topic: topic.to_owned(),
-        sequence: record.seq,
-        kind: record.event_type.to_string(),
-        payload: serde_json::from_str(record.payload.get()).map_err(|e| e.to_string())?,
-        published_at: record.at.to_string(),
-    })
-}
-
-/// A worker lifecycle event as a message of `topic` with `sequence`.
-fn worker_message(record: &RecordRef<'_>, topic: &str, sequence: u64) -> Result<Message, String> {
-    let after = WorkerAfter::of(record)?;
-    let worker_id = record.stream.strip_prefix("worker:").unwrap_or_default();
+/// A record of a run or worker stream as the message of `topic` with
+/// `sequence`: a run event as it was appended; a worker lifecycle event as
+/// the worker's status and heartbeat state after it.
+fn stream_message(record: &RecordRef<'_>, topic: &str, sequence: u64) -> Result<Message, String> {
+    let stream: StreamId = record.stream.parse().map_err(|e| format!("{e}"))?;
+    let payload = match stream {
+        StreamId::Run(_) => {
+            serde_json::from_str(record.payload.get()).map_err(|e| e.to_string())?
+        }
+        StreamId::Worker(worker_id) => {
+            let after = WorkerAfter::of(record).map_err(|e| e.to_string())?;
+            json!({
+                "worker_id": worker_id.as_str(),
+                "status": after.status,
+                "latest_seq": record.seq,
+                "heartbeat_state": after.heartbeat_state,
+            })
+        }
+    };
     Ok(Message {
         topic: topic.to_owned(),
         sequence,
         kind: record.event_type.to_string(),
-        payload: json!({
-            "worker_id": worker_id,
-            "status": after.status,
-            "latest_seq": record.seq,
-            "heartbeat_state": after.heartbeat_state,
-        }),
+        payload,
         published_at: record.at.to_string(),
     })
 }
@@ -424,7 +404,7 @@ fn worker_message(record: &RecordRef<'_>, topic: &str, sequence: u64) -> Result<
 fn newest_worker_records(index: &Index<Stream>, limit: usize) -> (u64, Vec<(String, u64)>) {
     let workers: Vec<(&str, &openagents_event_log::StreamEntry<Stream>)> = index
         .streams()
-        .filter(|(name, _)| name.starts_with("worker:"))
+        .filter(|(_, entry)| entry.state().as_worker().is_some())
         .collect();
     let total = workers.iter().map(|(_, entry)| entry.head()).sum();
     // Max-heap of each stream's newest record not taken yet, by file offset
@@ -460,7 +440,7 @@ fn khala_owner(owner: &openagents_workers::Owner) -> acl::Owner {
 fn owner_lookup(index: &Index<Stream>, entity: Entity<'_>) -> OwnerLookup {
     match entity {
         Entity::Run(id) => match index
-            .stream(&format!("run:{id}"))
+            .stream(&StreamId::Run(id).to_string())
             .and_then(|e| e.state().as_run())
         {
             None => OwnerLookup::Unknown,
@@ -476,7 +456,7 @@ fn owner_lookup(index: &Index<Stream>, entity: Entity<'_>) -> OwnerLookup {
 
 fn worker_owner(index: &Index<Stream>, worker_id: &str) -> Option<acl::Owner> {
     let worker = index
-        .stream(&format!("worker:{worker_id}"))?
+        .stream(&StreamId::worker(worker_id).ok()?.to_string())?
         .state()
         .as_worker()?;
     Some(khala_owner(worker.owner()))

@@ -5,14 +5,14 @@
 //! key trimming); the rules of the run itself live in the state machine and
 //! in the authority's decisions.
 
-use crate::authority::{
-    AppendEvent, Authority, AuthorityError, CreateRun, RunHead, RunWrite, decide_append,
-    decide_create,
-};
+use crate::authority::{Authority, AuthorityError};
 use crate::types::{AppendEventBody, CreateRunBody};
 use openagents_artifacts::{BuildError, RunHeader, build_receipt, write_replay};
+use openagents_authority::{
+    AppendEvent, CreateRun, DecisionError, RunHead, RunWrite, decide_append, decide_create,
+};
 use openagents_run_state::RunEvent;
-use openagents_workers::{Owner, validate_worker_id};
+use openagents_workers::{Owner, WorkerId};
 use serde_json::{Map, Value};
 use std::io::Write;
 use uuid::Uuid;
@@ -30,16 +30,25 @@ pub async fn create_run(
     body: CreateRunBody,
 ) -> Result<RunWrite, AuthorityError> {
     if let Some(worker_id) = &body.worker_id {
-        validate_worker_id(worker_id).map_err(|e| AuthorityError::InvalidRequest(e.to_string()))?;
+        worker_id.parse::<WorkerId>().map_err(DecisionError::from)?;
     }
-    let request = CreateRun {
-        owner: Owner::optional_from_request(body.owner_user_id, body.owner_guest_scope.as_deref())?,
-        metadata: object_or_empty("metadata", body.metadata)?,
-        idempotency_key: idempotency_key(body.idempotency_key)?,
-        worker_id: body.worker_id,
-    };
+    let owner = Owner::optional_from_request(body.owner_user_id, body.owner_guest_scope.as_deref())
+        .map_err(DecisionError::from)?;
+    let metadata = object_or_empty("metadata", body.metadata)?;
+    let idempotency_key = idempotency_key(body.idempotency_key)?;
+    let worker_id = body.worker_id;
+    // The id is issued on the writer, so ids follow log order.
     authority
-        .execute(move |txn| decide_create(txn, request))
+        .execute(move |txn| {
+            let request = CreateRun {
+                id: Uuid::now_v7(),
+                worker_id,
+                metadata,
+                owner,
+                idempotency_key,
+            };
+            decide_create(txn, request)
+        })
         .await
 }
 
@@ -50,12 +59,10 @@ pub async fn append_event(
     body: AppendEventBody,
 ) -> Result<RunWrite, AuthorityError> {
     if body.event_type.trim().is_empty() {
-        return Err(AuthorityError::InvalidRequest(
-            "event_type must not be empty".into(),
-        ));
+        return Err(AuthorityError::invalid("event_type must not be empty"));
     }
     if body.event_type.chars().count() > MAX_NAME_CHARS {
-        return Err(AuthorityError::InvalidRequest(format!(
+        return Err(AuthorityError::invalid(format!(
             "event_type is longer than {MAX_NAME_CHARS} characters"
         )));
     }
@@ -100,7 +107,7 @@ pub fn events_page(
 ) -> Result<EventsPage, AuthorityError> {
     let limit = limit.unwrap_or(DEFAULT_EVENTS_PAGE);
     if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
-        return Err(AuthorityError::InvalidRequest(format!(
+        return Err(AuthorityError::invalid(format!(
             "limit must be between 1 and {MAX_EVENTS_PAGE}"
         )));
     }
@@ -121,7 +128,7 @@ fn idempotency_key(key: Option<String>) -> Result<Option<String>, AuthorityError
     let Some(key) = key else { return Ok(None) };
     let trimmed = key.trim();
     if trimmed.chars().count() > MAX_NAME_CHARS {
-        return Err(AuthorityError::InvalidRequest(format!(
+        return Err(AuthorityError::invalid(format!(
             "idempotency_key is longer than {MAX_NAME_CHARS} characters"
         )));
     }
@@ -133,7 +140,7 @@ fn object_or_empty(field: &str, value: Option<Value>) -> Result<Value, Authority
     match value {
         None | Some(Value::Null) => Ok(Value::Object(Map::new())),
         Some(object @ Value::Object(_)) => Ok(object),
-        Some(_) => Err(AuthorityError::InvalidRequest(format!(
+        Some(_) => Err(AuthorityError::invalid(format!(
             "{field} must be a JSON object"
         ))),
     }

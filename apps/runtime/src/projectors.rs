@@ -10,12 +10,10 @@
 //! from the log, with a warning; a projection that claims more than the log
 //! holds is rebuilt too, so a summary never disagrees with the log.
 
-use crate::authority::{Stream, run_event};
 use crate::storage::CheckpointMedium;
-use crate::workers::WorkerAfter;
+use openagents_authority::{Stream, StreamId, WorkerAfter, lifecycle_event, run_event};
 use openagents_event_log::{CommitObserver, EventLog, Index, RecordRef};
 use openagents_projectors::{Checkpoint, DriftReport, ProjectionSnapshot, Projections, RunSummary};
-use openagents_workers::LifecycleEvent;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -132,24 +130,24 @@ impl ProjectionStore {
 
     fn projected_seq(&self, stream: &str) -> u64 {
         let projections = self.lock();
-        let checkpoint = match stream.split_once(':') {
-            Some(("run", id)) => projections
-                .run(id)
-                .and_then(|p| p.checkpoint().map(|c| c.last_seq)),
-            Some(("worker", id)) => projections
-                .worker(id)
-                .and_then(|p| p.checkpoint().map(|c| c.last_seq)),
-            _ => None,
+        let checkpoint = match stream.parse() {
+            Ok(StreamId::Run(id)) => projections
+                .run(&id.to_string())
+                .and_then(|p| p.checkpoint()),
+            Ok(StreamId::Worker(id)) => {
+                projections.worker(id.as_str()).and_then(|p| p.checkpoint())
+            }
+            Err(_) => None,
         };
-        checkpoint.unwrap_or(0)
+        checkpoint.map_or(0, |c| c.last_seq)
     }
 
     fn forget(&self, stream: &str) {
         let mut projections = self.lock();
-        match stream.split_once(':') {
-            Some(("run", id)) => projections.forget_run(id),
-            Some(("worker", id)) => projections.forget_worker(id),
-            _ => {}
+        match stream.parse() {
+            Ok(StreamId::Run(id)) => projections.forget_run(&id.to_string()),
+            Ok(StreamId::Worker(id)) => projections.forget_worker(id.as_str()),
+            Err(_) => {}
         }
     }
 
@@ -247,22 +245,20 @@ impl CommitObserver<Stream> for ProjectionStore {
 
 /// Applies one record to the projection of its stream.
 fn apply_record(projections: &mut Projections, record: &RecordRef<'_>) -> Result<(), String> {
-    if let Some(run_id) = record.stream.strip_prefix("run:") {
-        let event = run_event(record).map_err(|e| e.to_string())?;
-        let applied = projections.apply_run_event(run_id, &event);
-        if let Some(rejected) = applied.rejected_transition {
-            tracing::warn!(%run_id, seq = record.seq, ?rejected, "run projection refused a transition");
+    match record.stream.parse() {
+        Ok(StreamId::Run(run_id)) => {
+            let event = run_event(record).map_err(|e| e.to_string())?;
+            let applied = projections.apply_run_event(&run_id.to_string(), &event);
+            if let Some(rejected) = applied.rejected_transition {
+                tracing::warn!(%run_id, seq = record.seq, ?rejected, "run projection refused a transition");
+            }
         }
-    } else if let Some(worker_id) = record.stream.strip_prefix("worker:") {
-        let payload = serde_json::from_str(record.payload.get()).map_err(|e| e.to_string())?;
-        let event = openagents_workers::WorkerEvent::from_record(&record.event_type, payload)
-            .map_err(|e| e.to_string())?;
-        let lifecycle = LifecycleEvent {
-            seq: record.seq,
-            recorded_at: record.at.to_string(),
-            event,
-        };
-        projections.apply_worker_event(worker_id, &lifecycle, WorkerAfter::of(record)?.status);
+        Ok(StreamId::Worker(worker_id)) => {
+            let lifecycle = lifecycle_event(record).map_err(|e| e.to_string())?;
+            let status = WorkerAfter::of(record).map_err(|e| e.to_string())?.status;
+            projections.apply_worker_event(worker_id.as_str(), &lifecycle, status);
+        }
+        Err(_) => {}
     }
     Ok(())
 }

@@ -6,9 +6,9 @@
 //! writer, decisions, index and observers come from `openagents-event-log`,
 //! whichever medium is under them.
 
-use crate::authority::Stream;
 use crate::config::{Config, StorageBackend};
 use crate::core::StartError;
+use openagents_authority::Stream;
 use openagents_event_log::{EventLog, LogOptions, OpenReport, OwnedRecord, RecordPos, RecordRef};
 use openagents_event_log_postgres::{CheckpointTable, Connector, PgOptions};
 use std::io::BufRead;

@@ -2,7 +2,7 @@
 //! request bodies as clients send them, and the views responses are built
 //! from. Field names and orders here are the contract's.
 
-use crate::authority::RunHead;
+use openagents_authority::RunHead;
 use openagents_run_state::RunEvent;
 use openagents_workers::Owner;
 use serde::{Deserialize, Serialize};

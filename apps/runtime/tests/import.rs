@@ -1,8 +1,9 @@
 //! Importing a run recorded elsewhere: kept exactly (ids, times, keys), and
 //! refused whole when it breaks the sequence rule or the state machine.
 
+use openagents_authority::{DecisionError, ImportRun, decide_import};
 use openagents_run_state::RunEvent;
-use openagents_runtime_service::authority::{AuthorityError, ImportRun, decide_import};
+use openagents_runtime_service::authority::AuthorityError;
 use openagents_runtime_service::config::Config;
 use openagents_runtime_service::core::Core;
 use serde_json::json;
@@ -75,7 +76,9 @@ async fn an_import_is_kept_exactly_and_a_bad_one_appends_nothing() {
         assert!(
             matches!(
                 refused,
-                Err(AuthorityError::InvalidRequest(_) | AuthorityError::RunState(_))
+                Err(AuthorityError::Decision(
+                    DecisionError::InvalidRequest(_) | DecisionError::RunState(_)
+                ))
             ),
             "{refused:?}"
         );

@@ -3,15 +3,17 @@
 //!
 //! A fixture is one JSON object `{"run": RunHeader, "events": [RunEvent...]}`
 //! holding a whole run in memory (fixtures are small by design). Loading one
-//! checks that it is a log the service could have written: seqs 1, 2, 3, …
-//! without gaps, every event accepted by the state machine, and the declared
-//! status equal to the one the events fold to. The xtask and the snapshot
+//! checks that it is a log the service could have written (the authority's
+//! event-list fold: a first `run.started`, seqs 1, 2, 3, … without gaps,
+//! every event accepted by the state machine) and that the declared status
+//! is the one the events fold to. The xtask and the snapshot
 //! tests both load fixtures here, so the format has one home.
 
 use crate::header::RunHeader;
 use crate::receipt::{Receipt, build_receipt};
 use crate::replay::write_replay;
-use openagents_run_state::{Applied, RunEvent, RunStateError, RunStatus};
+use openagents_authority::{EventListError, fold_events};
+use openagents_run_state::{RunEvent, RunStatus};
 use serde::Deserialize;
 use std::convert::Infallible;
 
@@ -31,32 +33,10 @@ pub enum FixtureError {
     /// The file is not JSON of the fixture shape.
     #[error("not a fixture run: {0}")]
     Json(#[from] serde_json::Error),
-    /// The events' seqs are not 1, 2, 3, … in order.
-    #[error("event #{index} has seq {found}, expected {expected}")]
-    SeqGap {
-        /// 0-based position of the event in the list.
-        index: usize,
-        /// The seq it should have.
-        expected: u64,
-        /// The seq it has.
-        found: u64,
-    },
-    /// The state machine rejects an event.
-    #[error("event seq {seq} is rejected by the state machine")]
-    Rejected {
-        /// Seq of the rejected event.
-        seq: u64,
-        /// The state machine's reason.
-        #[source]
-        source: RunStateError,
-    },
-    /// An event repeats a transition; the authority answers such a request
-    /// with the first event and appends nothing, so a log never holds it.
-    #[error("event seq {seq} repeats a transition the run already made")]
-    RepeatedTransition {
-        /// Seq of the repeating event.
-        seq: u64,
-    },
+    /// The events are not a run the authority could have appended (see
+    /// `openagents_authority::fold_events`).
+    #[error("the events are not a run the service could write: {0}")]
+    Events(#[from] EventListError),
     /// `run.status` is not the status the events fold to.
     #[error("run.status is {declared} but the events fold to {folded}")]
     StatusMismatch {
@@ -71,8 +51,7 @@ impl FixtureRun {
     /// Parses a `run.json` and checks it (see the module documentation).
     pub fn from_json(bytes: &[u8]) -> Result<Self, FixtureError> {
         let fixture: Self = serde_json::from_slice(bytes)?;
-        fixture.check_seqs()?;
-        let folded = fixture.folded_status()?;
+        let folded = fold_events(&fixture.events)?;
         if folded != fixture.run.status {
             return Err(FixtureError::StatusMismatch {
                 declared: fixture.run.status,
@@ -99,41 +78,6 @@ impl FixtureRun {
     /// The events as the builders read them, from a source that cannot fail.
     fn infallible_events(&self) -> impl Iterator<Item = Result<RunEvent, Infallible>> + '_ {
         self.events.iter().cloned().map(Ok)
-    }
-
-    /// Checks that the seqs are 1, 2, 3, … in order.
-    fn check_seqs(&self) -> Result<(), FixtureError> {
-        for (index, event) in self.events.iter().enumerate() {
-            let expected = index as u64 + 1;
-            if event.seq != expected {
-                return Err(FixtureError::SeqGap {
-                    index,
-                    expected,
-                    found: event.seq,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Folds the events through the state machine from `created`, as the
-    /// authority did when it appended them.
-    fn folded_status(&self) -> Result<RunStatus, FixtureError> {
-        self.events
-            .iter()
-            .try_fold(RunStatus::Created, |status, event| {
-                match status.decide(&event.event_type, &event.payload) {
-                    Ok(None) => Ok(status),
-                    Ok(Some(Applied::Moved(next))) => Ok(next),
-                    Ok(Some(Applied::AlreadyApplied)) => {
-                        Err(FixtureError::RepeatedTransition { seq: event.seq })
-                    }
-                    Err(source) => Err(FixtureError::Rejected {
-                        seq: event.seq,
-                        source,
-                    }),
-                }
-            })
     }
 }
 
@@ -186,11 +130,11 @@ mod tests {
         let error = FixtureRun::from_json(&fixture("running", events)).unwrap_err();
         assert!(matches!(
             error,
-            FixtureError::SeqGap {
+            FixtureError::Events(EventListError::SeqGap {
                 index: 1,
                 expected: 2,
                 found: 3
-            }
+            })
         ));
     }
 
@@ -201,12 +145,25 @@ mod tests {
             event(2, "run.started", json!({}))
         ]);
         let error = FixtureRun::from_json(&fixture("running", repeated)).unwrap_err();
-        assert!(matches!(error, FixtureError::RepeatedTransition { seq: 2 }));
+        assert!(matches!(
+            error,
+            FixtureError::Events(EventListError::RepeatedTransition { seq: 2 })
+        ));
         let after_seal = json!([
-            event(1, "run.finished", json!({"status": "failed"})),
-            event(2, "note", json!({}))
+            event(1, "run.started", json!({})),
+            event(2, "run.finished", json!({"status": "failed"})),
+            event(3, "note", json!({}))
         ]);
         let error = FixtureRun::from_json(&fixture("failed", after_seal)).unwrap_err();
-        assert!(matches!(error, FixtureError::Rejected { seq: 2, .. }));
+        assert!(matches!(
+            error,
+            FixtureError::Events(EventListError::Rejected { seq: 3, .. })
+        ));
+        let unstarted = json!([event(1, "run.finished", json!({"status": "failed"}))]);
+        let error = FixtureRun::from_json(&fixture("failed", unstarted)).unwrap_err();
+        assert!(matches!(
+            error,
+            FixtureError::Events(EventListError::NotStarted)
+        ));
     }
 }

@@ -78,7 +78,7 @@ pub enum PgError {
         /// The offending record.
         lsn: u64,
         /// Which rule broke.
-        reason: String,
+        reason: openagents_event_log::IndexError,
     },
     /// A record to import could not be read.
     #[error("reading the log to import: {0}")]

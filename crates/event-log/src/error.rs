@@ -39,7 +39,7 @@ pub enum OpenError {
         /// Offset of the first byte of the offending line.
         offset: u64,
         /// Which order rule broke, with the numbers.
-        problem: String,
+        problem: crate::index::IndexError,
     },
 }
 

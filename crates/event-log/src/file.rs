@@ -129,22 +129,33 @@ struct FileSource {
 impl Source for FileSource {
     fn read(
         &self,
-        _stream: &str,
-        _first_seq: u64,
+        stream: &str,
+        first_seq: u64,
         positions: &[RecordPos],
         each: &mut dyn FnMut(RecordRef<'_>),
     ) -> Result<(), ReadError> {
+        let mut seq = first_seq;
         for chunk in coalesce(positions) {
             let span = read_span(&self.file, chunk)?;
             let base = chunk[0].offset;
             for pos in chunk {
                 let start = (pos.offset - base) as usize;
                 let line = &span[start..start + pos.len as usize];
-                let record = RecordRef::decode(line).map_err(|error| ReadError::Damaged {
+                let damaged = |reason: String| ReadError::Damaged {
                     offset: pos.offset,
-                    reason: error.to_string(),
-                })?;
+                    reason,
+                };
+                let record = RecordRef::decode(line).map_err(|error| damaged(error.to_string()))?;
+                // A position that points at another record would serve it as
+                // this one: checked on every read, not only in debug builds.
+                if record.stream != stream || record.seq != seq {
+                    return Err(damaged(format!(
+                        "expected {stream} #{seq} but found {} #{}",
+                        record.stream, record.seq
+                    )));
+                }
                 each(record);
+                seq += 1;
             }
         }
         Ok(())

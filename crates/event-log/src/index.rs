@@ -6,9 +6,77 @@
 //! idempotency keys. Log-wide it keeps the stream-creation keys. Everything
 //! here describes records that are already durable: the writer only commits a
 //! batch into the index after its `fdatasync` returned.
+//!
+//! The order rules of the log live here ([`IndexError`]): log positions
+//! follow each other, a stream's seqs follow each other, and an idempotency
+//! key names one record of its stream. Recovery refuses a log that breaks
+//! one; the writer checks the key rule before it stages a record, so every
+//! medium keeps it by construction.
 
 use crate::record::RecordRef;
 use std::collections::HashMap;
+
+/// Why a record cannot follow the ones the index holds.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// The record's log position is not the next one.
+    #[error("log position {found} where {expected} was expected")]
+    LsnOutOfOrder {
+        /// The next position.
+        expected: u64,
+        /// The record's position.
+        found: u64,
+    },
+    /// The record repeats a seq its stream already has.
+    #[error("duplicate sequence {seq} in stream {stream} (head is {head})")]
+    DuplicateSeq {
+        /// The stream.
+        stream: String,
+        /// The record's seq.
+        seq: u64,
+        /// The stream's last seq.
+        head: u64,
+    },
+    /// The record skips seqs of its stream.
+    #[error("sequence gap in stream {stream}: {seq} follows {head}")]
+    SeqGap {
+        /// The stream.
+        stream: String,
+        /// The record's seq.
+        seq: u64,
+        /// The stream's last seq.
+        head: u64,
+    },
+    /// The record's idempotency key already names another record of its stream.
+    #[error("idempotency key {key:?} of stream {stream} already names seq {seq}")]
+    DuplicateKey {
+        /// The stream.
+        stream: String,
+        /// The key.
+        key: String,
+        /// The seq it already names.
+        seq: u64,
+    },
+    /// The record's creation key already names another stream.
+    #[error("creation key {key:?} already names stream {stream}")]
+    DuplicateCreateKey {
+        /// The key.
+        key: String,
+        /// The stream it already names.
+        stream: String,
+    },
+    /// The stream's fold refused the record.
+    #[error("stream {stream} record {seq}: {source}")]
+    Fold {
+        /// The stream.
+        stream: String,
+        /// The record's seq.
+        seq: u64,
+        /// What the fold said.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
 
 /// The domain state of one stream, rebuilt by folding its records in order.
 ///
@@ -19,11 +87,13 @@ use std::collections::HashMap;
 /// so a fold error means the log and the domain disagree: recovery refuses to
 /// open, and the writer refuses to stage the record.
 pub trait StreamState: Clone + Send + Sync + 'static {
+    /// Why a record does not fold.
+    type Error: std::error::Error + Send + Sync + 'static;
     /// Builds the state from the stream's first record.
-    fn open(first: &RecordRef<'_>) -> Result<Self, String>;
+    fn open(first: &RecordRef<'_>) -> Result<Self, Self::Error>;
     /// Folds one later record into the state. On error the state must be
     /// left as it was.
-    fn apply(&mut self, record: &RecordRef<'_>) -> Result<(), String>;
+    fn apply(&mut self, record: &RecordRef<'_>) -> Result<(), Self::Error>;
 }
 
 /// Where the medium keeps a record. For the file: the byte offset of its
@@ -68,11 +138,27 @@ impl<S> StreamEntry<S> {
         self.positions.get(index).copied()
     }
 
-    /// Records where the stream's next record is and the key it used.
+    /// Records where the stream's next record is and the key it used. The
+    /// caller checked the record against [`StreamEntry::check_next`].
     fn record(&mut self, record: &RecordRef<'_>, pos: RecordPos) {
         self.positions.push(pos);
         if let Some(key) = &record.key {
-            self.keys.insert(key.as_ref().into(), record.seq);
+            let earlier = self.keys.insert(key.as_ref().into(), record.seq);
+            assert!(earlier.is_none(), "an idempotency key names one record");
+        }
+    }
+
+    /// The stream-order rules for `record` as the stream's next record: the
+    /// next seq, and a key no earlier record of the stream used.
+    fn check_next(&self, stream: &str, record: &RecordRef<'_>) -> Result<(), IndexError> {
+        check_next_seq(stream, self.head(), record.seq)?;
+        match record.key.as_deref().and_then(|key| self.seq_for_key(key)) {
+            Some(seq) => Err(IndexError::DuplicateKey {
+                stream: stream.to_owned(),
+                key: record.key.as_deref().unwrap_or_default().to_owned(),
+                seq,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -138,25 +224,40 @@ impl<S: StreamState> Index<S> {
     /// into its stream and records where it is: one map lookup, since this
     /// runs once per record at every start. Media use it to rebuild the
     /// index, and the writer to take in other processes' appends.
-    pub fn recover(&mut self, record: &RecordRef<'_>, pos: RecordPos) -> Result<(), String> {
+    pub fn recover(&mut self, record: &RecordRef<'_>, pos: RecordPos) -> Result<(), IndexError> {
         let expected_lsn = self.last_lsn + 1;
         if record.lsn != expected_lsn {
-            return Err(format!(
-                "log position {} where {expected_lsn} was expected",
-                record.lsn
-            ));
+            return Err(IndexError::LsnOutOfOrder {
+                expected: expected_lsn,
+                found: record.lsn,
+            });
+        }
+        if let Some(stream) = record
+            .create_key
+            .as_deref()
+            .and_then(|key| self.stream_for_create_key(key))
+        {
+            return Err(IndexError::DuplicateCreateKey {
+                key: record.create_key.as_deref().unwrap_or_default().to_owned(),
+                stream: stream.to_owned(),
+            });
         }
         let name = record.stream.as_ref();
+        let fold_error = |source: S::Error| IndexError::Fold {
+            stream: name.to_owned(),
+            seq: record.seq,
+            source: Box::new(source),
+        };
         let entry = match self.streams.get_mut(name) {
             Some(entry) => {
-                check_next_seq(name, entry.head(), record.seq)?;
-                entry.state.apply(record)?;
+                entry.check_next(name, record)?;
+                entry.state.apply(record).map_err(fold_error)?;
                 entry
             }
             None => {
                 check_next_seq(name, 0, record.seq)?;
                 let entry = StreamEntry {
-                    state: S::open(record)?,
+                    state: S::open(record).map_err(fold_error)?,
                     positions: Vec::new(),
                     keys: HashMap::new(),
                 };
@@ -185,14 +286,21 @@ impl<S: StreamState> Index<S> {
     }
 
     /// Records a durable record's position and keys. Its stream must exist
-    /// (the writer installs the state first).
+    /// (the writer installs the state first), and the record must be the
+    /// stream's next: a record pushed out of order would misplace every
+    /// later read, so this holds in release builds too.
     pub(crate) fn push(&mut self, record: &RecordRef<'_>, pos: RecordPos) {
         let name = record.stream.as_ref();
         let entry = self
             .streams
             .get_mut(name)
             .expect("stream state is installed first");
-        debug_assert_eq!(entry.head() + 1, record.seq, "records are pushed in order");
+        assert_eq!(entry.head() + 1, record.seq, "records are pushed in order");
+        assert_eq!(
+            self.last_lsn + 1,
+            record.lsn,
+            "records are pushed in log order"
+        );
         entry.record(record, pos);
         self.count(record);
     }
@@ -209,16 +317,14 @@ impl<S: StreamState> Index<S> {
 }
 
 /// The stream-order rule: a record's seq is its stream's head + 1.
-fn check_next_seq(stream: &str, head: u64, seq: u64) -> Result<(), String> {
+fn check_next_seq(stream: &str, head: u64, seq: u64) -> Result<(), IndexError> {
     if seq == head + 1 {
-        Ok(())
-    } else if seq <= head {
-        Err(format!(
-            "duplicate sequence {seq} in stream {stream} (head is {head})"
-        ))
+        return Ok(());
+    }
+    let stream = stream.to_owned();
+    if seq <= head {
+        Err(IndexError::DuplicateSeq { stream, seq, head })
     } else {
-        Err(format!(
-            "sequence gap in stream {stream}: {seq} follows {head}"
-        ))
+        Err(IndexError::SeqGap { stream, seq, head })
     }
 }

@@ -30,7 +30,7 @@ mod storage;
 mod writer;
 
 pub use error::{LogFailure, OpenError, ReadError};
-pub use index::{Index, RecordPos, StreamEntry, StreamState};
+pub use index::{Index, IndexError, RecordPos, StreamEntry, StreamState};
 pub use record::{DecodeError, NewRecord, RECORD_VERSION, RecordRef};
 pub use storage::{OwnedRecord, Sink, SinkFailure, Source, StagedBatch, Storage};
 pub use writer::{AppendError, Appended, StreamView, Txn};

@@ -19,13 +19,21 @@
 //! poisoned: the batch is answered with the failure, nothing of it enters the
 //! index, and every later job is refused. If it is only unreachable, the
 //! batch is refused and the next one tries again.
+//!
+//! The writer is supervised: a panic in a decision or in the commit observer
+//! (a bug) poisons the log with the panic's message instead of killing the
+//! thread. The batch it happened in is answered with that failure and
+//! nothing of a batch whose decision panicked is written, so a process that
+//! can no longer write says so instead of looking ready.
 
 use crate::error::{LogFailure, ReadError};
 use crate::index::{Index, RecordPos, StreamState};
 use crate::record::{NewRecord, RecordRef};
 use crate::storage::{OwnedRecord, Sink, SinkFailure, Source, StagedBatch};
 use crate::{BatchStats, CommitObserver, Shared};
+use std::any::Any;
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::{Instant, SystemTime};
@@ -64,9 +72,18 @@ where
     F: FnOnce(Result<R, LogFailure>) + Send + 'static,
 {
     fn decide(self: Box<Self>, txn: &mut Txn<'_, S>) -> Ack {
-        let outcome = (self.decide)(txn);
-        let reply = self.reply;
-        Box::new(move |durable| reply(durable.map(|()| outcome)))
+        let Submitted { decide, reply } = *self;
+        match catch_unwind(AssertUnwindSafe(|| decide(txn))) {
+            Ok(outcome) => Box::new(move |durable| reply(durable.map(|()| outcome))),
+            Err(panic) => {
+                let reason = panic_reason("a decision", &*panic);
+                txn.panicked = Some(reason.clone());
+                // The writer fails the whole batch; this reply never succeeds.
+                Box::new(move |durable: Result<(), LogFailure>| {
+                    reply(Err(durable.err().unwrap_or(LogFailure::Poisoned(reason))))
+                })
+            }
+        }
     }
 
     fn refuse(self: Box<Self>, failure: LogFailure) {
@@ -112,6 +129,24 @@ pub struct Txn<'a, S> {
     staged: Vec<OwnedRecord>,
     buffer: Vec<u8>,
     last_at: SystemTime,
+    /// Set when a decision of this batch panicked: the batch is abandoned.
+    panicked: Option<String>,
+}
+
+/// What a panic on the writer thread poisons the log with.
+fn panic_reason(place: &str, panic: &(dyn Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    format!("{place} panicked on the log's writer: {message}")
+}
+
+/// Runs an observer callback; a panic in it becomes the reason to poison.
+fn observe(call: impl FnOnce()) -> Result<(), String> {
+    catch_unwind(AssertUnwindSafe(call))
+        .map_err(|panic| panic_reason("the commit observer", &*panic))
 }
 
 /// A stream as a decision sees it.
@@ -155,6 +190,14 @@ pub enum AppendError {
     /// A creation key on a record that is not its stream's first.
     #[error("creation key on a record of existing stream {0}")]
     CreateKeyOnExistingStream(String),
+    /// The idempotency key already names a record of the stream.
+    #[error("idempotency key already names record {seq} of stream {stream}")]
+    KeyTaken {
+        /// The stream.
+        stream: String,
+        /// The record the key names.
+        seq: u64,
+    },
     /// The stream's fold refused the record.
     #[error("the stream state refused the record: {0}")]
     Refused(String),
@@ -249,6 +292,7 @@ impl<'a, S: StreamState> Txn<'a, S> {
 
     fn stage(&mut self, record: NewRecord, at: String) -> Result<Appended, AppendError> {
         self.check_create_key(&record)?;
+        self.check_key(&record)?;
         let head = self.stream(&record.stream).map_or(0, |view| view.head);
         let lsn = self.index.last_lsn() + self.staged.len() as u64 + 1;
         let start = self.buffer.len();
@@ -261,7 +305,7 @@ impl<'a, S: StreamState> Txn<'a, S> {
         }
         if let Err(reason) = self.fold(&proposed) {
             self.buffer.truncate(start);
-            return Err(AppendError::Refused(reason));
+            return Err(AppendError::Refused(reason.to_string()));
         }
         // Relative to the batch's lines until the sink says where they landed.
         let pos = RecordPos {
@@ -298,7 +342,22 @@ impl<'a, S: StreamState> Txn<'a, S> {
         Ok(())
     }
 
-    fn fold(&mut self, record: &RecordRef<'_>) -> Result<(), String> {
+    /// The idempotency-key rule, for every medium alike: a key names at most
+    /// one record of its stream.
+    fn check_key(&self, record: &NewRecord) -> Result<(), AppendError> {
+        let Some(key) = &record.idempotency_key else {
+            return Ok(());
+        };
+        match self.seq_for_key(&record.stream, key) {
+            Some(seq) => Err(AppendError::KeyTaken {
+                stream: record.stream.clone(),
+                seq,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn fold(&mut self, record: &RecordRef<'_>) -> Result<(), S::Error> {
         let name = record.stream.as_ref();
         if let Some(draft) = self.drafts.get_mut(name) {
             draft.state.apply(record)?;
@@ -380,13 +439,22 @@ impl<S: StreamState> Writer<S> {
                 self.shared.clear_refresh_queued();
             }
             // A batch of jobs takes in other processes' appends first anyway.
-            let refreshed = if !batch.jobs.is_empty() {
-                self.serve(batch.jobs)
-            } else if batch.refresh {
-                self.refresh()
-            } else {
-                Ok(())
-            };
+            let jobs = batch.jobs;
+            let refresh = batch.refresh;
+            let served = catch_unwind(AssertUnwindSafe(|| {
+                if !jobs.is_empty() {
+                    self.serve(jobs)
+                } else if refresh {
+                    self.refresh()
+                } else {
+                    Ok(())
+                }
+            }));
+            // A panic outside the decisions and the observer (an assertion
+            // of the log's own invariants) poisons the log too; the replies
+            // it dropped are answered by the handle with the same reason.
+            let refreshed = served
+                .unwrap_or_else(|panic| Err(self.poison(panic_reason("the writer", &*panic))));
             for reply in batch.refreshes {
                 reply(refreshed.clone());
             }
@@ -416,11 +484,7 @@ impl<S: StreamState> Writer<S> {
                 self.shared.set_unavailable(None);
                 Ok(value)
             }
-            Err(SinkFailure::Fatal(reason)) => {
-                tracing::error!(%reason, "event log write failed; refusing all further writes");
-                self.shared.poison(reason.clone());
-                Err(LogFailure::Poisoned(reason))
-            }
+            Err(SinkFailure::Fatal(reason)) => Err(self.poison(reason)),
             Err(SinkFailure::Unavailable(reason)) => {
                 tracing::warn!(%reason, "event log storage is unavailable");
                 self.shared.set_unavailable(Some(reason.clone()));
@@ -437,13 +501,15 @@ impl<S: StreamState> Writer<S> {
         }
         let mut index = self.shared.index.write().expect("index lock poisoned");
         for record in &foreign {
-            if let Err(reason) = index.recover(&record.as_ref(), record.pos) {
+            if let Err(problem) = index.recover(&record.as_ref(), record.pos) {
                 // The medium's own constraints make this unreachable; a
                 // writer that went on would decide against a wrong index.
-                let reason = format!("{}: {reason}", self.shared.location);
-                tracing::error!(%reason, "records appended by another process do not follow the log");
-                self.shared.poison(reason.clone());
-                return Err(LogFailure::Poisoned(reason));
+                drop(index);
+                let reason = format!(
+                    "{}: records appended by another process do not follow the log: {problem}",
+                    self.shared.location
+                );
+                return Err(self.poison(reason));
             }
         }
         drop(index);
@@ -453,12 +519,7 @@ impl<S: StreamState> Writer<S> {
         {
             self.last_at = self.last_at.max(at);
         }
-        if let Some(observer) = &self.observer {
-            let records: Vec<RecordRef<'_>> = foreign.iter().map(OwnedRecord::as_ref).collect();
-            let index = self.shared.index.read().expect("index lock poisoned");
-            observer.committed(&records, &index);
-        }
-        Ok(())
+        self.show(&foreign).map_err(|reason| self.poison(reason))
     }
 
     /// Decides and commits `jobs`; returns whether the index caught up with
@@ -490,12 +551,13 @@ impl<S: StreamState> Writer<S> {
             staged: Vec::new(),
             buffer: Vec::new(),
             last_at: self.last_at,
+            panicked: None,
         };
         let mut acks = Vec::with_capacity(jobs.len());
         let mut jobs = jobs.into_iter();
         for job in jobs.by_ref() {
             acks.push(job.decide(&mut txn));
-            if txn.buffer.len() >= MAX_BATCH_BYTES {
+            if txn.panicked.is_some() || txn.buffer.len() >= MAX_BATCH_BYTES {
                 break;
             }
         }
@@ -504,12 +566,26 @@ impl<S: StreamState> Writer<S> {
             mut staged,
             buffer,
             last_at,
+            panicked,
             ..
         } = txn;
         drop(index);
+        if let Some(reason) = panicked {
+            // What the batch staged may rest on a half-made decision: none
+            // of it is written.
+            let _ = self.sink.release();
+            let failure = self.poison(reason);
+            for ack in acks {
+                ack(Err(failure.clone()));
+            }
+            for job in jobs {
+                job.refuse(failure.clone());
+            }
+            return Err(failure);
+        }
         self.last_at = last_at;
         let started = Instant::now();
-        let durable = if staged.is_empty() {
+        let mut durable = if staged.is_empty() {
             let released = self.sink.release();
             self.answered(released)
         } else {
@@ -524,15 +600,14 @@ impl<S: StreamState> Writer<S> {
             })
         };
         if durable.is_ok() && !staged.is_empty() {
-            if let Some(observer) = &self.observer {
-                let stats = BatchStats {
-                    records: staged.len(),
-                    bytes: buffer.len(),
-                    write_and_sync: started.elapsed(),
-                };
-                observer.synced(&stats);
+            let stats = BatchStats {
+                records: staged.len(),
+                bytes: buffer.len(),
+                write_and_sync: started.elapsed(),
+            };
+            if let Err(reason) = self.commit(drafts, &staged, &stats) {
+                durable = Err(self.poison(reason));
             }
-            self.commit(drafts, &staged);
         }
         for ack in acks {
             ack(durable.clone());
@@ -546,7 +621,24 @@ impl<S: StreamState> Writer<S> {
         Ok(())
     }
 
-    fn commit(&self, drafts: HashMap<String, Draft<S>>, staged: &[OwnedRecord]) {
+    /// Poisons the log for good, logging why.
+    fn poison(&self, reason: String) -> LogFailure {
+        tracing::error!(%reason, "the event log's writer failed; refusing all further writes");
+        self.shared.poison(reason.clone());
+        LogFailure::Poisoned(reason)
+    }
+
+    /// Commits a durable batch to the index and shows it to the observer;
+    /// an observer that panicked is the error.
+    fn commit(
+        &self,
+        drafts: HashMap<String, Draft<S>>,
+        staged: &[OwnedRecord],
+        stats: &BatchStats,
+    ) -> Result<(), String> {
+        if let Some(observer) = &self.observer {
+            observe(|| observer.synced(stats))?;
+        }
         let mut index = self.shared.index.write().expect("index lock poisoned");
         for (name, draft) in drafts {
             index.set_state(&name, draft.state);
@@ -555,10 +647,16 @@ impl<S: StreamState> Writer<S> {
             index.push(&record.as_ref(), record.pos);
         }
         drop(index);
-        if let Some(observer) = &self.observer {
-            let records: Vec<RecordRef<'_>> = staged.iter().map(OwnedRecord::as_ref).collect();
-            let index = self.shared.index.read().expect("index lock poisoned");
-            observer.committed(&records, &index);
-        }
+        self.show(staged)
+    }
+
+    /// Shows records that are in the index to the observer, in log order.
+    fn show(&self, records: &[OwnedRecord]) -> Result<(), String> {
+        let Some(observer) = &self.observer else {
+            return Ok(());
+        };
+        let records: Vec<RecordRef<'_>> = records.iter().map(OwnedRecord::as_ref).collect();
+        let index = self.shared.index.read().expect("index lock poisoned");
+        observe(|| observer.committed(&records, &index))
     }
 }

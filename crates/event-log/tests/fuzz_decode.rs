@@ -22,11 +22,13 @@ const AT: &str = "2026-01-01T00:00:00.000000Z";
 struct Count;
 
 impl StreamState for Count {
-    fn open(_first: &RecordRef<'_>) -> Result<Self, String> {
+    type Error = std::convert::Infallible;
+
+    fn open(_first: &RecordRef<'_>) -> Result<Self, Self::Error> {
         Ok(Count)
     }
 
-    fn apply(&mut self, _record: &RecordRef<'_>) -> Result<(), String> {
+    fn apply(&mut self, _record: &RecordRef<'_>) -> Result<(), Self::Error> {
         Ok(())
     }
 }

@@ -1,11 +1,15 @@
-//! Khala topic names: the grammar, the parsed [`Topic`] and its canonical
-//! spelling.
+//! Khala topics: the parsed [`Topic`] a client polls, and the aggregate lane.
+//!
+//! The topic of one run or one worker is the topic of its log stream, spelled
+//! by `openagents_authority::StreamId` (the one home of that grammar); this
+//! file only adds the aggregate lane and the mapping both ways.
 //!
 //! Every topic has exactly one accepted spelling, so a topic string read back
 //! from [`Topic`]'s `Display` equals the string that was parsed. That keeps
 //! windows, waiters and responses keyed on one name per topic.
 
 use crate::reason::ReasonCode;
+use openagents_authority::{StreamId, StreamIdError, StreamKind, write_topic};
 use serde::{Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
@@ -13,14 +17,7 @@ use uuid::Uuid;
 
 /// The aggregate lane: every worker lifecycle event, in one sequence.
 pub const CODEX_WORKER_EVENTS: &str = "runtime.codex_worker_events";
-pub use openagents_workers::MAX_WORKER_ID_CHARS;
-
-const RUN_PREFIX: &str = "run:";
-const RUN_SUFFIX: &str = ":events";
-const WORKER_PREFIX: &str = "worker:";
-const WORKER_SUFFIX: &str = ":lifecycle";
-/// Length of a hyphenated UUID, the only run id spelling accepted.
-const HYPHENATED_UUID_LEN: usize = 36;
+pub use openagents_workers::{MAX_WORKER_ID_CHARS, WorkerId};
 
 /// A topic a client can poll.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,6 +42,15 @@ pub enum TopicKind {
 }
 
 impl Topic {
+    /// The log stream this topic delivers (`None` for the aggregate lane).
+    pub fn stream(&self) -> Option<StreamId> {
+        match self {
+            Self::RunEvents(id) => Some(StreamId::Run(*id)),
+            Self::WorkerLifecycle(id) => Some(StreamId::Worker(id.clone())),
+            Self::CodexWorkerEvents => None,
+        }
+    }
+
     /// The family of this topic.
     pub fn kind(&self) -> TopicKind {
         match self {
@@ -62,21 +68,29 @@ impl FromStr for Topic {
         if s == CODEX_WORKER_EVENTS {
             return Ok(Self::CodexWorkerEvents);
         }
-        if let Some(id) = strip_affixes(s, RUN_PREFIX, RUN_SUFFIX) {
-            return parse_run_id(id).map(Self::RunEvents);
+        match StreamId::from_topic(s) {
+            Ok(stream) => Ok(Self::from(stream)),
+            Err(StreamIdError::InvalidRunId) => Err(TopicError::InvalidRunId),
+            Err(StreamIdError::InvalidWorkerId(_)) => Err(TopicError::InvalidWorkerId),
+            Err(_) => Err(TopicError::Unknown),
         }
-        if let Some(id) = strip_affixes(s, WORKER_PREFIX, WORKER_SUFFIX) {
-            return id.parse().map(Self::WorkerLifecycle);
+    }
+}
+
+impl From<StreamId> for Topic {
+    fn from(stream: StreamId) -> Self {
+        match stream {
+            StreamId::Run(id) => Self::RunEvents(id),
+            StreamId::Worker(id) => Self::WorkerLifecycle(id),
         }
-        Err(TopicError::Unknown)
     }
 }
 
 impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::RunEvents(id) => write!(f, "{RUN_PREFIX}{}{RUN_SUFFIX}", id.hyphenated()),
-            Self::WorkerLifecycle(id) => write!(f, "{WORKER_PREFIX}{id}{WORKER_SUFFIX}"),
+            Self::RunEvents(id) => write_topic(f, StreamKind::Run, id.hyphenated()),
+            Self::WorkerLifecycle(id) => write_topic(f, StreamKind::Worker, id),
             Self::CodexWorkerEvents => f.write_str(CODEX_WORKER_EVENTS),
         }
     }
@@ -86,37 +100,6 @@ impl fmt::Display for Topic {
 impl Serialize for Topic {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
-    }
-}
-
-/// A worker id as it may appear inside a topic name.
-///
-/// 1..=200 characters, none of them whitespace, control characters or `/`.
-/// A `:` is allowed: the topic grammar strips a fixed prefix and suffix, so the
-/// id in between is unambiguous.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct WorkerId(String);
-
-impl WorkerId {
-    /// The id as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for WorkerId {
-    type Err = TopicError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        // The worker id rule has one home, in the workers crate.
-        openagents_workers::validate_worker_id(s).map_err(|_| TopicError::InvalidWorkerId)?;
-        Ok(Self(s.to_owned()))
-    }
-}
-
-impl fmt::Display for WorkerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -146,21 +129,6 @@ impl TopicError {
     /// token may read, so it is refused like any other forbidden topic.
     pub fn reason(&self) -> ReasonCode {
         ReasonCode::ForbiddenTopic
-    }
-}
-
-/// The text between `prefix` and `suffix`, when `s` has both.
-fn strip_affixes<'a>(s: &'a str, prefix: &str, suffix: &str) -> Option<&'a str> {
-    s.strip_prefix(prefix)?.strip_suffix(suffix)
-}
-
-/// Accepts only the spelling `Display` produces, so parsing round-trips.
-fn parse_run_id(id: &str) -> Result<Uuid, TopicError> {
-    let canonical_shape =
-        id.len() == HYPHENATED_UUID_LEN && !id.bytes().any(|b| b.is_ascii_uppercase());
-    match Uuid::try_parse(id) {
-        Ok(uuid) if canonical_shape => Ok(uuid),
-        _ => Err(TopicError::InvalidRunId),
     }
 }
 
@@ -220,7 +188,7 @@ mod tests {
         let max = "é".repeat(MAX_WORKER_ID_CHARS);
         assert!(max.parse::<WorkerId>().is_ok());
         let over = "é".repeat(MAX_WORKER_ID_CHARS + 1);
-        assert_eq!(over.parse::<WorkerId>(), Err(TopicError::InvalidWorkerId));
+        assert!(over.parse::<WorkerId>().is_err());
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //!
 //! This crate owns, each in one place:
 //!
-//! - the topic names ([`run_topic`], [`worker_topic`], [`Topic::parse`]),
 //! - the checkpoint rule ([`advance`]): older seqs are no-ops, the next seq
 //!   applies, a gap applies and yields a [`DriftReport`],
 //! - the run summary and its hash ([`RunProjector`], [`run_projection_hash`]),
@@ -14,7 +13,10 @@
 //!
 //! It does no I/O, reads no clock and holds no global state: every time it
 //! records is an event's `recorded_at`, so the same events always give the
-//! same projections and the same bytes.
+//! same projections and the same bytes. Topic names are spelled by
+//! `openagents_authority` (the one home of that grammar); run and worker ids
+//! stay strings here, because shadow exports of another runtime carry ids
+//! this service did not issue.
 
 mod checkpoint;
 mod run;
@@ -22,12 +24,10 @@ mod snapshot;
 mod store;
 #[cfg(test)]
 mod test_support;
-mod topic;
 mod worker;
 
 pub use checkpoint::{Checkpoint, DriftReason, DriftReport, Incoming, Step, advance};
 pub use run::{RunApplied, RunProjector, RunSummary, run_projection_hash};
 pub use snapshot::{ProjectionSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, SnapshotError};
 pub use store::Projections;
-pub use topic::{Topic, run_topic, worker_topic};
 pub use worker::{WorkerProjector, WorkerSummary, worker_projection_hash};

@@ -1,7 +1,7 @@
 //! The run projector: one run's checkpoint, summary and latest drift report.
 
 use crate::checkpoint::{Checkpoint, DriftReport, Incoming, Step, advance};
-use crate::topic::run_topic;
+use openagents_authority::{StreamKind, topic_name};
 use openagents_run_state::{Applied, RunEvent, RunStateError, RunStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -66,7 +66,7 @@ impl RunProjector {
     pub fn new(run_id: &str) -> Self {
         Self {
             run_id: run_id.to_owned(),
-            topic: run_topic(run_id),
+            topic: topic_name(StreamKind::Run, run_id),
             checkpoint: None,
             summary: None,
             drift: None,

@@ -4,8 +4,8 @@
 use crate::checkpoint::{Checkpoint, DriftReport, Step};
 use crate::run::{RunApplied, RunProjector, RunSummary, run_projection_hash};
 use crate::snapshot::{ProjectionSnapshot, SnapshotError};
-use crate::topic::Topic;
 use crate::worker::{WorkerProjector, WorkerSummary, worker_projection_hash};
+use openagents_authority::{StreamKind, split_topic};
 use openagents_run_state::RunEvent;
 use openagents_workers::{LifecycleEvent, WorkerStatus};
 use std::collections::{BTreeMap, HashMap};
@@ -83,17 +83,17 @@ impl Projections {
 
     /// The checkpoint of a run or worker topic.
     pub fn checkpoint(&self, topic: &str) -> Option<&Checkpoint> {
-        match Topic::parse(topic)? {
-            Topic::RunEvents(run_id) => self.run(run_id)?.checkpoint(),
-            Topic::WorkerLifecycle(worker_id) => self.worker(worker_id)?.checkpoint(),
+        match split_topic(topic)? {
+            (StreamKind::Run, run_id) => self.run(run_id)?.checkpoint(),
+            (StreamKind::Worker, worker_id) => self.worker(worker_id)?.checkpoint(),
         }
     }
 
     /// The latest drift report of a run or worker topic.
     pub fn drift(&self, topic: &str) -> Option<&DriftReport> {
-        match Topic::parse(topic)? {
-            Topic::RunEvents(run_id) => self.run(run_id)?.drift(),
-            Topic::WorkerLifecycle(worker_id) => self.worker(worker_id)?.drift(),
+        match split_topic(topic)? {
+            (StreamKind::Run, run_id) => self.run(run_id)?.drift(),
+            (StreamKind::Worker, worker_id) => self.worker(worker_id)?.drift(),
         }
     }
 
@@ -276,9 +276,8 @@ fn check_run_summary(
     checkpoint: &Checkpoint,
     summary: &RunSummary,
 ) -> Result<(), SnapshotError> {
-    let expected_topic = Topic::RunEvents(&summary.run_id);
     ensure(
-        Topic::parse(topic) == Some(expected_topic),
+        split_topic(topic) == Some((StreamKind::Run, summary.run_id.as_str())),
         topic,
         "run summary is filed under another topic",
     )?;
@@ -308,9 +307,8 @@ fn check_worker_summary(
     checkpoint: &Checkpoint,
     summary: &WorkerSummary,
 ) -> Result<(), SnapshotError> {
-    let expected_topic = Topic::WorkerLifecycle(&summary.worker_id);
     ensure(
-        Topic::parse(topic) == Some(expected_topic),
+        split_topic(topic) == Some((StreamKind::Worker, summary.worker_id.as_str())),
         topic,
         "worker summary is filed under another topic",
     )?;

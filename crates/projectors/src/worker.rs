@@ -2,7 +2,7 @@
 //! latest drift report.
 
 use crate::checkpoint::{Checkpoint, DriftReport, Incoming, Step, advance};
-use crate::topic::worker_topic;
+use openagents_authority::{StreamKind, topic_name};
 use openagents_workers::{LifecycleEvent, WorkerStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -56,7 +56,7 @@ impl WorkerProjector {
     pub fn new(worker_id: &str) -> Self {
         Self {
             worker_id: worker_id.to_owned(),
-            topic: worker_topic(worker_id),
+            topic: topic_name(StreamKind::Worker, worker_id),
             checkpoint: None,
             summary: None,
             drift: None,

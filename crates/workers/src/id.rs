@@ -1,5 +1,8 @@
-//! Worker ids: what a client may choose, and what the server issues.
+//! Worker ids: what a client may choose, what the server issues, and the
+//! validated [`WorkerId`] that carries the rule in its type.
 
+use std::fmt;
+use std::str::FromStr;
 use uuid::Uuid;
 
 /// Longest worker id accepted, in characters.
@@ -51,6 +54,33 @@ pub fn validate_worker_id(worker_id: &str) -> Result<(), WorkerIdError> {
         return Err(WorkerIdError::Slash);
     }
     Ok(())
+}
+
+/// A worker id that passed [`validate_worker_id`]: holding one proves the
+/// rule was applied, so stream names and topics built from it need no check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId(String);
+
+impl WorkerId {
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for WorkerId {
+    type Err = WorkerIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        validate_worker_id(s)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Formats the id the server issues: `codexw_<uuid>`, with the uuid in its

@@ -7,7 +7,7 @@
 //!   [`WorkerEvent`]),
 //! - the owner rules ([`Owner::from_request`], [`Owner::matches`]),
 //! - worker id validation and the issued id format ([`validate_worker_id`],
-//!   [`generated_worker_id`]),
+//!   [`generated_worker_id`], the validated [`WorkerId`]),
 //! - heartbeat liveness ([`liveness`]),
 //! - the metadata merge ([`merge_metadata`]),
 //! - the fold that builds a worker from its lifecycle events
@@ -29,7 +29,7 @@ pub use events::{
     WorkerEvent,
 };
 pub use id::{
-    GENERATED_WORKER_ID_PREFIX, MAX_WORKER_ID_CHARS, WorkerIdError, generated_worker_id,
+    GENERATED_WORKER_ID_PREFIX, MAX_WORKER_ID_CHARS, WorkerId, WorkerIdError, generated_worker_id,
     validate_worker_id,
 };
 pub use liveness::{HeartbeatState, Liveness, liveness};

@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use crate::server::AppState;
 use axum::Json;
 use axum::extract::State;
-use openagents_projectors::run_topic;
+use openagents_authority::StreamId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -18,7 +18,7 @@ pub async fn checkpoint(
     let core = state.fresh_core().await?;
     let checkpoint = core
         .projections
-        .checkpoint(&run_topic(&run_id.to_string()))
+        .checkpoint(&StreamId::Run(run_id).topic())
         .ok_or_else(|| ApiError::not_found(format!("no checkpoint for run {run_id}")))?;
     Ok(Json(json!({"checkpoint": checkpoint})))
 }

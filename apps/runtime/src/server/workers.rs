@@ -7,7 +7,7 @@ use crate::workers::{self, HeartbeatBody, OwnerFields, RegisterBody, StatusBody,
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use openagents_projectors::worker_topic;
+use openagents_authority::StreamId;
 use serde_json::json;
 
 fn answer(status: StatusCode, view: WorkerView) -> Response {
@@ -74,13 +74,13 @@ pub async fn checkpoint(
     Query(owner): Query<OwnerFields>,
 ) -> Result<Response, ApiError> {
     let core = state.fresh_core().await?;
-    workers::checked_worker_id(&worker_id)?;
+    let checked = workers::checked_worker_id(&worker_id)?;
     if !owner.is_empty() {
         workers::read_owned(&core.authority, &worker_id, &owner.owner()?)?;
     }
     let checkpoint = core
         .projections
-        .checkpoint(&worker_topic(&worker_id))
+        .checkpoint(&StreamId::Worker(checked).topic())
         .ok_or_else(|| ApiError::not_found(format!("no checkpoint for worker {worker_id}")))?;
     Ok(axum::Json(json!({"checkpoint": checkpoint})).into_response())
 }

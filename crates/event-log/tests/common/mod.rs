@@ -16,10 +16,12 @@ use std::sync::mpsc;
 pub struct Count(pub u64);
 
 impl StreamState for Count {
-    fn open(_first: &RecordRef<'_>) -> Result<Self, String> {
+    type Error = std::convert::Infallible;
+
+    fn open(_first: &RecordRef<'_>) -> Result<Self, Self::Error> {
         Ok(Count(1))
     }
-    fn apply(&mut self, _record: &RecordRef<'_>) -> Result<(), String> {
+    fn apply(&mut self, _record: &RecordRef<'_>) -> Result<(), Self::Error> {
         self.0 += 1;
         Ok(())
     }

@@ -1,0 +1,151 @@
+//! A run as the log folds it: [`RunHead`], the attributes its first record
+//! carries, and the conversion of a run record into the event clients see.
+
+use crate::error::FoldError;
+use openagents_event_log::{ReadError, RecordRef};
+use openagents_run_state::{Applied, RunEvent, RunStatus, RunTransition};
+use openagents_workers::Owner;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The attributes a run is created with, stored on its first record so the
+/// run can be rebuilt exactly from the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RunAttrs {
+    pub(crate) worker_id: Option<String>,
+    pub(crate) owner: Option<Owner>,
+    pub(crate) metadata: Box<RawValue>,
+    /// Set only for imported runs, whose creation time precedes their
+    /// first event; otherwise the first record's time is the creation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) created_at: Option<String>,
+}
+
+impl RunAttrs {
+    pub(crate) fn to_raw(&self) -> Box<RawValue> {
+        serde_json::value::to_raw_value(self).expect("run attributes serialize")
+    }
+}
+
+/// What answering requests needs to know about a run, folded from its records
+/// (event bodies stay in the log).
+#[derive(Debug, Clone)]
+pub struct RunHead {
+    /// The run's id.
+    pub id: Uuid,
+    /// Current status.
+    pub status: RunStatus,
+    /// The worker the run was created for.
+    pub worker_id: Option<Arc<str>>,
+    /// Who owns the run (given at creation or inherited from the worker).
+    pub owner: Option<Owner>,
+    /// The creation metadata, as raw JSON.
+    pub metadata: Arc<RawValue>,
+    /// When the run was created (its first record's time).
+    pub created_at: Arc<str>,
+    /// Time of the run's newest record.
+    pub updated_at: String,
+    /// The run's last seq.
+    pub latest_seq: u64,
+    /// Seq of the event that moved the run to `canceling`.
+    cancel_requested_seq: Option<u64>,
+    /// Seq of the event that sealed the run.
+    finished_seq: Option<u64>,
+}
+
+impl RunHead {
+    /// Builds the run from its first record.
+    pub(crate) fn open(id: Uuid, first: &RecordRef<'_>) -> Result<Self, FoldError> {
+        let attrs: RunAttrs = first
+            .attrs
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .ok_or(FoldError::RunAttributes { run: id })?;
+        let mut head = RunHead {
+            id,
+            status: RunStatus::Created,
+            worker_id: attrs.worker_id.map(Arc::from),
+            owner: attrs.owner,
+            metadata: Arc::from(attrs.metadata),
+            created_at: Arc::from(attrs.created_at.as_deref().unwrap_or(&first.at)),
+            updated_at: String::new(),
+            latest_seq: 0,
+            cancel_requested_seq: None,
+            finished_seq: None,
+        };
+        head.apply(first)?;
+        Ok(head)
+    }
+
+    /// Folds one more record; on error the run is left as it was.
+    pub(crate) fn apply(&mut self, record: &RecordRef<'_>) -> Result<(), FoldError> {
+        let payload = transition_payload(record)?;
+        match self.status.decide(&record.event_type, &payload) {
+            Ok(Some(Applied::Moved(next))) => {
+                if next == RunStatus::Canceling {
+                    self.cancel_requested_seq = Some(record.seq);
+                } else if next.is_terminal() {
+                    self.finished_seq = Some(record.seq);
+                }
+                self.status = next;
+            }
+            Ok(None) => {}
+            Ok(Some(Applied::AlreadyApplied)) | Err(_) => {
+                return Err(FoldError::BreaksStateMachine {
+                    run: self.id,
+                    seq: record.seq,
+                });
+            }
+        }
+        self.latest_seq = record.seq;
+        self.updated_at.clear();
+        self.updated_at.push_str(&record.at);
+        Ok(())
+    }
+
+    /// Whether the run is sealed: it accepts no new event, only retries.
+    pub fn is_sealed(&self) -> bool {
+        self.status.is_terminal()
+    }
+
+    /// The seq of the event that first made `transition`, for idempotent
+    /// repeats of a transition.
+    pub(crate) fn seq_of(&self, transition: RunTransition) -> Option<u64> {
+        match transition {
+            RunTransition::Start => Some(1),
+            RunTransition::RequestCancel => self.cancel_requested_seq,
+            _ => self.finished_seq,
+        }
+    }
+}
+
+/// The payload the state machine needs to see: only `run.finished` is read
+/// (for its status), so other events skip the parse on the hot path.
+fn transition_payload(record: &RecordRef<'_>) -> Result<Value, FoldError> {
+    if record.event_type == openagents_run_state::RUN_FINISHED {
+        serde_json::from_str(record.payload.get()).map_err(|source| FoldError::Payload {
+            stream: record.stream.to_string(),
+            seq: record.seq,
+            source,
+        })
+    } else {
+        Ok(Value::Null)
+    }
+}
+
+/// Converts a run record into the event clients see.
+pub fn run_event(record: &RecordRef<'_>) -> Result<RunEvent, ReadError> {
+    let payload = serde_json::from_str(record.payload.get()).map_err(|e| ReadError::Damaged {
+        offset: 0,
+        reason: format!("payload of {} #{}: {e}", record.stream, record.seq),
+    })?;
+    Ok(RunEvent {
+        seq: record.seq,
+        event_type: record.event_type.to_string(),
+        payload,
+        idempotency_key: record.key.as_deref().map(str::to_owned),
+        recorded_at: record.at.to_string(),
+    })
+}
