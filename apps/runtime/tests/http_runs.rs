@@ -412,6 +412,7 @@ async fn routes_answer_not_ready_until_recovery_finished() {
         schema: None,
         config: openagents_runtime_service::config::Config::for_tests(std::path::Path::new(".")),
         router,
+        core: None,
     };
     let (status, body) = service.get("/readyz").await;
     assert_eq!(

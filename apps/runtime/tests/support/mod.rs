@@ -27,6 +27,9 @@ pub struct TestService {
     pub schema: Option<Arc<Schema>>,
     pub config: Config,
     pub router: Router,
+    /// The state behind the router, for tests that submit decisions
+    /// directly (`None` while a test holds the service before recovery).
+    pub core: Option<Arc<Core>>,
 }
 
 impl TestService {
@@ -74,12 +77,14 @@ impl TestService {
         let metrics = Arc::new(Metrics::default());
         let state = AppState::new(config.clone(), Arc::clone(&metrics));
         let (core, _) = Core::open_with(&config, metrics).unwrap();
-        state.set_core(Arc::new(core));
+        let core = Arc::new(core);
+        state.set_core(Arc::clone(&core));
         TestService {
             dir,
             schema,
             config,
             router: router(state),
+            core: Some(core),
         }
     }
 
@@ -96,10 +101,17 @@ impl TestService {
             schema,
             mut config,
             router,
+            core,
         } = self;
         drop(router);
+        drop(core);
         adjust(&mut config);
         Self::open(dir, schema, config)
+    }
+
+    /// The recovered state behind the router.
+    pub fn core(&self) -> &Core {
+        self.core.as_deref().expect("the service has recovered")
     }
 
     pub async fn send(&self, request: Request<Body>) -> (StatusCode, Vec<u8>) {
