@@ -106,7 +106,7 @@ impl Authority {
     }
 
     /// A run as currently committed.
-    pub fn run(&self, run_id: Uuid) -> Result<RunHead, AuthorityError> {
+    pub(crate) fn run(&self, run_id: Uuid) -> Result<RunHead, AuthorityError> {
         let index = self.log.index();
         index
             .stream(&StreamId::Run(run_id).to_string())
@@ -129,7 +129,7 @@ impl Authority {
     }
 
     /// A worker as currently committed.
-    pub fn worker(&self, worker_id: &WorkerId) -> Result<WorkerState, AuthorityError> {
+    pub(crate) fn worker(&self, worker_id: &WorkerId) -> Result<WorkerState, AuthorityError> {
         let index = self.log.index();
         index
             .stream(&StreamId::Worker(worker_id.clone()).to_string())

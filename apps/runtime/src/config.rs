@@ -63,7 +63,7 @@ pub enum StorageBackend {
 
 impl StorageBackend {
     /// The spelling of `RUNTIME_STORAGE_BACKEND` and `/healthz`.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Self::Jsonl => "jsonl",
             Self::Postgres { .. } => "postgres",

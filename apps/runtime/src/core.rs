@@ -26,9 +26,9 @@ pub struct Core {
     /// Projections and their checkpoint file.
     pub projections: Arc<ProjectionStore>,
     /// Live delivery.
-    pub khala: Arc<Khala>,
+    pub(crate) khala: Arc<Khala>,
     /// Heartbeat age after which a live worker is stale.
-    pub heartbeat_stale_after_ms: u64,
+    pub(crate) heartbeat_stale_after_ms: u64,
     flusher: Flusher,
 }
 
@@ -36,9 +36,9 @@ pub struct Core {
 #[derive(Debug)]
 pub struct Recovery {
     /// The log's recovery.
-    pub log: OpenReport,
+    pub(crate) log: OpenReport,
     /// The projections' catch-up.
-    pub projections: CatchUp,
+    pub(crate) projections: CatchUp,
 }
 
 /// Why the service could not start.
@@ -107,7 +107,7 @@ impl Core {
     }
 
     /// Durable records the projections have not applied yet.
-    pub fn projector_lag(&self) -> u64 {
+    pub(crate) fn projector_lag(&self) -> u64 {
         let last = self.authority.log().index().last_lsn();
         last.saturating_sub(self.projections.applied_lsn())
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// `GET /internal/v1/cutover/status`.
 #[derive(Debug, Serialize)]
-pub struct CutoverStatus {
+pub(crate) struct CutoverStatus {
     authority_write_mode: &'static str,
     legacy_write_freeze: bool,
     authority_writer_active: bool,
@@ -20,7 +20,7 @@ pub struct CutoverStatus {
 /// The recorded parity verdict, or why it could not be read.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub enum ParityGate {
+pub(crate) enum ParityGate {
     /// The report's verdict.
     Recorded {
         /// Where it was read from.
@@ -39,7 +39,7 @@ pub enum ParityGate {
 
 impl CutoverStatus {
     /// The status now.
-    pub fn now(config: &Config, writer_active: bool) -> Self {
+    pub(crate) fn now(config: &Config, writer_active: bool) -> Self {
         CutoverStatus {
             authority_write_mode: config.authority_write_mode.as_str(),
             legacy_write_freeze: config.legacy_write_freeze,

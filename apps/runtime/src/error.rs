@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 /// A failed request as the client will see it.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     error: &'static str,
     message: String,
@@ -34,34 +34,34 @@ impl ApiError {
     }
 
     /// Adds the contract's `reason_code`.
-    pub fn with_reason(mut self, reason_code: &'static str) -> Self {
+    pub(crate) fn with_reason(mut self, reason_code: &'static str) -> Self {
         self.reason_code = Some(reason_code);
         self
     }
 
     /// Adds structured `details`.
-    pub fn with_details(mut self, details: Value) -> Self {
+    pub(crate) fn with_details(mut self, details: Value) -> Self {
         self.details = details;
         self
     }
 
     /// 400: malformed input.
-    pub fn invalid_request(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
     /// 404: no such run, worker, checkpoint, report or route.
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
     /// 409: the request conflicts with what the log already holds.
-    pub fn conflict(reason_code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn conflict(reason_code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message).with_reason(reason_code)
     }
 
     /// 405: the route exists, the method does not.
-    pub fn method_not_allowed() -> Self {
+    pub(crate) fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -70,7 +70,7 @@ impl ApiError {
     }
 
     /// 503: state is still being recovered.
-    pub fn not_ready() -> Self {
+    pub(crate) fn not_ready() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
@@ -80,29 +80,33 @@ impl ApiError {
 
     /// 503 `reason_code: storage_unavailable`: the shared database cannot be
     /// reached; nothing was written, and the request may be retried.
-    pub fn storage_unavailable(message: impl Into<String>) -> Self {
+    pub(crate) fn storage_unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             .with_reason("storage_unavailable")
     }
 
     /// 500: a bug or an I/O failure; the message names it.
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
     /// An error with a status and code of its own, for the contract's less
     /// common envelopes (Khala denials, frozen writes).
-    pub fn custom(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn custom(
+        status: StatusCode,
+        error: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(status, error, message)
     }
 
     /// The reason code, for logs and metrics.
-    pub fn reason_code(&self) -> Option<&'static str> {
+    pub(crate) fn reason_code(&self) -> Option<&'static str> {
         self.reason_code
     }
 
     /// The status code, for logs and metrics.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         self.status
     }
 }

@@ -29,17 +29,17 @@ use std::sync::Mutex;
 
 /// An external delivery backend and whether this service is set up for it.
 #[derive(Debug, Clone, Serialize)]
-pub struct Hook {
+pub(crate) struct Hook {
     /// Backend name.
-    pub backend: &'static str,
+    pub(crate) backend: &'static str,
     /// `configured` or `not_configured`.
-    pub status: &'static str,
+    pub(crate) status: &'static str,
     /// What it would take.
-    pub note: &'static str,
+    pub(crate) note: &'static str,
 }
 
 /// Where Khala windows live.
-pub trait FanoutDriver: Send + Sync {
+pub(crate) trait FanoutDriver: Send + Sync {
     /// The driver's name, as `/healthz` and poll responses report it.
     fn name(&self) -> &'static str;
     /// Whether the driver currently holds the topic's window.
@@ -63,14 +63,18 @@ pub trait FanoutDriver: Send + Sync {
 
 /// Windows in this process's memory: at most `max_topics` topics of at most
 /// `capacity` messages each, least recently polled topics dropped first.
-pub struct WindowFanout {
+pub(crate) struct WindowFanout {
     kind: FanoutDriverKind,
     windows: Mutex<WindowSet>,
 }
 
 impl WindowFanout {
     /// A driver keeping `capacity` messages per topic for `max_topics` topics.
-    pub fn new(kind: FanoutDriverKind, capacity: NonZeroUsize, max_topics: NonZeroUsize) -> Self {
+    pub(crate) fn new(
+        kind: FanoutDriverKind,
+        capacity: NonZeroUsize,
+        max_topics: NonZeroUsize,
+    ) -> Self {
         WindowFanout {
             kind,
             windows: Mutex::new(WindowSet::new(capacity, max_topics)),

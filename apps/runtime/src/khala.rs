@@ -33,7 +33,7 @@ const AGGREGATE_TOPIC: &str = "runtime.codex_worker_events";
 
 /// Why a Khala request is refused.
 #[derive(Debug, thiserror::Error)]
-pub enum KhalaError {
+pub(crate) enum KhalaError {
     /// No signing key is configured.
     #[error("sync token auth is not configured on this service")]
     NotConfigured,
@@ -59,7 +59,7 @@ pub enum KhalaError {
 
 /// A successful poll, as the route answers it.
 #[derive(Debug, serde::Serialize)]
-pub struct PollResponse {
+pub(crate) struct PollResponse {
     topic: String,
     driver: &'static str,
     messages: Vec<Message>,
@@ -70,7 +70,7 @@ pub struct PollResponse {
 }
 
 /// Khala state: the fanout driver, the aggregate lane, and the waiters.
-pub struct Khala {
+pub(crate) struct Khala {
     driver: Arc<dyn FanoutDriver>,
     capacity: NonZeroUsize,
     /// The aggregate lane is always held: rebuilding it means merging every
@@ -84,7 +84,7 @@ pub struct Khala {
 
 impl Khala {
     /// Khala over `driver`, configured from `config`.
-    pub fn new(config: &Config, driver: Arc<dyn FanoutDriver>) -> Result<Self, String> {
+    pub(crate) fn new(config: &Config, driver: Arc<dyn FanoutDriver>) -> Result<Self, String> {
         let capacity = NonZeroUsize::new(config.fanout_queue_capacity)
             .ok_or("RUNTIME_FANOUT_QUEUE_CAPACITY must be positive")?;
         let verifier = match &config.sync_token_signing_key {
@@ -111,14 +111,14 @@ impl Khala {
     }
 
     /// The driver, for the hooks route and health.
-    pub fn driver(&self) -> &dyn FanoutDriver {
+    pub(crate) fn driver(&self) -> &dyn FanoutDriver {
         &*self.driver
     }
 
     /// Rebuilds the aggregate lane from the log: the newest `capacity` worker
     /// records, by log position, found by merging the worker streams from
     /// their ends.
-    pub fn recover(&self, log: &EventLog<Stream>) -> Result<(), String> {
+    pub(crate) fn recover(&self, log: &EventLog<Stream>) -> Result<(), String> {
         let capacity = self.capacity.get();
         let (total, newest) = {
             let index = log.index();
@@ -143,13 +143,16 @@ impl Khala {
     }
 
     /// Verifies a sync token from the `Authorization` header.
-    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, KhalaError> {
+    pub(crate) fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> Result<Principal, KhalaError> {
         let verifier = self.verifier.as_ref().ok_or(KhalaError::NotConfigured)?;
         Ok(verifier.verify_header_bytes(authorization, unix_now_secs())?)
     }
 
     /// Checks the principal's scopes and ownership of the topic.
-    pub fn authorize(
+    pub(crate) fn authorize(
         &self,
         log: &EventLog<Stream>,
         principal: &Principal,
@@ -163,7 +166,7 @@ impl Khala {
 
     /// Answers a poll, holding it up to `wait_ms` when nothing follows the
     /// cursor. Waiting holds no lock, only a watch subscription.
-    pub async fn poll(
+    pub(crate) async fn poll(
         &self,
         log: &EventLog<Stream>,
         principal: &Principal,
@@ -277,7 +280,7 @@ impl Khala {
     }
 
     /// Long-polls currently waiting.
-    pub fn waiting(&self) -> usize {
+    pub(crate) fn waiting(&self) -> usize {
         self.waiters.load(Ordering::Acquire)
     }
 

@@ -21,17 +21,17 @@
 pub mod authority;
 pub mod config;
 pub mod core;
-pub mod cutover;
-pub mod error;
-pub mod fanout;
-pub mod khala;
+pub(crate) mod cutover;
+pub(crate) mod error;
+pub(crate) mod fanout;
+pub(crate) mod khala;
 pub mod metrics;
 pub mod orchestration;
 pub mod projectors;
 pub mod server;
 pub mod storage;
 pub mod types;
-pub mod workers;
+pub(crate) mod workers;
 
 use crate::config::Config;
 use crate::core::{Core, StartError};

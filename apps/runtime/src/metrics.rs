@@ -16,27 +16,27 @@ use std::time::Duration;
 
 /// Labels of a served request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     /// The route template, e.g. `/internal/v1/runs/{run_id}/events`.
-    pub route: String,
+    pub(crate) route: String,
     /// HTTP method.
-    pub method: String,
+    pub(crate) method: String,
     /// Response status code.
-    pub status: u16,
+    pub(crate) status: u16,
 }
 
 /// Labels of a latency histogram per route.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
+pub(crate) struct RouteLabels {
     /// The route template.
-    pub route: String,
+    pub(crate) route: String,
 }
 
 /// Labels of a Khala denial.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
+pub(crate) struct ReasonLabels {
     /// The contract's reason code.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -139,7 +139,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Records one served request.
-    pub fn request(&self, labels: RequestLabels, elapsed: Duration) {
+    pub(crate) fn request(&self, labels: RequestLabels, elapsed: Duration) {
         let route = RouteLabels {
             route: labels.route.clone(),
         };
@@ -150,14 +150,14 @@ impl Metrics {
     }
 
     /// Records one durable batch of the log.
-    pub fn batch(&self, records: usize, write_and_sync: Duration) {
+    pub(crate) fn batch(&self, records: usize, write_and_sync: Duration) {
         self.batch_records.observe(records as f64);
         self.sync_seconds.observe(write_and_sync.as_secs_f64());
         self.events_appended.inc_by(records as u64);
     }
 
     /// Records one answered Khala poll, or its refusal reason.
-    pub fn khala_outcome(&self, reason: Option<&str>) {
+    pub(crate) fn khala_outcome(&self, reason: Option<&str>) {
         match reason {
             None => {
                 self.khala_polls.inc();
@@ -176,7 +176,7 @@ impl Metrics {
     }
 
     /// Renders every metric, after setting the gauges read at scrape time.
-    pub fn render(&self, projector_lag: u64, khala_waiters: usize) -> String {
+    pub(crate) fn render(&self, projector_lag: u64, khala_waiters: usize) -> String {
         self.projector_lag
             .set(i64::try_from(projector_lag).unwrap_or(i64::MAX));
         self.khala_waiters

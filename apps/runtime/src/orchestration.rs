@@ -18,11 +18,11 @@ use std::io::Write;
 use uuid::Uuid;
 
 /// Longest event type and idempotency key accepted, in characters.
-pub const MAX_NAME_CHARS: usize = 200;
+pub(crate) const MAX_NAME_CHARS: usize = 200;
 /// Largest page of `GET /internal/v1/runs/{id}/events`.
-pub const MAX_EVENTS_PAGE: usize = 1000;
+pub(crate) const MAX_EVENTS_PAGE: usize = 1000;
 /// Page size when the client gives none.
-pub const DEFAULT_EVENTS_PAGE: usize = 100;
+pub(crate) const DEFAULT_EVENTS_PAGE: usize = 100;
 
 /// Creates a run (or replays its creation for a repeated idempotency key).
 pub async fn create_run(
@@ -78,7 +78,7 @@ pub async fn append_event(
 }
 
 /// A run with every event, consistent with its head.
-pub fn run_with_events(
+pub(crate) fn run_with_events(
     authority: &Authority,
     run_id: Uuid,
 ) -> Result<(RunHead, Vec<RunEvent>), AuthorityError> {
@@ -89,17 +89,17 @@ pub fn run_with_events(
 }
 
 /// One page of a run's events.
-pub struct EventsPage {
+pub(crate) struct EventsPage {
     /// The events, in seq order.
-    pub events: Vec<RunEvent>,
+    pub(crate) events: Vec<RunEvent>,
     /// The last returned seq, or `after_seq` when none.
-    pub next_cursor: u64,
+    pub(crate) next_cursor: u64,
     /// The run's last seq.
-    pub head_seq: u64,
+    pub(crate) head_seq: u64,
 }
 
 /// Reads a page of a run's events.
-pub fn events_page(
+pub(crate) fn events_page(
     authority: &Authority,
     run_id: Uuid,
     after_seq: u64,

@@ -32,13 +32,13 @@ pub struct ProjectionStore {
 
 /// What a catch-up did, for the start-up log line and `reproject`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CatchUp {
+pub(crate) struct CatchUp {
     /// Whether the checkpoint file was unusable and ignored.
-    pub rebuilt_from_scratch: bool,
+    pub(crate) rebuilt_from_scratch: bool,
     /// Streams whose projection was behind the log.
-    pub streams_caught_up: usize,
+    pub(crate) streams_caught_up: usize,
     /// Records applied while catching up.
-    pub records_applied: u64,
+    pub(crate) records_applied: u64,
 }
 
 impl ProjectionStore {
@@ -58,7 +58,7 @@ impl ProjectionStore {
 
     /// Loads the checkpoint file (or starts empty when it is unusable), then
     /// applies every record of the log the file does not cover.
-    pub fn recover(&self, log: &EventLog<Stream>) -> Result<CatchUp, String> {
+    pub(crate) fn recover(&self, log: &EventLog<Stream>) -> Result<CatchUp, String> {
         let rebuilt_from_scratch = match self.load_checkpoint() {
             Ok(projections) => {
                 *self.lock() = projections;
@@ -179,7 +179,7 @@ impl ProjectionStore {
     }
 
     /// Writes the checkpoint if projections changed since the last write.
-    pub fn flush(&self) -> Result<bool, String> {
+    pub(crate) fn flush(&self) -> Result<bool, String> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
@@ -201,7 +201,7 @@ impl ProjectionStore {
     }
 
     /// Log position of the newest record the projections applied.
-    pub fn applied_lsn(&self) -> u64 {
+    pub(crate) fn applied_lsn(&self) -> u64 {
         self.applied_lsn.load(Ordering::Acquire)
     }
 
@@ -216,12 +216,12 @@ impl ProjectionStore {
     }
 
     /// The latest drift report of a topic.
-    pub fn drift(&self, topic: &str) -> Option<DriftReport> {
+    pub(crate) fn drift(&self, topic: &str) -> Option<DriftReport> {
         self.lock().drift(topic).cloned()
     }
 
     /// A copy of every projection, for `reproject` to compare.
-    pub fn snapshot(&self) -> ProjectionSnapshot {
+    pub(crate) fn snapshot(&self) -> ProjectionSnapshot {
         self.lock().snapshot()
     }
 }

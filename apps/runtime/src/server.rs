@@ -5,7 +5,7 @@
 //! service modules, and map typed errors through `ApiError`. Nothing here
 //! decides a rule of the contract.
 
-pub mod connections;
+pub(crate) mod connections;
 mod extract;
 mod health;
 mod khala;
@@ -42,15 +42,15 @@ struct Shared {
 }
 
 /// What `/readyz` reports.
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// The log is recovered and accepts writes.
-    pub authority_ready: bool,
+    pub(crate) authority_ready: bool,
     /// Projections caught up with the log.
-    pub projector_ready: bool,
+    pub(crate) projector_ready: bool,
     /// Workers are rebuilt.
-    pub workers_ready: bool,
+    pub(crate) workers_ready: bool,
     /// Why the service is not ready, when it knows.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 impl AppState {
@@ -72,26 +72,26 @@ impl AppState {
     }
 
     /// The recovered core, or 503 `not_ready`.
-    pub fn core(&self) -> Result<&Arc<Core>, ApiError> {
+    pub(crate) fn core(&self) -> Result<&Arc<Core>, ApiError> {
         self.inner.core.get().ok_or_else(ApiError::not_ready)
     }
 
     /// The core, once its log includes everything the storage holds, for
     /// reads: on a database that other instances append to, a read here
     /// sees every append acknowledged anywhere before it began.
-    pub async fn fresh_core(&self) -> Result<&Arc<Core>, ApiError> {
+    pub(crate) async fn fresh_core(&self) -> Result<&Arc<Core>, ApiError> {
         let core = self.core()?;
         core.authority.catch_up().await?;
         Ok(core)
     }
 
     /// The service's metrics.
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
 
     /// The configuration read at start.
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.inner.config
     }
 

@@ -54,7 +54,7 @@ impl CheckpointMedium {
     }
 
     /// The stored snapshot, `None` when there is none yet.
-    pub fn load(&self) -> Result<Option<Vec<u8>>, String> {
+    pub(crate) fn load(&self) -> Result<Option<Vec<u8>>, String> {
         match self {
             CheckpointMedium::File(path) => match std::fs::read(path) {
                 Ok(bytes) => Ok(Some(bytes)),
@@ -67,7 +67,7 @@ impl CheckpointMedium {
 
     /// Stores `snapshot`, folded up to `applied_lsn`, so that a crash leaves
     /// the old or the new one, never a mix.
-    pub fn save(&self, applied_lsn: u64, snapshot: &[u8]) -> Result<(), String> {
+    pub(crate) fn save(&self, applied_lsn: u64, snapshot: &[u8]) -> Result<(), String> {
         match self {
             CheckpointMedium::File(path) => write_atomically(path, snapshot)
                 .map_err(|error| format!("{}: {error}", path.display())),
@@ -78,7 +78,7 @@ impl CheckpointMedium {
     }
 
     /// Where it is, for messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             CheckpointMedium::File(path) => path.display().to_string(),
             CheckpointMedium::Postgres(_) => "the projection_checkpoint table".into(),

@@ -39,17 +39,17 @@ pub struct AppendEventBody {
 
 /// Query of `GET /internal/v1/runs/{run_id}/events`.
 #[derive(Debug, Deserialize)]
-pub struct EventsPageQuery {
+pub(crate) struct EventsPageQuery {
     /// Return events after this seq.
     #[serde(default)]
-    pub after_seq: u64,
+    pub(crate) after_seq: u64,
     /// Most events to return (1..=1000, default 100).
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
 }
 
 /// A run as responses show it.
 #[derive(Debug, Serialize)]
-pub struct RunView<'a> {
+pub(crate) struct RunView<'a> {
     id: String,
     worker_id: Option<&'a str>,
     status: &'static str,
@@ -65,7 +65,7 @@ pub struct RunView<'a> {
 impl<'a> RunView<'a> {
     /// The run with its full event list, as `GET /internal/v1/runs/{id}`
     /// shows it.
-    pub fn with_events(head: &'a RunHead, events: Vec<RunEvent>) -> Self {
+    pub(crate) fn with_events(head: &'a RunHead, events: Vec<RunEvent>) -> Self {
         RunView {
             events: Some(events),
             ..Self::without_events(head)
@@ -74,7 +74,7 @@ impl<'a> RunView<'a> {
 
     /// The run without events, as append responses show it: a response that
     /// never grows with the history.
-    pub fn without_events(head: &'a RunHead) -> Self {
+    pub(crate) fn without_events(head: &'a RunHead) -> Self {
         RunView {
             id: head.id.to_string(),
             worker_id: head.worker_id.as_deref(),

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 /// Body of `POST /internal/v1/workers`.
 #[derive(Debug, Deserialize)]
-pub struct RegisterBody {
+pub(crate) struct RegisterBody {
     worker_id: Option<String>,
     owner_user_id: Option<u64>,
     owner_guest_scope: Option<String>,
@@ -30,7 +30,7 @@ pub struct RegisterBody {
 
 /// The owner fields of worker routes (body or query).
 #[derive(Debug, Deserialize)]
-pub struct OwnerFields {
+pub(crate) struct OwnerFields {
     owner_user_id: Option<u64>,
     owner_guest_scope: Option<String>,
 }
@@ -42,14 +42,14 @@ impl OwnerFields {
     }
 
     /// Whether no owner field was given.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.owner_user_id.is_none() && self.owner_guest_scope.is_none()
     }
 }
 
 /// Body of `POST /internal/v1/workers/{id}/heartbeat`.
 #[derive(Debug, Deserialize)]
-pub struct HeartbeatBody {
+pub(crate) struct HeartbeatBody {
     #[serde(flatten)]
     owner: OwnerFields,
     metadata_patch: Option<Value>,
@@ -57,7 +57,7 @@ pub struct HeartbeatBody {
 
 /// Body of `POST /internal/v1/workers/{id}/status`.
 #[derive(Debug, Deserialize)]
-pub struct StatusBody {
+pub(crate) struct StatusBody {
     #[serde(flatten)]
     owner: OwnerFields,
     status: WorkerStatus,
@@ -66,14 +66,14 @@ pub struct StatusBody {
 
 /// A worker and its liveness now, as the worker routes answer.
 #[derive(Debug, Serialize)]
-pub struct WorkerView {
+pub(crate) struct WorkerView {
     worker: WorkerState,
     liveness: Liveness,
 }
 
 impl WorkerView {
     /// The worker with its liveness at this moment.
-    pub fn now(worker: WorkerState, stale_after_ms: u64) -> Self {
+    pub(crate) fn now(worker: WorkerState, stale_after_ms: u64) -> Self {
         let liveness = worker_liveness(&worker, unix_ms(SystemTime::now()), stale_after_ms);
         WorkerView { worker, liveness }
     }
@@ -120,7 +120,7 @@ async fn execute(
 }
 
 /// Registers (or re-registers) a worker.
-pub async fn register(
+pub(crate) async fn register(
     authority: &Authority,
     body: RegisterBody,
     stale_after_ms: u64,
@@ -142,7 +142,7 @@ pub async fn register(
 }
 
 /// Records a heartbeat.
-pub async fn heartbeat(
+pub(crate) async fn heartbeat(
     authority: &Authority,
     worker_id: String,
     body: HeartbeatBody,
@@ -157,7 +157,7 @@ pub async fn heartbeat(
 }
 
 /// Changes a worker's status.
-pub async fn set_status(
+pub(crate) async fn set_status(
     authority: &Authority,
     worker_id: String,
     body: StatusBody,
@@ -173,7 +173,7 @@ pub async fn set_status(
 }
 
 /// Reads a worker on behalf of `caller`.
-pub fn read_owned(
+pub(crate) fn read_owned(
     authority: &Authority,
     worker_id: &str,
     caller: &Owner,

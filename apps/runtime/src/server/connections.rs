@@ -21,7 +21,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Serves `app` on `listener` until `stop` fires; then stops accepting and
 /// waits for every open connection to finish its in-flight request.
-pub async fn serve(listener: TcpListener, app: Router, mut stop: oneshot::Receiver<()>) {
+pub(crate) async fn serve(listener: TcpListener, app: Router, mut stop: oneshot::Receiver<()>) {
     let mut builder = http1::Builder::new();
     // The timer bounds how long a client may take to send request headers.
     builder.timer(TokioTimer::new());

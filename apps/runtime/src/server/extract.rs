@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 /// A JSON body.
-pub struct Json<T>(pub T);
+pub(crate) struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
@@ -41,7 +41,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 }
 
 /// Path parameters.
-pub struct Path<T>(pub T);
+pub(crate) struct Path<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
     type Rejection = ApiError;
@@ -55,7 +55,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
 }
 
 /// Query parameters.
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
@@ -71,7 +71,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 /// The `Authorization` header's bytes, copied out of the request, so that a
 /// handler which waits (a long-poll) does not keep the connection's read
 /// buffer alive through a cloned header map.
-pub struct Authorization(pub Option<Box<[u8]>>);
+pub(crate) struct Authorization(pub Option<Box<[u8]>>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Authorization {
     type Rejection = std::convert::Infallible;

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 /// `GET /healthz`: 200 while the process serves.
-pub async fn healthz(State(state): State<AppState>) -> Response {
+pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
     let config = state.config();
     axum::Json(json!({
         "status": "ok",
@@ -27,7 +27,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 
 /// `GET /readyz`: 200 once the log is recovered and projections caught up,
 /// 503 before that or after the log was poisoned.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let readiness = state.readiness();
     let ready = readiness.authority_ready && readiness.projector_ready && readiness.workers_ready;
     let mut body = json!({
@@ -51,12 +51,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /internal/v1/cutover/status`: served before recovery finishes too,
 /// since operators check it during a cutover.
-pub async fn cutover_status(State(state): State<AppState>) -> Response {
+pub(crate) async fn cutover_status(State(state): State<AppState>) -> Response {
     axum::Json(CutoverStatus::now(state.config(), state.writer_active())).into_response()
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let (lag, waiters) = match state.core() {
         Ok(core) => (core.projector_lag(), core.khala.waiting()),
         Err(_) => (0, 0),

@@ -13,14 +13,14 @@ use serde_json::{Value, json};
 
 /// The poll query, kept as text so the Khala crate's rules judge it.
 #[derive(Debug, Deserialize)]
-pub struct PollQuery {
+pub(crate) struct PollQuery {
     after_seq: Option<String>,
     limit: Option<String>,
     wait_ms: Option<String>,
 }
 
 /// `GET /internal/v1/khala/topics/{topic}/messages`.
-pub async fn messages(
+pub(crate) async fn messages(
     State(state): State<AppState>,
     Path(topic): Path<String>,
     Query(query): Query<PollQuery>,
@@ -72,7 +72,7 @@ async fn poll(
 }
 
 /// `GET /internal/v1/khala/fanout/hooks`.
-pub async fn hooks(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn hooks(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let core = state.core()?;
     let driver = core.khala.driver();
     Ok(Json(

@@ -18,7 +18,11 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Assigns the request id (the client's, if sane, else a new one), then logs
 /// one line and records the metrics when the response is ready.
-pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn observe(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let request_id =
         client_request_id(&request).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
@@ -63,7 +67,7 @@ fn client_request_id(request: &Request) -> Option<String> {
 /// With `RUNTIME_INTERNAL_AUTH_TOKEN` set, every `/internal/v1/*` route but
 /// Khala's topic routes (which have their own sync tokens) requires
 /// `Authorization: Bearer <token>`, compared in constant time.
-pub async fn internal_auth(
+pub(crate) async fn internal_auth(
     State(state): State<AppState>,
     request: Request,
     next: Next,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// `GET /internal/v1/projectors/checkpoints/{run_id}`.
-pub async fn checkpoint(
+pub(crate) async fn checkpoint(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
@@ -24,7 +24,7 @@ pub async fn checkpoint(
 }
 
 /// `GET /internal/v1/projectors/run-summary/{run_id}`.
-pub async fn run_summary(
+pub(crate) async fn run_summary(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
@@ -38,12 +38,12 @@ pub async fn run_summary(
 
 /// Query of the drift route.
 #[derive(Debug, Deserialize)]
-pub struct DriftQuery {
+pub(crate) struct DriftQuery {
     topic: Option<String>,
 }
 
 /// `GET /internal/v1/projectors/drift?topic=`.
-pub async fn drift(
+pub(crate) async fn drift(
     State(state): State<AppState>,
     Query(query): Query<DriftQuery>,
 ) -> Result<Json<Value>, ApiError> {

@@ -13,7 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 /// `POST /internal/v1/runs`: 201 for a new run, 200 for a replayed creation.
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     Json(body): Json<CreateRunBody>,
 ) -> Result<Response, ApiError> {
@@ -32,7 +32,7 @@ pub async fn create(
 }
 
 /// `POST /internal/v1/runs/{run_id}/events`.
-pub async fn append(
+pub(crate) async fn append(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
     Json(body): Json<AppendEventBody>,
@@ -48,7 +48,7 @@ pub async fn append(
 }
 
 /// `GET /internal/v1/runs/{run_id}`.
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
@@ -58,7 +58,7 @@ pub async fn get(
 }
 
 /// `GET /internal/v1/runs/{run_id}/events?after_seq=&limit=`.
-pub async fn events(
+pub(crate) async fn events(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
     Query(query): Query<EventsPageQuery>,
@@ -71,7 +71,7 @@ pub async fn events(
 }
 
 /// `GET /internal/v1/runs/{run_id}/receipt`.
-pub async fn receipt(
+pub(crate) async fn receipt(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
@@ -84,7 +84,7 @@ pub async fn receipt(
 }
 
 /// `GET /internal/v1/runs/{run_id}/replay` as `application/x-ndjson`.
-pub async fn replay(
+pub(crate) async fn replay(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
 ) -> Result<Response, ApiError> {

@@ -16,7 +16,7 @@ const CHUNK_BYTES: usize = 64 << 10;
 const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// A writer feeding the returned body. Use it from blocking code only.
-pub fn streamed_body() -> (ChunkWriter, Body) {
+pub(crate) fn streamed_body() -> (ChunkWriter, Body) {
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let writer = ChunkWriter {
         sender,
@@ -27,7 +27,7 @@ pub fn streamed_body() -> (ChunkWriter, Body) {
 
 /// The writing end. Dropping it without [`ChunkWriter::finish`] ends the
 /// body after what was already sent.
-pub struct ChunkWriter {
+pub(crate) struct ChunkWriter {
     sender: mpsc::Sender<io::Result<Bytes>>,
     buffer: Vec<u8>,
 }
@@ -47,13 +47,13 @@ impl ChunkWriter {
     }
 
     /// Sends what is buffered; the body then ends.
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         let _ = self.send_buffer();
     }
 
     /// Ends the body with an error, so the client sees a broken transfer
     /// rather than a complete-looking truncated artifact.
-    pub fn abort(self, reason: String) {
+    pub(crate) fn abort(self, reason: String) {
         tracing::error!(%reason, "streaming a response body failed");
         let _ = self.sender.blocking_send(Err(io::Error::other(reason)));
     }

@@ -15,7 +15,7 @@ fn answer(status: StatusCode, view: WorkerView) -> Response {
 }
 
 /// `POST /internal/v1/workers`.
-pub async fn register(
+pub(crate) async fn register(
     State(state): State<AppState>,
     Json(body): Json<RegisterBody>,
 ) -> Result<Response, ApiError> {
@@ -29,7 +29,7 @@ pub async fn register(
 }
 
 /// `GET /internal/v1/workers/{worker_id}?owner_user_id=|owner_guest_scope=`.
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     Path(worker_id): Path<String>,
     Query(owner): Query<OwnerFields>,
@@ -43,7 +43,7 @@ pub async fn get(
 }
 
 /// `POST /internal/v1/workers/{worker_id}/heartbeat`.
-pub async fn heartbeat(
+pub(crate) async fn heartbeat(
     State(state): State<AppState>,
     Path(worker_id): Path<String>,
     Json(body): Json<HeartbeatBody>,
@@ -55,7 +55,7 @@ pub async fn heartbeat(
 }
 
 /// `POST /internal/v1/workers/{worker_id}/status`.
-pub async fn status(
+pub(crate) async fn status(
     State(state): State<AppState>,
     Path(worker_id): Path<String>,
     Json(body): Json<StatusBody>,
@@ -68,7 +68,7 @@ pub async fn status(
 
 /// `GET /internal/v1/workers/{worker_id}/checkpoint`. Owner fields are
 /// optional here; when given they must match.
-pub async fn checkpoint(
+pub(crate) async fn checkpoint(
     State(state): State<AppState>,
     Path(worker_id): Path<String>,
     Query(owner): Query<OwnerFields>,
