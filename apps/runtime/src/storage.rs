@@ -130,7 +130,7 @@ pub fn import_log(config: &Config, file: &Path) -> Result<u64, ImportError> {
     let lines = std::fs::File::open(file).map(std::io::BufReader::new);
     let records = match lines {
         Ok(lines) => file_records(lines),
-        Err(error) => Box::new(std::iter::once(Err(error.to_string()))),
+        Err(error) => Box::new(std::iter::once(Err(error))),
     };
     let copied = openagents_event_log_postgres::import(url, records)?;
     drop(log);
@@ -140,10 +140,11 @@ pub fn import_log(config: &Config, file: &Path) -> Result<u64, ImportError> {
 /// The records of a log file's lines, in file (lsn) order.
 fn file_records(
     lines: impl BufRead + Send + 'static,
-) -> Box<dyn Iterator<Item = Result<OwnedRecord, String>> + Send> {
+) -> Box<dyn Iterator<Item = std::io::Result<OwnedRecord>> + Send> {
     Box::new(lines.split(b'\n').map(|line| {
-        let line = line.map_err(|e| e.to_string())?;
-        let record = RecordRef::decode(&line).map_err(|e| e.to_string())?;
+        let line = line?;
+        let record = RecordRef::decode(&line)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         Ok(OwnedRecord::from_ref(
             &record,
             RecordPos { offset: 0, len: 0 },

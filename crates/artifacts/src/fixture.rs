@@ -29,6 +29,7 @@ pub struct FixtureRun {
 
 /// Why a `run.json` is not a usable fixture.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FixtureError {
     /// The file is not JSON of the fixture shape.
     #[error("not a fixture run: {0}")]

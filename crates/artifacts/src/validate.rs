@@ -27,6 +27,7 @@ use std::io::{self, BufRead};
 /// Why a replay is invalid: a read failure or a broken rule, with the 1-based
 /// line number where it happened.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ValidationError {
     /// The reader failed before the line could be read.
     #[error("line {line}: reading the replay failed")]

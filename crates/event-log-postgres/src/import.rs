@@ -15,7 +15,7 @@ const IMPORT_CHUNK: usize = 1_000;
 /// be read (`Err`) abandons the import with nothing written.
 pub fn import(
     url: &str,
-    records: impl IntoIterator<Item = Result<OwnedRecord, String>> + Send,
+    records: impl IntoIterator<Item = std::io::Result<OwnedRecord>> + Send,
 ) -> Result<u64, PgError> {
     let connector = Connector::new(url)?;
     off_runtime(|| copy(&connector, records))
@@ -23,7 +23,7 @@ pub fn import(
 
 fn copy(
     connector: &Connector,
-    records: impl IntoIterator<Item = Result<OwnedRecord, String>>,
+    records: impl IntoIterator<Item = std::io::Result<OwnedRecord>>,
 ) -> Result<u64, PgError> {
     let mut client = connector.connect_at_start()?;
     schema::migrate(&mut client, connector)?;

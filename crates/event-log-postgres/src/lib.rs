@@ -50,6 +50,7 @@ pub struct PgOptions {
 
 /// Why the PostgreSQL log could not be opened.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PgError {
     /// The URL does not parse.
     #[error("RUNTIME_DATABASE_URL is not a valid PostgreSQL connection string: {0}")]
@@ -82,7 +83,7 @@ pub enum PgError {
     },
     /// A record to import could not be read.
     #[error("reading the log to import: {0}")]
-    ImportSource(String),
+    ImportSource(#[source] std::io::Error),
     /// The writer thread could not be started.
     #[error("starting the event log writer: {0}")]
     Start(#[from] std::io::Error),

@@ -95,7 +95,18 @@ impl Source for PgSource {
                 records.len()
             )));
         }
-        for record in &records {
+        for ((record, pos), seq) in records.iter().zip(positions).zip(first_seq..) {
+            // A row served as another record would be a wrong answer, not a
+            // slow one: checked on every read, not only in debug builds.
+            if record.record.stream != stream || record.seq != seq || record.lsn != pos.offset {
+                return Err(ReadError::Damaged {
+                    offset: record.lsn,
+                    reason: format!(
+                        "expected {stream} #{seq} at lsn {} but the database returned {} #{} at lsn {}",
+                        pos.offset, record.record.stream, record.seq, record.lsn
+                    ),
+                });
+            }
             each(record.as_ref());
         }
         Ok(())

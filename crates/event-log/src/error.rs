@@ -6,6 +6,7 @@ use std::path::PathBuf;
 /// Why the log could not be opened. Every variant names the file, and the
 /// recovery ones the byte offset, so an operator knows where to look.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The file or its folder could not be opened, read, truncated or synced.
     #[error("event log {path}: {source}")]

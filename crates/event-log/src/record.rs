@@ -86,6 +86,7 @@ pub struct RecordRef<'a> {
 
 /// Why a line is not a valid record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The line does not end with the checksum field.
     #[error("line has no trailing crc field")]

@@ -180,6 +180,7 @@ pub struct Appended {
 
 /// Why a decision's append was refused by the log itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AppendError {
     /// The encoded record is larger than the format allows.
     #[error("record of {0} bytes exceeds the largest record the log stores")]

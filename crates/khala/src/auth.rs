@@ -47,6 +47,7 @@ impl fmt::Debug for SyncTokenConfig {
 
 /// A configuration that cannot verify anything; the service refuses to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SyncAuthConfigError {
     /// An empty key would accept tokens anyone can sign.
     #[error("the sync token signing key is empty")]

@@ -159,6 +159,7 @@ impl TopicWindow {
 
 /// Why a window refused a message or a restore.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WindowError {
     /// The message names another topic than the window's.
     #[error("message of topic {found:?} published to the window of {expected}")]

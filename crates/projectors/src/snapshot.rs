@@ -37,6 +37,7 @@ pub struct ProjectionSnapshot {
 
 /// Why snapshot bytes cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotError {
     /// The bytes end before the JSON document does (a torn or partial
     /// write).

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 /// An input of the harness that cannot be read or does not have the shape
 /// it must have.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The file cannot be read (most often: it does not exist).
     #[error("cannot read {}", path.display())]

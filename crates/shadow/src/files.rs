@@ -33,6 +33,7 @@ pub struct ExportFiles {
 
 /// Why a run log cannot be turned into an export.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunLogError {
     /// The run log is not a log the service could have written.
     #[error("not a run log the service could have written")]

@@ -145,6 +145,7 @@ pub enum WorkerEvent {
 
 /// A lifecycle record that cannot be read back as a [`WorkerEvent`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PayloadError {
     /// The event type is not one of the lifecycle event types.
     #[error("unknown worker lifecycle event type {0:?}")]

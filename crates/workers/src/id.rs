@@ -13,6 +13,7 @@ pub const GENERATED_WORKER_ID_PREFIX: &str = "codexw_";
 
 /// Why a worker id is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WorkerIdError {
     /// The id is empty.
     #[error("worker_id must not be empty")]

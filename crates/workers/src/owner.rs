@@ -30,6 +30,7 @@ struct OwnerFields {
 
 /// Why a request's owner fields do not name exactly one owner.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OwnerError {
     /// Neither field was given.
     #[error("an owner is required: give exactly one of owner_user_id or owner_guest_scope")]

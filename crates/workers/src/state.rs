@@ -40,6 +40,7 @@ pub struct WorkerState {
 
 /// Why a command is refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WorkerError {
     /// The caller does not own the worker (HTTP 403 `forbidden`).
     #[error("worker {worker_id} belongs to another owner")]
@@ -78,6 +79,7 @@ impl WorkerError {
 /// were decided against the same rules, so any of these means the log and
 /// the fold disagree, and recovery should stop rather than guess.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApplyError {
     /// The event is not the next one of the worker's stream.
     #[error("lifecycle event seq {actual} does not follow seq {}", expected - 1)]
