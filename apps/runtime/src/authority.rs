@@ -35,6 +35,9 @@ pub enum AuthorityError {
     /// A receipt or replay could not be built from the stored events.
     #[error("building the artifact failed: {0}")]
     Artifact(String),
+    /// A response body could not be written (the client went away).
+    #[error("writing the response failed: {0}")]
+    Respond(#[from] std::io::Error),
 }
 
 impl AuthorityError {
@@ -89,9 +92,17 @@ impl Authority {
 
     /// Brings the index up to what the storage holds when other instances
     /// append to it too (a no-op on the embedded log, which only this
-    /// process writes). Asking the storage for its head blocks briefly.
+    /// process writes). The storage is asked for its head on a blocking
+    /// thread, never on the async workers.
     pub(crate) async fn catch_up(&self) -> Result<(), AuthorityError> {
-        let Some(durable) = self.log.durable_lsn()? else {
+        if !self.log.is_shared() {
+            return Ok(());
+        }
+        let log = Arc::clone(&self.log);
+        let asked = tokio::task::spawn_blocking(move || log.durable_lsn())
+            .await
+            .map_err(|error| ReadError::Io(std::io::Error::other(error)))?;
+        let Some(durable) = asked? else {
             return Ok(());
         };
         if self.log.index().last_lsn() >= durable {

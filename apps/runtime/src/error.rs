@@ -134,7 +134,7 @@ impl From<AuthorityError> for ApiError {
             ),
             AuthorityError::Log(failure) => failure.into(),
             AuthorityError::Read(failure) => failure.into(),
-            AuthorityError::Artifact(_) => ApiError::internal(message),
+            AuthorityError::Artifact(_) | AuthorityError::Respond(_) => ApiError::internal(message),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! in the authority's decisions.
 
 use crate::authority::{Authority, AuthorityError};
-use crate::types::{AppendEventBody, CreateRunBody};
+use crate::types::{AppendEventBody, CreateRunBody, RunView};
 use openagents_artifacts::{BuildError, RunHeader, build_receipt, write_replay};
 use openagents_authority::{
     AppendEvent, CreateRun, DecisionError, RunHead, RunWrite, decide_append, decide_create,
@@ -77,15 +77,61 @@ pub async fn append_event(
         .await
 }
 
-/// A run with every event, consistent with its head.
-pub(crate) fn run_with_events(
+/// Writes the body of `GET /internal/v1/runs/{id}`, `{"run": {…, "events":
+/// […]}}`, for the run as `head` shows it, reading its events page by page so
+/// that memory does not depend on the run's length. The bytes are those of
+/// serializing the whole view as one `serde_json::Value`: the view's fields
+/// are that value's, and the events are written in the place the `events`
+/// key takes among them. Blocking (reads the log).
+pub(crate) fn write_run(
     authority: &Authority,
-    run_id: Uuid,
-) -> Result<(RunHead, Vec<RunEvent>), AuthorityError> {
-    let head = authority.run(run_id)?;
-    let limit = usize::try_from(head.latest_seq).unwrap_or(usize::MAX);
-    let events = authority.run_events(run_id, 0, limit)?;
-    Ok((head, events))
+    head: &RunHead,
+    out: &mut dyn Write,
+) -> Result<(), AuthorityError> {
+    let Value::Object(mut fields) =
+        serde_json::to_value(RunView::of(head)).expect("a run view serializes")
+    else {
+        unreachable!("a run view is an object")
+    };
+    fields.insert(EVENTS_FIELD.into(), Value::Array(Vec::new()));
+    out.write_all(br#"{"run":{"#)?;
+    for (index, (key, value)) in fields.iter().enumerate() {
+        if index > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, key).map_err(std::io::Error::from)?;
+        out.write_all(b":")?;
+        if key == EVENTS_FIELD {
+            write_events(authority, head, out)?;
+        } else {
+            serde_json::to_writer(&mut *out, value).map_err(std::io::Error::from)?;
+        }
+    }
+    out.write_all(b"}}")?;
+    Ok(())
+}
+
+/// The key of the event list in a run view.
+const EVENTS_FIELD: &str = "events";
+
+/// Writes every event of the run up to `head.latest_seq` as a JSON array.
+fn write_events(
+    authority: &Authority,
+    head: &RunHead,
+    out: &mut dyn Write,
+) -> Result<(), AuthorityError> {
+    out.write_all(b"[")?;
+    for (index, event) in event_pages(authority, head.id, head.latest_seq).enumerate() {
+        if index > 0 {
+            out.write_all(b",")?;
+        }
+        // Through a `Value`, as a whole view is serialized: object keys come
+        // out in the same order.
+        let event = serde_json::to_value(event?).expect("an event serializes");
+        serde_json::to_writer(&mut *out, &event).map_err(std::io::Error::from)?;
+    }
+    out.write_all(b"]")?;
+    Ok(())
 }
 
 /// One page of a run's events.
@@ -224,4 +270,60 @@ pub fn replay(
         event_pages(authority, run_id, head.latest_seq),
     )
     .map_err(artifact_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::core::Core;
+    use serde_json::json;
+
+    fn append(event_type: &str, payload: Value) -> AppendEventBody {
+        AppendEventBody {
+            event_type: event_type.into(),
+            payload: Some(payload),
+            idempotency_key: None,
+            expected_previous_seq: None,
+        }
+    }
+
+    /// The streamed body is byte for byte the one serializing the whole view
+    /// as a value gives, across more than one page of events.
+    #[tokio::test]
+    async fn a_streamed_run_is_the_whole_view_serialized_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, _) = Core::open(&Config::for_tests(dir.path())).unwrap();
+        let body = CreateRunBody {
+            worker_id: Some("w-1".into()),
+            metadata: Some(json!({"z": 1, "a": {"y": [1.5, "é"], "b": null}})),
+            owner_user_id: Some(7),
+            owner_guest_scope: None,
+            idempotency_key: None,
+        };
+        let run = create_run(&core.authority, body).await.unwrap().run.id;
+        for n in 0..ARTIFACT_PAGE + 3 {
+            let payload =
+                json!({"n": n, "text": "line\nbreak \"quoted\"", "f": 0.1, "nested": {"k": n % 3}});
+            append_event(&core.authority, run, append("tool.call.completed", payload))
+                .await
+                .unwrap();
+        }
+        let finished = append("run.finished", json!({"status": "succeeded"}));
+        append_event(&core.authority, run, finished).await.unwrap();
+
+        let head = core.authority.run(run).unwrap();
+        let mut streamed = Vec::new();
+        write_run(&core.authority, &head, &mut streamed).unwrap();
+
+        let events = core.authority.run_events(run, 0, usize::MAX).unwrap();
+        let mut whole = serde_json::to_value(RunView::of(&head)).unwrap();
+        whole["events"] = serde_json::to_value(&events).unwrap();
+        let expected = serde_json::to_vec(&json!({"run": whole})).unwrap();
+        assert_eq!(
+            String::from_utf8(streamed).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+        core.shutdown();
+    }
 }

@@ -3,7 +3,6 @@
 //! from. Field names and orders here are the contract's.
 
 use openagents_authority::RunHead;
-use openagents_run_state::RunEvent;
 use openagents_workers::Owner;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -56,25 +55,15 @@ pub(crate) struct RunView<'a> {
     metadata: &'a RawValue,
     owner: Option<&'a Owner>,
     latest_seq: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    events: Option<Vec<RunEvent>>,
     created_at: &'a str,
     updated_at: &'a str,
 }
 
 impl<'a> RunView<'a> {
-    /// The run with its full event list, as `GET /internal/v1/runs/{id}`
-    /// shows it.
-    pub(crate) fn with_events(head: &'a RunHead, events: Vec<RunEvent>) -> Self {
-        RunView {
-            events: Some(events),
-            ..Self::without_events(head)
-        }
-    }
-
-    /// The run without events, as append responses show it: a response that
-    /// never grows with the history.
-    pub(crate) fn without_events(head: &'a RunHead) -> Self {
+    /// The run without its events, as write responses show it (a response
+    /// that never grows with the history); `GET /internal/v1/runs/{id}` adds
+    /// the events as it streams (`orchestration::write_run`).
+    pub(crate) fn of(head: &'a RunHead) -> Self {
         RunView {
             id: head.id.to_string(),
             worker_id: head.worker_id.as_deref(),
@@ -82,7 +71,6 @@ impl<'a> RunView<'a> {
             metadata: &head.metadata,
             owner: head.owner.as_ref(),
             latest_seq: head.latest_seq,
-            events: None,
             created_at: &head.created_at,
             updated_at: &head.updated_at,
         }

@@ -115,6 +115,10 @@ impl Source for PgSource {
     fn durable_lsn(&self) -> Result<Option<u64>, ReadError> {
         self.ask(|conn| conn.head()).map(Some)
     }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
 }
 
 /// A reader thread's connection and its prepared statements.

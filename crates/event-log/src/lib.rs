@@ -262,6 +262,12 @@ impl<S: StreamState> EventLog<S> {
         self.source.durable_lsn()
     }
 
+    /// Whether other processes append to the medium too (see
+    /// [`EventLog::durable_lsn`]).
+    pub fn is_shared(&self) -> bool {
+        self.source.is_shared()
+    }
+
     /// Reads the records of `stream` with `after_seq < seq <= after_seq +
     /// limit` and maps each one while it is in memory. Blocks while the
     /// medium is read.

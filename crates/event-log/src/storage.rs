@@ -123,6 +123,12 @@ pub trait Source: Send + Sync + 'static {
     fn durable_lsn(&self) -> Result<Option<u64>, ReadError> {
         Ok(None)
     }
+
+    /// Whether other processes may append to the medium, so that a reader
+    /// has to ask [`Source::durable_lsn`] to know it is current.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// Everything [`EventLog::start`](crate::EventLog::start) needs: a recovered

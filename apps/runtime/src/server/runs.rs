@@ -4,7 +4,7 @@ use super::extract::{Json, Path, Query};
 use crate::error::ApiError;
 use crate::orchestration;
 use crate::server::AppState;
-use crate::server::streamed::streamed_body;
+use crate::server::streamed::blocking_body;
 use crate::types::{AppendEventBody, CreateRunBody, EventsPageQuery, RunView};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -24,11 +24,7 @@ pub(crate) async fn create(
     } else {
         StatusCode::CREATED
     };
-    Ok((
-        status,
-        axum::Json(json!({"run": RunView::without_events(&write.run)})),
-    )
-        .into_response())
+    Ok((status, axum::Json(json!({"run": RunView::of(&write.run)}))).into_response())
 }
 
 /// `POST /internal/v1/runs/{run_id}/events`.
@@ -40,7 +36,7 @@ pub(crate) async fn append(
     let core = state.core()?;
     let write = orchestration::append_event(&core.authority, run_id, body).await?;
     let body = json!({
-        "run": RunView::without_events(&write.run),
+        "run": RunView::of(&write.run),
         "event": write.event,
         "idempotent_replay": write.idempotent_replay,
     });
@@ -52,9 +48,13 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    let core = state.fresh_core().await?;
-    let (head, events) = orchestration::run_with_events(&core.authority, run_id)?;
-    Ok(axum::Json(json!({"run": RunView::with_events(&head, events)})).into_response())
+    let core = state.fresh_core().await?.clone();
+    // Unknown runs answer 404 before any byte of the body is sent.
+    let head = core.authority.run(run_id)?;
+    let body = blocking_body(core, move |core, out| {
+        orchestration::write_run(&core.authority, &head, out)
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// `GET /internal/v1/runs/{run_id}/events?after_seq=&limit=`.
@@ -63,8 +63,12 @@ pub(crate) async fn events(
     Path(run_id): Path<Uuid>,
     Query(query): Query<EventsPageQuery>,
 ) -> Result<Response, ApiError> {
-    let core = state.fresh_core().await?;
-    let page = orchestration::events_page(&core.authority, run_id, query.after_seq, query.limit)?;
+    let core = state.fresh_core().await?.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        orchestration::events_page(&core.authority, run_id, query.after_seq, query.limit)
+    })
+    .await
+    .map_err(|error| ApiError::internal(error.to_string()))??;
     let body =
         json!({"events": page.events, "next_cursor": page.next_cursor, "head_seq": page.head_seq});
     Ok(axum::Json(body).into_response())
@@ -91,16 +95,8 @@ pub(crate) async fn replay(
     let core = state.fresh_core().await?.clone();
     // Unknown runs answer 404 before any byte of the body is sent.
     core.authority.run(run_id)?;
-    let (mut writer, body) = streamed_body();
-    tokio::task::spawn_blocking(move || {
-        let replayed = orchestration::replay(&core.authority, run_id, &mut writer);
-        // Let go of the core before the client sees the end of the body, so
-        // that a shutdown right after it never waits on this task.
-        drop(core);
-        match replayed {
-            Ok(()) => writer.finish(),
-            Err(error) => writer.abort(error.to_string()),
-        }
+    let body = blocking_body(core, move |core, out| {
+        orchestration::replay(&core.authority, run_id, out)
     });
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }

@@ -3,10 +3,13 @@
 //! between them. Large artifacts (a replay of 100,000 events) are sent in
 //! 64 KiB chunks instead of being built whole in memory first.
 
+use crate::core::Core;
 use axum::body::{Body, Bytes};
 use http_body::Frame;
+use std::fmt::Display;
 use std::io::{self, Write};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
@@ -16,13 +19,33 @@ const CHUNK_BYTES: usize = 64 << 10;
 const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// A writer feeding the returned body. Use it from blocking code only.
-pub(crate) fn streamed_body() -> (ChunkWriter, Body) {
+fn streamed_body() -> (ChunkWriter, Body) {
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let writer = ChunkWriter {
         sender,
         buffer: Vec::with_capacity(CHUNK_BYTES),
     };
     (writer, Body::new(ChannelBody { receiver }))
+}
+
+/// A body that `write` produces on a blocking thread while it is sent; a
+/// failure part way ends the transfer broken rather than truncated.
+pub(crate) fn blocking_body<E: Display>(
+    core: Arc<Core>,
+    write: impl FnOnce(&Core, &mut ChunkWriter) -> Result<(), E> + Send + 'static,
+) -> Body {
+    let (mut writer, body) = streamed_body();
+    tokio::task::spawn_blocking(move || {
+        let written = write(&core, &mut writer);
+        // Let go of the core before the client sees the end of the body, so
+        // that a shutdown right after it never waits on this task.
+        drop(core);
+        match written {
+            Ok(()) => writer.finish(),
+            Err(error) => writer.abort(error.to_string()),
+        }
+    });
+    body
 }
 
 /// The writing end. Dropping it without [`ChunkWriter::finish`] ends the

@@ -101,9 +101,17 @@ impl Server {
             .nth(1)
             .and_then(|code| code.parse().ok())
             .unwrap_or(0);
-        let json = text
-            .split_once("\r\n\r\n")
-            .and_then(|(_, body)| serde_json::from_str(body).ok());
+        let json = text.split_once("\r\n\r\n").and_then(|(head, body)| {
+            let chunked = head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked");
+            let body = if chunked {
+                dechunk(body)?
+            } else {
+                body.to_owned()
+            };
+            serde_json::from_str(&body).ok()
+        });
         Ok((status, json.unwrap_or(Value::Null)))
     }
 
@@ -124,5 +132,19 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The payload of a `Transfer-Encoding: chunked` body (streamed responses).
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
     }
 }
