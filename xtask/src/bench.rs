@@ -31,7 +31,7 @@ const USAGE: &str = "usage: cargo xtask bench [--quick] [--only NAME]
 
   --quick      one short run per scenario instead of three full ones
   --only NAME  run one scenario: healthz, append, append-preloaded, restart,
-               runs-10k, heartbeat, artifacts, khala-poll, khala-longpoll,
+               runs-10k, heartbeat, artifacts, run-read, khala-poll, khala-longpoll,
                postgres-appends (needs PostgreSQL: BENCH_DATABASE_URL, default
                the local `test` database; skipped in a full run without it)";
 

@@ -25,7 +25,7 @@ mod khala;
 mod postgres;
 
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 11] = [
     "healthz",
     "append",
     "append-preloaded",
@@ -33,6 +33,7 @@ pub const NAMES: [&str; 10] = [
     "runs-10k",
     "heartbeat",
     "artifacts",
+    "run-read",
     "khala-poll",
     "khala-longpoll",
     "postgres-appends",
@@ -54,6 +55,10 @@ const MANY_RUNS: usize = 10_000;
 const WORKERS: usize = 10_000;
 /// Events of the one run of the `artifacts` scenario.
 const ARTIFACT_EVENTS: u64 = 100_000;
+/// Events of the one run `run-read` reads whole.
+const LARGE_RUN_EVENTS: u64 = 1_000_000;
+/// How much serving that run may raise the server's peak memory.
+const LARGE_RUN_HWM_MB_TARGET: Target = Target::AtMost(32.0);
 
 /// Targets of the issues, checked against the medians.
 const APPEND_TARGET: Target = Target::AtLeast(20_000.0);
@@ -157,6 +162,7 @@ impl Bench<'_> {
             "runs-10k" => self.runs_10k().await,
             "heartbeat" => self.heartbeat().await,
             "artifacts" => self.artifacts().await,
+            "run-read" => self.run_read().await,
             "khala-poll" => self.khala_poll().await,
             "khala-longpoll" => self.khala_longpoll().await,
             "postgres-appends" => self.postgres_appends().await,
@@ -348,6 +354,47 @@ impl Bench<'_> {
         let growth = hwm_after.saturating_sub(hwm_before);
         self.report
             .add(Figure::new(scenario, "VmHWM increase", "MB", mb(growth)));
+        Ok(())
+    }
+
+    /// `run-read`: `GET /internal/v1/runs/{id}` of one run of a million
+    /// events, and how much serving it raises the server's peak memory.
+    async fn run_read(&mut self) -> anyhow::Result<()> {
+        let dir = self.fresh_dir()?;
+        let preloaded = preload::preload(&dir, 1, LARGE_RUN_EVENTS).await?;
+        self.note_preload(&dir, &preloaded);
+        let path = format!("/internal/v1/runs/{}", preloaded.run_ids[0]);
+        let mut server = Server::spawn(self.binary, &dir)?;
+        server.wait_ready().await?;
+        let hwm_before = server.memory_kb("VmHWM")?;
+        let mut connection = Connection::open(server.addr).await?;
+        let read = timed_gets(&mut connection, &path, self.options.repeats).await?;
+        let hwm_after = server.memory_kb("VmHWM")?;
+        drop(connection);
+        server.stop().await?;
+        remove_folder(&dir);
+        let events = count_run_events(&read.body)?;
+        // The preloaded count includes each run's `run.started`.
+        anyhow::ensure!(
+            events == LARGE_RUN_EVENTS,
+            "the run came back with {events} events, not {LARGE_RUN_EVENTS}"
+        );
+        self.report.note(format!(
+            "run-read: {} bytes, {events} events",
+            read.body.len()
+        ));
+        let scenario = "run-read";
+        self.report.add(Figure::new(
+            scenario,
+            "GET run (1M events)",
+            "ms",
+            read.millis,
+        ));
+        let growth = kb_to_mb(hwm_after.saturating_sub(hwm_before));
+        self.report.add(
+            Figure::new(scenario, "VmHWM increase", "MB", vec![growth])
+                .with_target(LARGE_RUN_HWM_MB_TARGET),
+        );
         Ok(())
     }
 
@@ -566,6 +613,21 @@ async fn timed_gets(
     }
     eprintln!("bench:   GET {path}: {:?} ms", timed.millis);
     Ok(timed)
+}
+
+/// The number of events in a `GET /internal/v1/runs/{id}` body, counted
+/// without holding them.
+fn count_run_events(body: &[u8]) -> anyhow::Result<u64> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        run: Run,
+    }
+    #[derive(serde::Deserialize)]
+    struct Run {
+        events: Vec<serde::de::IgnoredAny>,
+    }
+    let body: Body = serde_json::from_slice(body).context("parsing the run")?;
+    Ok(body.run.events.len() as u64)
 }
 
 /// Validates a replay and checks it has a line per event plus its two
