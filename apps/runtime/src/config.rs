@@ -8,6 +8,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+/// Smallest segment of the embedded log, so that rolls (a file creation and
+/// a folder sync) stay rare next to batches.
+const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+/// Largest segment of the embedded log.
+const MAX_SEGMENT_BYTES: u64 = 16 << 30;
+
 /// Who may write: the cutover control of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthorityWriteMode {
@@ -110,8 +116,10 @@ pub struct Config {
     pub build_sha: String,
     /// Where the log is kept (`RUNTIME_STORAGE_BACKEND`).
     pub storage_backend: StorageBackend,
-    /// The durable event log (embedded backend).
+    /// The durable event log (embedded backend): its first segment file.
     pub event_log_path: PathBuf,
+    /// Size at which a segment of the embedded log is full.
+    pub event_log_segment_bytes: u64,
     /// The projection checkpoint file.
     pub checkpoint_path: PathBuf,
     /// Cutover control for this service's writes.
@@ -175,6 +183,11 @@ impl Config {
                     ".runtime-data/runtime-events.jsonl",
                 )
                 .into(),
+            event_log_segment_bytes: vars.bounded(
+                "RUNTIME_EVENT_LOG_SEGMENT_BYTES",
+                openagents_event_log::DEFAULT_SEGMENT_BYTES,
+                MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES,
+            )?,
             checkpoint_path: vars
                 .text(
                     "RUNTIME_CHECKPOINT_PATH",

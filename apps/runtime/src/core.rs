@@ -80,6 +80,7 @@ impl Core {
         };
         let options = LogOptions {
             observer: Some(Arc::new(feed)),
+            segment_bytes: config.event_log_segment_bytes,
             ..LogOptions::default()
         };
         let (log, log_report) = storage::open_log(config, options)?;

@@ -1,4 +1,4 @@
-//! A durable, multi-stream, append-only event log in one JSONL file.
+//! A durable, multi-stream, append-only event log in JSONL segment files.
 //!
 //! - Streams (`run:<id>`, `worker:<id>`, …) have sequence numbers 1, 2, 3, …
 //!   without gaps; the whole log has positions (`lsn`) likewise.
@@ -26,6 +26,7 @@ mod file;
 mod index;
 mod record;
 mod recovery;
+mod segments;
 mod storage;
 mod writer;
 
@@ -75,13 +76,20 @@ pub struct LogOptions<S> {
     pub max_queued_jobs: usize,
     /// Told about every durable batch.
     pub observer: Option<Arc<dyn CommitObserver<S>>>,
+    /// Size at which the file medium's active segment is full and the next
+    /// batch starts a new one (see [`DEFAULT_SEGMENT_BYTES`]).
+    pub segment_bytes: u64,
 }
+
+/// The default segment size of the file medium: 128 MiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 128 << 20;
 
 impl<S> Default for LogOptions<S> {
     fn default() -> Self {
         LogOptions {
             max_queued_jobs: 65_536,
             observer: None,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
         }
     }
 }
@@ -141,7 +149,7 @@ impl<S: StreamState> EventLog<S> {
     /// Opens (creating if needed) the log file at `path`, recovers its index
     /// and starts the writer thread.
     pub fn open(path: &Path, options: LogOptions<S>) -> Result<(Self, OpenReport), OpenError> {
-        let (storage, report) = file::open::<S>(path)?;
+        let (storage, report) = file::open::<S>(path, options.segment_bytes)?;
         let log = Self::start(storage, options).map_err(|source| OpenError::Io {
             path: path.to_owned(),
             source,

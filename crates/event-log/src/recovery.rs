@@ -1,11 +1,13 @@
-//! Opening a log file: one streaming pass that checks every record and
-//! rebuilds the index.
+//! Opening a log file: one streaming pass per segment, in log order, that
+//! checks every record and rebuilds the index.
 //!
 //! The rules, in the order they are applied to each line:
 //!
 //! 1. A final line without `\n`, or a final line that does not decode, is a
 //!    torn write: it was never acknowledged (acknowledgement waits for
-//!    `fdatasync`), so it is cut off and a warning names it.
+//!    `fdatasync`), so it is cut off and a warning names it. Only the last
+//!    segment can end in one: a segment is complete and synced before the
+//!    next one is created, so a torn end anywhere else is damage.
 //! 2. A line that does not decode but is followed by more data is corruption
 //!    of acknowledged history: opening fails, naming the file and offset.
 //! 3. Every record's `lsn` must follow the previous one, and its `seq` must be
@@ -25,26 +27,30 @@ use std::time::SystemTime;
 /// dominate the scan of a multi-gigabyte log.
 const SCAN_BUFFER_BYTES: usize = 4 << 20;
 
-/// What the recovery pass found.
-pub(crate) struct Recovered<S> {
-    /// The index of every valid record.
-    pub(crate) index: Index<S>,
+/// What the recovery pass found in one segment.
+pub(crate) struct Scanned {
     /// Length of the valid prefix; the file is truncated to it.
     pub(crate) valid_len: u64,
     /// Bytes of a torn final write that must be cut off.
     pub(crate) torn_bytes: u64,
-    /// Time of the newest record, so new records never get an earlier one.
+    /// Time of the segment's newest record, so new records never get an
+    /// earlier one.
     pub(crate) last_at: Option<SystemTime>,
 }
 
-/// Scans `file` from the start and rebuilds the index.
-pub(crate) fn scan<S: StreamState>(file: &File, path: &Path) -> Result<Recovered<S>, OpenError> {
+/// Scans the segment `file` from its start into `index`; its first byte is
+/// at `base` in the log's byte space.
+pub(crate) fn scan<S: StreamState>(
+    file: &File,
+    path: &Path,
+    base: u64,
+    index: &mut Index<S>,
+) -> Result<Scanned, OpenError> {
     let io_error = |source| OpenError::Io {
         path: path.to_owned(),
         source,
     };
     let file_len = file.metadata().map_err(io_error)?.len();
-    let mut index = Index::default();
     let mut last_at = String::new();
     let mut chunk = vec![0u8; SCAN_BUFFER_BYTES];
     // Bytes of `chunk` holding data, and the file offset of `chunk[0]`.
@@ -69,8 +75,12 @@ pub(crate) fn scan<S: StreamState>(file: &File, path: &Path) -> Result<Recovered
             match RecordRef::decode(body) {
                 Ok(record) => {
                     let len = u32::try_from(body.len()).expect("lines are bounded by the writer");
+                    let pos = RecordPos {
+                        offset: base + offset,
+                        len,
+                    };
                     index
-                        .recover(&record, RecordPos { offset, len })
+                        .recover(&record, pos)
                         .map_err(|problem| OpenError::OutOfOrder {
                             path: path.to_owned(),
                             offset,
@@ -80,7 +90,7 @@ pub(crate) fn scan<S: StreamState>(file: &File, path: &Path) -> Result<Recovered
                     last_at.push_str(&record.at);
                 }
                 // A damaged final line is a torn write; stop before it.
-                Err(_) if is_last => return Ok(finish(index, offset, file_len, &last_at)),
+                Err(_) if is_last => return Ok(finish(offset, file_len, &last_at)),
                 Err(error) => {
                     return Err(OpenError::Corrupt {
                         path: path.to_owned(),
@@ -94,7 +104,7 @@ pub(crate) fn scan<S: StreamState>(file: &File, path: &Path) -> Result<Recovered
         let valid_end = chunk_offset + start as u64;
         if at_eof || read == 0 {
             // Whatever follows the last newline is a torn final write.
-            return Ok(finish(index, valid_end, file_len, &last_at));
+            return Ok(finish(valid_end, file_len, &last_at));
         }
         // Keep the partial line; grow the buffer when one line fills it.
         chunk.copy_within(start..filled, 0);
@@ -115,10 +125,9 @@ fn read_some(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usi
     }
 }
 
-fn finish<S>(index: Index<S>, valid_len: u64, file_len: u64, last_at: &str) -> Recovered<S> {
+fn finish(valid_len: u64, file_len: u64, last_at: &str) -> Scanned {
     let last_at = humantime::parse_rfc3339(last_at).ok();
-    Recovered {
-        index,
+    Scanned {
         valid_len,
         torn_bytes: file_len - valid_len,
         last_at,

@@ -1,11 +1,12 @@
 //! Durability under SIGKILL: a child process appends from several threads and
 //! prints each acknowledgement; the parent kills it at a random moment,
 //! reopens the log and checks that every acknowledged append is there,
-//! unchanged, with no gaps. Several cycles run on the same file.
+//! unchanged, with no gaps. Several cycles run on the same log, whose small
+//! segments roll every few batches, so kills land during rolls too.
 
 mod common;
 
-use common::{Outcome, Request, append, bodies, open};
+use common::{Outcome, Request, append, bodies, open_segmented};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -14,6 +15,8 @@ use std::time::Duration;
 const CHILD_ENV: &str = "EVENT_LOG_CRASH_CHILD_PATH";
 const CYCLES: usize = 6;
 const THREADS: usize = 8;
+/// Segments this small roll every few batches.
+const SEGMENT_BYTES: u64 = 16 << 10;
 
 /// Runs only as the child of `acknowledged_appends_survive_sigkill`.
 #[test]
@@ -21,7 +24,7 @@ fn crash_child_appender() {
     let Ok(path) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let log = std::sync::Arc::new(open(path.as_ref()));
+    let log = std::sync::Arc::new(open_segmented(path.as_ref(), SEGMENT_BYTES));
     let cycle = std::env::var("EVENT_LOG_CRASH_CYCLE").unwrap();
     let threads: Vec<_> = (0..THREADS)
         .map(|thread| {
@@ -103,7 +106,7 @@ fn acknowledged_appends_survive_sigkill() {
         );
         acknowledged.extend(acks);
 
-        let log = open(&path);
+        let log = open_segmented(&path, SEGMENT_BYTES);
         let mut streams: HashMap<String, Vec<(u64, String)>> = HashMap::new();
         for stream in (0..5).map(|s| format!("s:{s}")) {
             streams.insert(stream.clone(), bodies(&log, &stream));

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Outcome, Request, append, bodies, open};
+use common::{Outcome, Request, append, bodies, open_segmented};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -60,10 +60,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_log_agrees_with_the_model_across_reopens(steps in prop::collection::vec(arb_step(), 1..60)) {
+    fn the_log_agrees_with_the_model_across_reopens(
+        steps in prop::collection::vec(arb_step(), 1..60),
+        segment_bytes in prop::sample::select(vec![64u64, 512, 4096, 1 << 20]),
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
-        let mut log = open(&path);
+        let mut log = open_segmented(&path, segment_bytes);
         let mut model = Model::default();
         for step in steps {
             match step {
@@ -79,7 +82,7 @@ proptest! {
                 }
                 Step::Reopen => {
                     drop(log);
-                    log = open(&path);
+                    log = open_segmented(&path, segment_bytes);
                 }
             }
             for (stream, events) in &model.streams {

@@ -85,6 +85,15 @@ pub fn open(path: &Path) -> EventLog<Count> {
     EventLog::open(path, LogOptions::default()).unwrap().0
 }
 
+/// Opens with segments of `segment_bytes`, so that appends roll segments.
+pub fn open_segmented(path: &Path, segment_bytes: u64) -> EventLog<Count> {
+    let options = LogOptions {
+        segment_bytes,
+        ..LogOptions::default()
+    };
+    EventLog::open(path, options).unwrap().0
+}
+
 /// Submits and waits for the durable answer.
 pub fn append(log: &EventLog<Count>, request: Request) -> Result<Outcome, LogFailure> {
     let (tx, rx) = mpsc::channel();
