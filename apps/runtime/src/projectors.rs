@@ -11,7 +11,7 @@
 //! holds is rebuilt too, so a summary never disagrees with the log.
 
 use crate::storage::CheckpointMedium;
-use openagents_authority::{Stream, StreamId, WorkerAfter, lifecycle_event, run_event};
+use openagents_authority::{Stream, StreamId, WorkerAfter, lifecycle_event, transition_event};
 use openagents_event_log::{CommitObserver, EventLog, Index, RecordRef};
 use openagents_projectors::{Checkpoint, DriftReport, ProjectionSnapshot, Projections, RunSummary};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -247,7 +247,7 @@ impl CommitObserver<Stream> for ProjectionStore {
 fn apply_record(projections: &mut Projections, record: &RecordRef<'_>) -> Result<(), String> {
     match record.stream.parse() {
         Ok(StreamId::Run(run_id)) => {
-            let event = run_event(record).map_err(|e| e.to_string())?;
+            let event = transition_event(record).map_err(|e| e.to_string())?;
             let applied = projections.apply_run_event(&run_id.to_string(), &event);
             if let Some(rejected) = applied.rejected_transition {
                 tracing::warn!(%run_id, seq = record.seq, ?rejected, "run projection refused a transition");

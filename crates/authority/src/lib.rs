@@ -25,7 +25,7 @@ mod workers;
 
 pub use error::{DecisionError, FoldError};
 pub use events::{EventListError, fold_events};
-pub use run::{RunHead, run_event};
+pub use run::{RunHead, run_event, transition_event};
 pub use runs::{
     AppendEvent, CreateRun, ImportRun, RunWrite, decide_append, decide_create, decide_import,
 };

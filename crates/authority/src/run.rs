@@ -135,6 +135,20 @@ fn transition_payload(record: &RecordRef<'_>) -> Result<Value, FoldError> {
     }
 }
 
+/// A run record as the state machine needs to see it: its type, seq, key
+/// and time, and the payload of `run.finished` only; every other payload is
+/// left `null` without being parsed. What projections apply on every append
+/// and every catch-up, where parsing payloads nobody reads would dominate.
+pub fn transition_event(record: &RecordRef<'_>) -> Result<RunEvent, FoldError> {
+    Ok(RunEvent {
+        seq: record.seq,
+        event_type: record.event_type.to_string(),
+        payload: transition_payload(record)?,
+        idempotency_key: record.key.as_deref().map(str::to_owned),
+        recorded_at: record.at.to_string(),
+    })
+}
+
 /// Converts a run record into the event clients see.
 pub fn run_event(record: &RecordRef<'_>) -> Result<RunEvent, ReadError> {
     let payload = serde_json::from_str(record.payload.get()).map_err(|e| ReadError::Damaged {

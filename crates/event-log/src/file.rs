@@ -110,6 +110,11 @@ struct Recovered<S> {
 }
 
 fn recover<S: StreamState>(files: Vec<(u64, PathBuf, File)>) -> Result<Recovered<S>, OpenError> {
+    let total_bytes = files
+        .iter()
+        .map(|(_, _, file)| file.metadata().map_or(0, |m| m.len()))
+        .sum();
+    let mut progress = recovery::Progress::new(total_bytes);
     let mut index = Index::default();
     let mut segments = Vec::with_capacity(files.len());
     let mut start = 0u64;
@@ -134,7 +139,7 @@ fn recover<S: StreamState>(files: Vec<(u64, PathBuf, File)>) -> Result<Recovered
                 ),
             });
         }
-        let scanned = recovery::scan::<S>(&file, &path, start, &mut index)?;
+        let scanned = recovery::scan::<S>(&file, &path, start, &mut index, &mut progress)?;
         if scanned.torn_bytes > 0 {
             if !is_last {
                 return Err(OpenError::Corrupt {

@@ -21,11 +21,48 @@ use crate::record::RecordRef;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Read buffer of the recovery pass: large enough that syscalls do not
 /// dominate the scan of a multi-gigabyte log.
 const SCAN_BUFFER_BYTES: usize = 4 << 20;
+
+/// How often a long scan says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The progress of one recovery over all segments, logged every
+/// [`PROGRESS_EVERY`] so that a long start is visibly alive.
+pub(crate) struct Progress {
+    started: Instant,
+    last_logged: Instant,
+    total_bytes: u64,
+}
+
+impl Progress {
+    pub(crate) fn new(total_bytes: u64) -> Self {
+        let now = Instant::now();
+        Progress {
+            started: now,
+            last_logged: now,
+            total_bytes,
+        }
+    }
+
+    /// Notes that `scanned` bytes of the log are done and `records` indexed.
+    fn tick(&mut self, scanned: u64, records: u64) {
+        if self.last_logged.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        self.last_logged = Instant::now();
+        tracing::info!(
+            scanned_bytes = scanned,
+            total_bytes = self.total_bytes,
+            records,
+            elapsed_ms = self.started.elapsed().as_millis() as u64,
+            "recovering the event log"
+        );
+    }
+}
 
 /// What the recovery pass found in one segment.
 pub(crate) struct Scanned {
@@ -45,6 +82,7 @@ pub(crate) fn scan<S: StreamState>(
     path: &Path,
     base: u64,
     index: &mut Index<S>,
+    progress: &mut Progress,
 ) -> Result<Scanned, OpenError> {
     let io_error = |source| OpenError::Io {
         path: path.to_owned(),
@@ -102,6 +140,7 @@ pub(crate) fn scan<S: StreamState>(
             start += newline + 1;
         }
         let valid_end = chunk_offset + start as u64;
+        progress.tick(base + valid_end, index.record_count());
         if at_eof || read == 0 {
             // Whatever follows the last newline is a torn final write.
             return Ok(finish(valid_end, file_len, &last_at));

@@ -13,7 +13,7 @@ use crate::bench::Options;
 use crate::bench::load::{Call, Connection, LoadResult, LoadShape, MakeCall, run_load, send_all};
 use crate::bench::preload::{self, Preloaded, append_body};
 use crate::bench::report::{Figure, PER_SECOND, Report, Target, format_value};
-use crate::bench::server::{EVENT_LOG, Server, copy_data_dir};
+use crate::bench::server::{CHECKPOINT, EVENT_LOG, Server, copy_data_dir};
 use anyhow::{Context, bail};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -65,6 +65,9 @@ const APPEND_TARGET: Target = Target::AtLeast(20_000.0);
 const PRELOADED_RATIO_TARGET: Target = Target::AtLeast(0.85);
 const RESTART_SECONDS_TARGET: Target = Target::AtMost(1.5);
 const RESTART_RSS_MB_TARGET: Target = Target::AtMost(200.0);
+/// Records a start without a checkpoint gets through per second: the scan
+/// of the log and the rebuild of every projection from it.
+const FULL_SCAN_TARGET: Target = Target::AtLeast(1_500_000.0);
 const RUNS_10K_RATIO_TARGET: Target = Target::AtLeast(0.90);
 const HEARTBEAT_TARGET: Target = Target::AtLeast(15_000.0);
 
@@ -244,6 +247,26 @@ impl Bench<'_> {
         self.report.add(
             Figure::new("restart", "VmRSS when ready", "MB", rss_mb)
                 .with_target(RESTART_RSS_MB_TARGET),
+        );
+        let mut rates = Vec::new();
+        for _ in 0..self.options.repeats {
+            let dir = self.preloaded_copy()?;
+            std::fs::remove_file(dir.join(CHECKPOINT)).context("removing the checkpoint")?;
+            let mut server = Server::spawn(self.binary, &dir)?;
+            let ready = server.wait_ready().await?;
+            server.stop().await?;
+            remove_folder(&dir);
+            eprintln!("bench:   without a checkpoint, ready after {ready:?}");
+            rates.push(PRELOAD_EVENTS as f64 / ready.as_secs_f64());
+        }
+        self.report.add(
+            Figure::new(
+                "restart",
+                "full-scan start, no checkpoint",
+                PER_SECOND,
+                rates,
+            )
+            .with_target(FULL_SCAN_TARGET),
         );
         Ok(())
     }
