@@ -311,14 +311,13 @@ impl Bench<'_> {
     /// `artifacts`: receipt and replay of one 100,000-event run, and the
     /// growth of the server's peak memory while building them.
     async fn artifacts(&mut self) -> anyhow::Result<()> {
-        let dir = self.fresh_dir()?;
-        let preloaded = preload::preload(&dir, 1, ARTIFACT_EVENTS).await?;
-        self.note_preload(&dir, &preloaded);
-        let path = format!("/internal/v1/runs/{}", preloaded.run_ids[0]);
-        let mut server = Server::spawn(self.binary, &dir)?;
-        server.wait_ready().await?;
-        let hwm_before = server.memory_kb("VmHWM")?;
-        let mut connection = Connection::open(server.addr).await?;
+        let OneRun {
+            dir,
+            path,
+            server,
+            hwm_before,
+            mut connection,
+        } = self.serve_one_run(ARTIFACT_EVENTS).await?;
         let receipt = timed_gets(
             &mut connection,
             &format!("{path}/receipt"),
@@ -383,14 +382,13 @@ impl Bench<'_> {
     /// `run-read`: `GET /internal/v1/runs/{id}` of one run of a million
     /// events, and how much serving it raises the server's peak memory.
     async fn run_read(&mut self) -> anyhow::Result<()> {
-        let dir = self.fresh_dir()?;
-        let preloaded = preload::preload(&dir, 1, LARGE_RUN_EVENTS).await?;
-        self.note_preload(&dir, &preloaded);
-        let path = format!("/internal/v1/runs/{}", preloaded.run_ids[0]);
-        let mut server = Server::spawn(self.binary, &dir)?;
-        server.wait_ready().await?;
-        let hwm_before = server.memory_kb("VmHWM")?;
-        let mut connection = Connection::open(server.addr).await?;
+        let OneRun {
+            dir,
+            path,
+            server,
+            hwm_before,
+            mut connection,
+        } = self.serve_one_run(LARGE_RUN_EVENTS).await?;
         let read = timed_gets(&mut connection, &path, self.options.repeats).await?;
         let hwm_after = server.memory_kb("VmHWM")?;
         drop(connection);
@@ -419,6 +417,26 @@ impl Bench<'_> {
                 .with_target(LARGE_RUN_HWM_MB_TARGET),
         );
         Ok(())
+    }
+
+    /// A server on a fresh folder preloaded with one run of `events` events,
+    /// ready, with its peak memory so far and a connection to it.
+    async fn serve_one_run(&mut self, events: u64) -> anyhow::Result<OneRun> {
+        let dir = self.fresh_dir()?;
+        let preloaded = preload::preload(&dir, 1, events).await?;
+        self.note_preload(&dir, &preloaded);
+        let path = format!("/internal/v1/runs/{}", preloaded.run_ids[0]);
+        let mut server = Server::spawn(self.binary, &dir)?;
+        server.wait_ready().await?;
+        let hwm_before = server.memory_kb("VmHWM")?;
+        let connection = Connection::open(server.addr).await?;
+        Ok(OneRun {
+            dir,
+            path,
+            server,
+            hwm_before,
+            connection,
+        })
     }
 
     /// Measures `workload` `repeats` times, each on a fresh, empty folder.
@@ -609,6 +627,17 @@ async fn register_workers(addr: std::net::SocketAddr, count: usize) -> anyhow::R
         .collect();
     send_all(addr, CONNECTIONS, calls).await?;
     Ok(())
+}
+
+/// A server holding one preloaded run (see `Bench::serve_one_run`).
+struct OneRun {
+    dir: PathBuf,
+    /// `/internal/v1/runs/{id}` of the run.
+    path: String,
+    server: Server,
+    /// `VmHWM` once ready, in kB.
+    hwm_before: u64,
+    connection: Connection,
 }
 
 /// Timings of repeated `GET`s of one artifact.
