@@ -132,7 +132,7 @@ async fn capture_rust_side(log: &RunLog, work: &Path) -> anyhow::Result<PathBuf>
         .checkpoint(&StreamId::Run(run_id).topic())
         .context("the imported run has no checkpoint")?;
     let files = ExportFiles {
-        receipt: orchestration::receipt(&core.authority, run_id)?,
+        receipt: orchestration::receipt(&core.authority, run_id, None)?,
         replay: {
             let mut replay = Vec::new();
             orchestration::replay(&core.authority, run_id, &mut replay)?;

@@ -4,6 +4,7 @@
 //! value. Defaults make `cargo run -p openagents-runtime-service` work on a
 //! fresh machine with data under `.runtime-data/`.
 
+use openagents_artifacts::ReceiptSigner;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -154,6 +155,9 @@ pub struct Config {
     pub sync_token_audience: String,
     /// Revoked sync token ids.
     pub sync_revoked_jtis: Vec<String>,
+    /// The key receipts are signed with (`RUNTIME_RECEIPT_SIGNING_KEY_FILE`);
+    /// receipts carry no signature without it.
+    pub receipt_signer: Option<ReceiptSigner>,
 }
 
 impl Config {
@@ -240,6 +244,7 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
+            receipt_signer: vars.receipt_signer()?,
         })
     }
 
@@ -299,6 +304,29 @@ impl Vars<'_> {
                 variable: "RUNTIME_FANOUT_DRIVER",
                 value,
                 expected,
+            }),
+        }
+    }
+
+    /// `RUNTIME_RECEIPT_SIGNING_KEY_FILE`: the file holds the secret key as
+    /// 64 hex digits (surrounding whitespace ignored).
+    fn receipt_signer(&self) -> Result<Option<ReceiptSigner>, ConfigError> {
+        const VARIABLE: &str = "RUNTIME_RECEIPT_SIGNING_KEY_FILE";
+        let Some(path) = self.optional(VARIABLE) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|_| ConfigError {
+            variable: VARIABLE,
+            value: path.clone(),
+            expected: "a readable file holding a secp256k1 secret key in hex",
+        })?;
+        match ReceiptSigner::from_hex(&text) {
+            Ok(signer) => Ok(Some(signer)),
+            Err(_) => Err(ConfigError {
+                variable: VARIABLE,
+                value: path,
+                expected: "a file holding a 32-byte secp256k1 secret key as 64 hex digits \
+                           (nonzero, below the curve order)",
             }),
         }
     }
@@ -435,6 +463,38 @@ mod tests {
         );
         let error = with(&[("RUNTIME_STORAGE_BACKEND", "sqlite")]).unwrap_err();
         assert!(error.to_string().contains("jsonl or postgres"), "{error}");
+    }
+
+    #[test]
+    fn the_receipt_signing_key_is_read_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, format!("{}\n", "11".repeat(32))).unwrap();
+        let path = key.to_str().unwrap();
+        let config = with(&[("RUNTIME_RECEIPT_SIGNING_KEY_FILE", path)]).unwrap();
+        assert_eq!(
+            config.receipt_signer.unwrap().public_key_hex(),
+            ReceiptSigner::from_hex(&"11".repeat(32))
+                .unwrap()
+                .public_key_hex()
+        );
+        std::fs::write(&key, "not a key").unwrap();
+        let error = with(&[("RUNTIME_RECEIPT_SIGNING_KEY_FILE", path)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("RUNTIME_RECEIPT_SIGNING_KEY_FILE") && error.contains("64 hex digits"),
+            "{error}"
+        );
+        let missing = dir.path().join("missing");
+        let error = with(&[(
+            "RUNTIME_RECEIPT_SIGNING_KEY_FILE",
+            missing.to_str().unwrap(),
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("readable file"), "{error}");
+        assert!(with(&[]).unwrap().receipt_signer.is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::authority::{Authority, AuthorityError};
 use crate::types::{AppendEventBody, CreateRunBody, RunView};
-use openagents_artifacts::{BuildError, RunHeader, build_receipt, write_replay};
+use openagents_artifacts::{BuildError, ReceiptSigner, RunHeader, build_receipt, write_replay};
 use openagents_authority::{
     AppendEvent, CreateRun, DecisionError, RunHead, RunWrite, decide_append, decide_create,
 };
@@ -245,14 +245,23 @@ fn artifact_error(error: BuildError<AuthorityError>) -> AuthorityError {
     }
 }
 
-/// The run's `openagents.receipt.v1` as JSON bytes. Blocking (reads the file).
-pub fn receipt(authority: &Authority, run_id: Uuid) -> Result<Vec<u8>, AuthorityError> {
+/// The run's `openagents.receipt.v1` as JSON bytes, signed by `signer`
+/// when there is one. Blocking (reads the file).
+pub fn receipt(
+    authority: &Authority,
+    run_id: Uuid,
+    signer: Option<&ReceiptSigner>,
+) -> Result<Vec<u8>, AuthorityError> {
     let head = authority.run(run_id)?;
     let receipt = build_receipt(
         &artifact_header(&head),
         event_pages(authority, run_id, head.latest_seq),
     )
     .map_err(artifact_error)?;
+    let receipt = match signer {
+        Some(signer) => receipt.signed(signer),
+        None => receipt,
+    };
     Ok(receipt.to_json_bytes())
 }
 

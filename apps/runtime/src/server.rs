@@ -142,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/v1/runs/{run_id}", get(runs::get))
         .route("/internal/v1/runs/{run_id}/receipt", get(runs::receipt))
         .route("/internal/v1/runs/{run_id}/replay", get(runs::replay))
+        .route("/internal/v1/receipts/signing-key", get(runs::signing_key))
         .route(
             "/internal/v1/runs/{run_id}/events",
             post(runs::append).get(runs::events),

@@ -5,7 +5,9 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use openagents_artifacts::validate_replay;
+use openagents_artifacts::{
+    ReceiptSignature, ReceiptSigner, canonical_receipt_digest, validate_replay,
+};
 use serde_json::{Value, json};
 use support::{TestService, assert_error};
 
@@ -77,6 +79,60 @@ async fn receipts_and_replays_are_byte_identical_after_restart() {
     let service = service.restart();
     assert_eq!(fetch(&service, &receipt_uri).await, receipt);
     assert_eq!(fetch(&service, &replay_uri).await, replay);
+}
+
+fn signer() -> ReceiptSigner {
+    ReceiptSigner::from_hex(&"2a".repeat(32)).unwrap()
+}
+
+#[tokio::test]
+async fn without_a_key_receipts_are_unsigned_and_the_key_route_is_404() {
+    let service = TestService::start();
+    let run = run_with_tools(&service).await;
+    let (_, bytes) = fetch(&service, &format!("/internal/v1/runs/{run}/receipt")).await;
+    let receipt: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(receipt.get("signature").is_none(), "{receipt}");
+    let object = receipt.as_object().unwrap();
+    assert_eq!(
+        receipt["canonical_json_sha256"],
+        hex::encode(canonical_receipt_digest(object))
+    );
+    let (status, body) = service.get("/internal/v1/receipts/signing-key").await;
+    assert_error(
+        status,
+        &body,
+        404,
+        "not_found",
+        Some("signing_key_not_configured"),
+    );
+}
+
+#[tokio::test]
+async fn with_a_key_receipts_are_signed_deterministically_across_a_restart() {
+    let service = TestService::start_with(|config| config.receipt_signer = Some(signer()));
+    let run = run_with_tools(&service).await;
+    let uri = format!("/internal/v1/runs/{run}/receipt");
+    let (status, bytes) = fetch(&service, &uri).await;
+    assert_eq!(status, StatusCode::OK);
+    let receipt: Value = serde_json::from_slice(&bytes).unwrap();
+    let signature: ReceiptSignature = serde_json::from_value(receipt["signature"].clone()).unwrap();
+    let digest = canonical_receipt_digest(receipt.as_object().unwrap());
+    assert_eq!(signature.signed_sha256, hex::encode(digest));
+    assert_eq!(receipt["canonical_json_sha256"], hex::encode(digest));
+    signature.verify(&digest).unwrap();
+    assert_eq!(signature.signer_pubkey, signer().public_key_hex());
+
+    let (status, key) = service.get("/internal/v1/receipts/signing-key").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        key,
+        json!({"schema": "openagents.receipt_signature.v1",
+               "scheme": "secp256k1_schnorr_no_aux_rand",
+               "signer_pubkey": signer().public_key_hex()})
+    );
+
+    let service = service.restart();
+    assert_eq!(fetch(&service, &uri).await, (StatusCode::OK, bytes));
 }
 
 #[tokio::test]

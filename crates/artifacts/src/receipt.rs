@@ -16,16 +16,25 @@
 //!   `null`, and `null` when it is absent, so a receipt tells "no params
 //!   recorded" apart from "params recorded as null".
 //!
+//! - `canonical_json_sha256` is the lowercase hex sha256 (64 digits, no
+//!   `sha256:` prefix) of the canonical JSON of the receipt object without
+//!   its `canonical_json_sha256` and `signature` fields
+//!   ([`canonical_receipt_digest`]). A signature signs exactly these 32
+//!   bytes ([`crate::ReceiptSignature`]).
+//!
 //! Bytes: [`Receipt::to_json_bytes`] serializes the fields in the contract's
-//! order with no whitespace, so the same events always give the same bytes.
+//! order with no whitespace, so the same events (and the same signing key)
+//! always give the same bytes.
 
 use crate::error::BuildError;
 use crate::events::{TOOL_CALL_COMPLETED, VERIFICATION_COMPLETED, ordered};
 use crate::header::RunHeader;
+use crate::signature::{ReceiptSignature, ReceiptSigner};
 use openagents_canonical::{DigestWriter, digest, write_canonical};
 use openagents_run_state::RunEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use std::io::Write;
 
 /// Value of the receipt's `schema` field.
@@ -54,7 +63,18 @@ pub struct Receipt {
     pub tool_calls: Vec<ToolCall>,
     /// One entry per `verification.completed` event, in seq order.
     pub verification: Vec<Verification>,
+    /// Hex sha256 of the canonical JSON of every field above
+    /// ([`canonical_receipt_digest`]).
+    pub canonical_json_sha256: String,
+    /// The service's signature over `canonical_json_sha256`; absent when the
+    /// service has no signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ReceiptSignature>,
 }
+
+/// Names of the receipt fields that `canonical_json_sha256` does not cover:
+/// itself and the signature over it.
+pub const UNHASHED_RECEIPT_FIELDS: [&str; 2] = ["canonical_json_sha256", "signature"];
 
 /// A `tool.call.completed` event as the receipt lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +109,52 @@ impl Receipt {
     pub fn to_json_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a receipt holds only strings, numbers and JSON values")
     }
+
+    /// The receipt signed by `signer`: the same fields plus a `signature`
+    /// over `canonical_json_sha256`.
+    pub fn signed(mut self, signer: &ReceiptSigner) -> Self {
+        self.signature = Some(signer.sign(&self.digest()));
+        self
+    }
+
+    /// The 32 bytes `canonical_json_sha256` spells, recomputed from the
+    /// fields.
+    fn digest(&self) -> [u8; 32] {
+        let value = serde_json::to_value(self).expect("a receipt is a JSON object");
+        let Value::Object(object) = value else {
+            unreachable!("a receipt serializes as an object")
+        };
+        canonical_receipt_digest(&object)
+    }
+}
+
+/// The sha256 of the canonical JSON of a receipt object without its
+/// [`UNHASHED_RECEIPT_FIELDS`]. Every other field is covered, including
+/// fields this version does not know, so a verifier built from this
+/// function checks a newer receipt's extra fields too.
+pub fn canonical_receipt_digest(receipt: &Map<String, Value>) -> [u8; 32] {
+    let covered: Map<String, Value> = receipt
+        .iter()
+        .filter(|(name, _)| !UNHASHED_RECEIPT_FIELDS.contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let mut hasher = HashWriter(Sha256::new());
+    write_canonical(&mut hasher, &Value::Object(covered)).expect("hashing cannot fail");
+    hasher.0.finalize().into()
+}
+
+/// Feeds written bytes to a sha256.
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Builds the receipt of `run` from its events, read once in seq order.
@@ -111,7 +177,7 @@ where
         }
         trajectory.push(event);
     }
-    Ok(Receipt {
+    let mut receipt = Receipt {
         schema: RECEIPT_SCHEMA.to_owned(),
         session_id: run.id.clone(),
         policy_bundle_id: run.policy_bundle_id().to_owned(),
@@ -122,7 +188,11 @@ where
         trajectory_hash: trajectory.finish(),
         tool_calls,
         verification,
-    })
+        canonical_json_sha256: String::new(),
+        signature: None,
+    };
+    receipt.canonical_json_sha256 = hex::encode(receipt.digest());
+    Ok(receipt)
 }
 
 impl ToolCall {
@@ -345,7 +415,6 @@ mod tests {
 
     #[test]
     fn fields_serialize_in_contract_order() {
-        let text = String::from_utf8(build(&[]).to_json_bytes()).unwrap();
         let order = [
             "schema",
             "session_id",
@@ -357,12 +426,63 @@ mod tests {
             "last_seq",
             "tool_calls",
             "verification",
+            "canonical_json_sha256",
+            "signature",
         ];
+        let signer = ReceiptSigner::from_hex(&"11".repeat(32)).unwrap();
+        let text = String::from_utf8(build(&[]).signed(&signer).to_json_bytes()).unwrap();
         let positions: Vec<usize> = order
             .iter()
             .map(|k| text.find(&format!("\"{k}\":")).unwrap())
             .collect();
         assert!(positions.is_sorted(), "{text}");
+    }
+
+    #[test]
+    fn canonical_json_sha256_covers_every_other_field() {
+        let events = [
+            event(1, "run.started", json!({})),
+            event(2, TOOL_CALL_COMPLETED, json!({"tool": "t", "params": 1})),
+        ];
+        let receipt = build(&events);
+        let mut value = serde_json::to_value(&receipt).unwrap();
+        value
+            .as_object_mut()
+            .unwrap()
+            .remove("canonical_json_sha256");
+        let canonical = openagents_canonical::to_canonical_string(&value);
+        assert_eq!(
+            receipt.canonical_json_sha256,
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        );
+        let mut other = receipt.clone();
+        other.created_at.push('Z');
+        assert_ne!(other.digest(), receipt.digest());
+    }
+
+    #[test]
+    fn signing_adds_a_deterministic_signature_and_changes_nothing_else() {
+        let events = [event(1, "run.started", json!({}))];
+        let signer = ReceiptSigner::from_hex(&"11".repeat(32)).unwrap();
+        let unsigned = build(&events);
+        let signed = build(&events).signed(&signer);
+        assert_eq!(
+            signed.to_json_bytes(),
+            build(&events).signed(&signer).to_json_bytes()
+        );
+        let signature = signed.signature.clone().unwrap();
+        assert_eq!(signature.signed_sha256, unsigned.canonical_json_sha256);
+        assert_eq!(signature.signer_pubkey, signer.public_key_hex());
+        signature.verify(&unsigned.digest()).unwrap();
+        assert_eq!(
+            Receipt {
+                signature: None,
+                ..signed
+            },
+            unsigned
+        );
+        let text = String::from_utf8(unsigned.to_json_bytes()).unwrap();
+        assert!(!text.contains("signature"), "{text}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! `cargo xtask fixtures --check`; these snapshots are the readable review of
 //! the same artifacts.
 
-use openagents_artifacts::{FixtureRun, validate_replay};
+use openagents_artifacts::{FixtureRun, ReceiptSigner, validate_replay};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -54,6 +54,18 @@ fn receipts_match_their_snapshots() {
     for name in FIXTURES {
         insta::assert_json_snapshot!(format!("{name}-receipt"), load(name).receipt());
     }
+}
+
+/// A signed receipt is pinned too: the signature is deterministic, so the
+/// same run and key always give these bytes. The key is BIP-340's test key
+/// 3, never a real one.
+#[test]
+fn a_signed_receipt_matches_its_snapshot() {
+    let signer = ReceiptSigner::from_hex(&format!("{:064x}", 3)).unwrap();
+    let signed = load("tool-calls-with-verification")
+        .receipt()
+        .signed(&signer);
+    insta::assert_json_snapshot!("tool-calls-with-verification-receipt-signed", signed);
 }
 
 #[test]

@@ -52,11 +52,14 @@ pub enum Field {
     SummaryProjectionHash,
     /// The checkpoint's `last_event_type`.
     CheckpointLastEventType,
+    /// The receipt's `canonical_json_sha256`, compared only when both
+    /// receipts carry it (receipts older than the field do not).
+    ReceiptCanonicalJsonSha256,
 }
 
 impl Field {
     /// Every compared field, in the order reports list differences.
-    pub const ALL: [Field; 14] = [
+    pub const ALL: [Field; 15] = [
         Field::ReceiptSessionId,
         Field::SummaryRunId,
         Field::ReplaySessionId,
@@ -71,6 +74,7 @@ impl Field {
         Field::SummaryEventCount,
         Field::SummaryProjectionHash,
         Field::CheckpointLastEventType,
+        Field::ReceiptCanonicalJsonSha256,
     ];
 
     /// How much a difference in this field matters.
@@ -78,7 +82,10 @@ impl Field {
     /// Critical: identity, history, outcome and the projection position
     /// (a projector that stopped elsewhere serves other reads). Warning:
     /// byte-level and bookkeeping differences that leave the history intact,
-    /// such as replay formatting or how a projector counts events.
+    /// such as replay formatting or how a projector counts events, and the
+    /// receipt digest, which also covers fields a runtime may spell in its
+    /// own way (`created_at`, `policy_bundle_id`, the tool-call entries)
+    /// while a different history already shows as `receipt.trajectory_hash`.
     pub fn severity(self) -> Severity {
         match self {
             Field::ReceiptSessionId
@@ -94,7 +101,8 @@ impl Field {
             | Field::ReceiptLastSeq
             | Field::SummaryEventCount
             | Field::SummaryProjectionHash
-            | Field::CheckpointLastEventType => Severity::Warning,
+            | Field::CheckpointLastEventType
+            | Field::ReceiptCanonicalJsonSha256 => Severity::Warning,
         }
     }
 
@@ -115,14 +123,16 @@ impl Field {
             Field::SummaryEventCount => "summary.event_count",
             Field::SummaryProjectionHash => "summary.projection_hash",
             Field::CheckpointLastEventType => "checkpoint.last_event_type",
+            Field::ReceiptCanonicalJsonSha256 => "receipt.canonical_json_sha256",
         }
     }
 
-    /// This field's value in `export`, as the report shows it.
-    fn read(self, export: &RunExport) -> Value {
+    /// This field's value in `export`, as the report shows it; `None` when
+    /// the export does not record the field at all.
+    fn read(self, export: &RunExport) -> Option<Value> {
         let (receipt, replay) = (&export.receipt, &export.replay);
         let (summary, checkpoint) = (&export.summary, &export.checkpoint);
-        match self {
+        let value = match self {
             Field::ReceiptSessionId => receipt.session_id.as_str().into(),
             Field::SummaryRunId => summary.run_id.as_str().into(),
             Field::ReplaySessionId => replay.session_id.as_str().into(),
@@ -137,7 +147,11 @@ impl Field {
             Field::SummaryEventCount => summary.event_count.into(),
             Field::SummaryProjectionHash => summary.projection_hash.as_str().into(),
             Field::CheckpointLastEventType => checkpoint.last_event_type.as_str().into(),
-        }
+            Field::ReceiptCanonicalJsonSha256 => {
+                return receipt.canonical_json_sha256.as_deref().map(Value::from);
+            }
+        };
+        Some(value)
     }
 }
 
@@ -172,21 +186,37 @@ pub struct Diff {
     pub rust: Value,
 }
 
-/// Compares every field of [`Field::ALL`] and returns the differences, in
-/// that order.
-pub fn compare(legacy: &RunExport, rust: &RunExport) -> Vec<Diff> {
-    Field::ALL
-        .into_iter()
-        .filter_map(|field| {
-            let (legacy, rust) = (field.read(legacy), field.read(rust));
-            (legacy != rust).then(|| Diff {
+/// The outcome of comparing two exports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// The differences, in [`Field::ALL`] order.
+    pub diffs: Vec<Diff>,
+    /// How many fields both exports record, and so were compared.
+    pub compared_fields: u64,
+}
+
+/// Compares every field of [`Field::ALL`] that both exports record and
+/// returns the differences, in that order.
+pub fn compare(legacy: &RunExport, rust: &RunExport) -> Comparison {
+    let mut comparison = Comparison {
+        diffs: Vec::new(),
+        compared_fields: 0,
+    };
+    for field in Field::ALL {
+        let (Some(legacy), Some(rust)) = (field.read(legacy), field.read(rust)) else {
+            continue;
+        };
+        comparison.compared_fields += 1;
+        if legacy != rust {
+            comparison.diffs.push(Diff {
                 field,
                 severity: field.severity(),
                 legacy,
                 rust,
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    comparison
 }
 
 #[cfg(test)]
@@ -212,12 +242,17 @@ pub(crate) mod tests {
             Field::SummaryEventCount => export.summary.event_count += 1,
             Field::SummaryProjectionHash => export.summary.projection_hash = altered,
             Field::CheckpointLastEventType => export.checkpoint.last_event_type = altered,
+            Field::ReceiptCanonicalJsonSha256 => {
+                export.receipt.canonical_json_sha256 = Some(altered);
+            }
         }
     }
 
     #[test]
     fn equal_exports_have_no_differences() {
-        assert!(compare(&sample_export(), &sample_export()).is_empty());
+        let comparison = compare(&sample_export(), &sample_export());
+        assert!(comparison.diffs.is_empty());
+        assert_eq!(comparison.compared_fields, Field::ALL.len() as u64);
     }
 
     #[test]
@@ -225,12 +260,23 @@ pub(crate) mod tests {
         for field in Field::ALL {
             let mut rust = sample_export();
             perturb(&mut rust, field);
-            let diffs = compare(&sample_export(), &rust);
+            let diffs = compare(&sample_export(), &rust).diffs;
             assert_eq!(diffs.len(), 1, "{}", field.name());
             assert_eq!(diffs[0].field, field);
             assert_eq!(diffs[0].severity, field.severity());
             assert_ne!(diffs[0].legacy, diffs[0].rust);
         }
+    }
+
+    #[test]
+    fn a_receipt_digest_missing_on_one_side_is_not_compared() {
+        let mut legacy = sample_export();
+        legacy.receipt.canonical_json_sha256 = None;
+        let mut rust = sample_export();
+        rust.receipt.canonical_json_sha256 = Some("other".to_owned());
+        let comparison = compare(&legacy, &rust);
+        assert!(comparison.diffs.is_empty());
+        assert_eq!(comparison.compared_fields, Field::ALL.len() as u64 - 1);
     }
 
     #[test]
@@ -247,7 +293,7 @@ pub(crate) mod tests {
     fn a_diff_shows_both_values() {
         let mut rust = sample_export();
         rust.summary.status = "failed".to_owned();
-        let diffs = compare(&sample_export(), &rust);
+        let diffs = compare(&sample_export(), &rust).diffs;
         assert_eq!(
             serde_json::to_value(&diffs).unwrap(),
             serde_json::json!([{"field": "summary.status", "severity": "critical", "legacy": "succeeded", "rust": "failed"}])

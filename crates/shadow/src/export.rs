@@ -5,7 +5,7 @@
 //! read once, hashed and counted.
 
 use crate::error::LoadError;
-use crate::json::{parse_json, require_str, require_u64, unwrap_envelope};
+use crate::json::{optional_str, parse_json, require_str, require_u64, unwrap_envelope};
 use crate::manifest::Manifest;
 use openagents_artifacts::RECEIPT_SCHEMA;
 use serde_json::Value;
@@ -40,6 +40,9 @@ pub(crate) struct ReceiptFacts {
     pub(crate) event_count: u64,
     /// `last_seq`.
     pub(crate) last_seq: u64,
+    /// `canonical_json_sha256`, absent from receipts older than the field.
+    /// The `signature` is not read: each runtime signs with its own key.
+    pub(crate) canonical_json_sha256: Option<String>,
 }
 
 /// What the comparison reads from a replay.
@@ -124,6 +127,8 @@ impl ReceiptFacts {
             trajectory_hash: require_str(path, &value, "trajectory_hash")?.to_owned(),
             event_count: require_u64(path, &value, "event_count")?,
             last_seq: require_u64(path, &value, "last_seq")?,
+            canonical_json_sha256: optional_str(path, &value, "canonical_json_sha256")?
+                .map(str::to_owned),
         })
     }
 }

@@ -46,6 +46,22 @@ pub(crate) fn require_str<'a>(
         .ok_or_else(|| wrong_type(path, field, "a string"))
 }
 
+/// The string field `field` of `object`, `None` when absent.
+pub(crate) fn optional_str<'a>(
+    path: &Path,
+    object: &'a Value,
+    field: &str,
+) -> Result<Option<&'a str>, LoadError> {
+    object
+        .get(field)
+        .map(|value| {
+            value
+                .as_str()
+                .ok_or_else(|| wrong_type(path, field, "a string"))
+        })
+        .transpose()
+}
+
 /// The unsigned integer field `field` of `object`.
 pub(crate) fn require_u64(path: &Path, object: &Value, field: &str) -> Result<u64, LoadError> {
     require(path, object, field)?

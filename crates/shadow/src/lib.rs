@@ -26,7 +26,7 @@ mod report;
 #[cfg(test)]
 mod test_support;
 
-pub use compare::{Diff, Field, Severity, compare};
+pub use compare::{Comparison, Diff, Field, Severity, compare};
 pub use error::LoadError;
 pub use export::RunExport;
 pub use files::{ExportFiles, RunLogError, WriteError};

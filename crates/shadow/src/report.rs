@@ -5,7 +5,7 @@
 //! always give the same bytes. It holds no wall-clock time unless the caller
 //! passes one ([`ParityReport::with_generated_at`]).
 
-use crate::compare::{Diff, Field, Severity, compare};
+use crate::compare::{Comparison, Diff, Severity, compare};
 use crate::error::LoadError;
 use crate::export::RunExport;
 use serde::{Deserialize, Serialize};
@@ -86,7 +86,7 @@ pub struct ParityReport {
     pub legacy_manifest: String,
     /// The Rust export's manifest path, as given.
     pub rust_manifest: String,
-    /// Every difference, in [`Field::ALL`] order.
+    /// Every difference, in [`crate::Field::ALL`] order.
     pub diffs: Vec<Diff>,
     /// Counts of `diffs`.
     pub totals: Totals,
@@ -114,20 +114,24 @@ pub fn check_parity(
 }
 
 impl ParityReport {
-    /// The report of `diffs` between the exports of the two manifests.
+    /// The report of `comparison` between the exports of the two manifests.
     pub fn new(
         legacy_manifest: String,
         rust_manifest: String,
-        diffs: Vec<Diff>,
+        comparison: Comparison,
         policy: GatePolicy,
     ) -> Self {
+        let Comparison {
+            diffs,
+            compared_fields,
+        } = comparison;
         let count = |severity| diffs.iter().filter(|d| d.severity == severity).count() as u64;
         let totals = Totals {
             critical: count(Severity::Critical),
             warning: count(Severity::Warning),
-            compared_fields: Field::ALL.len() as u64,
+            compared_fields,
         };
-        let gate = decide(&diffs, policy);
+        let gate = decide(&diffs, compared_fields, policy);
         Self {
             schema: PARITY_REPORT_SCHEMA.to_owned(),
             generated_at: None,
@@ -157,7 +161,7 @@ impl ParityReport {
 
 /// Applies the gate policy to `diffs`: block on any critical difference when
 /// `block_on_critical`, block on more than `max_warnings` warnings, else allow.
-fn decide(diffs: &[Diff], policy: GatePolicy) -> Gate {
+fn decide(diffs: &[Diff], compared_fields: u64, policy: GatePolicy) -> Gate {
     let critical = names_of(diffs, Severity::Critical);
     let warnings = names_of(diffs, Severity::Warning);
     let warnings_text = || {
@@ -205,10 +209,7 @@ fn decide(diffs: &[Diff], policy: GatePolicy) -> Gate {
         tolerated.push(format!("{} within the maximum of {max}", warnings_text()));
     }
     let reason = if tolerated.is_empty() {
-        format!(
-            "Cutover allowed: all {} compared fields match.",
-            Field::ALL.len()
-        )
+        format!("Cutover allowed: all {compared_fields} compared fields match.")
     } else {
         format!("Cutover allowed: {}.", tolerated.join(" and "))
     };
@@ -235,6 +236,7 @@ fn counted(count: usize, one: &str, many: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::Field;
     use crate::compare::tests::perturb;
     use crate::test_support::{sample_export, write_export};
 
@@ -249,8 +251,8 @@ mod tests {
         for &field in fields {
             perturb(&mut rust, field);
         }
-        let diffs = compare(&sample_export(), &rust);
-        ParityReport::new("legacy".into(), "rust".into(), diffs, policy)
+        let comparison = compare(&sample_export(), &rust);
+        ParityReport::new("legacy".into(), "rust".into(), comparison, policy)
     }
 
     fn decision(fields: &[Field], policy: GatePolicy) -> Decision {
@@ -276,6 +278,7 @@ mod tests {
             (Field::SummaryEventCount, Warning),
             (Field::SummaryProjectionHash, Warning),
             (Field::CheckpointLastEventType, Warning),
+            (Field::ReceiptCanonicalJsonSha256, Warning),
         ];
         assert_eq!(table.len(), Field::ALL.len());
         let strict = GatePolicy::default();
@@ -327,7 +330,7 @@ mod tests {
             Totals {
                 critical: 1,
                 warning: 2,
-                compared_fields: 14
+                compared_fields: 15
             }
         );
     }
@@ -337,7 +340,7 @@ mod tests {
         let clean = report_with(&[], GatePolicy::default());
         assert_eq!(
             clean.gate.reason,
-            "Cutover allowed: all 14 compared fields match."
+            "Cutover allowed: all 15 compared fields match."
         );
         let both = report_with(
             &[

@@ -54,6 +54,7 @@ pub(crate) fn sample_export() -> RunExport {
             trajectory_hash: "sha256:t".to_owned(),
             event_count: 2,
             last_seq: 2,
+            canonical_json_sha256: Some("c".repeat(64)),
         },
         replay: ReplayFacts {
             session_id: "run-1".to_owned(),

@@ -93,7 +93,7 @@ fn an_allowing_gate_exits_0_and_prints_one_line() {
 
 #[test]
 fn a_blocking_gate_exits_2() {
-    let (code, report) = compare("trajectory-divergence", &["--max-warnings", "1"]);
+    let (code, report) = compare("trajectory-divergence", &["--max-warnings", "2"]);
     assert_eq!(code, 2);
     assert_eq!(report.gate.decision, Decision::Block);
     assert_eq!(report.totals.critical, 1);
@@ -103,7 +103,7 @@ fn a_blocking_gate_exits_2() {
 fn critical_differences_pass_when_block_on_critical_is_false() {
     let (code, report) = compare(
         "trajectory-divergence",
-        &["--max-warnings", "1", "--block-on-critical", "false"],
+        &["--max-warnings", "2", "--block-on-critical", "false"],
     );
     assert_eq!(code, 0, "{}", report.gate.reason);
     assert_eq!(report.totals.critical, 1);

@@ -56,10 +56,15 @@ struct Edit {
     file: String,
     /// For `replay`: the 1-based line to edit.
     line: Option<usize>,
-    /// JSON pointer of the value to replace.
+    /// JSON pointer of the value to replace (or remove).
     pointer: String,
-    /// The legacy value.
+    /// The legacy value; ignored with `remove`.
+    #[serde(default)]
     value: Value,
+    /// Remove the field at `pointer` instead: the legacy runtime does not
+    /// write it.
+    #[serde(default)]
+    remove: bool,
     /// Why the legacy runtime differs, for the reader.
     #[serde(rename = "why")]
     _why: String,
@@ -88,8 +93,21 @@ fn load_scenario(dir: &Path) -> Scenario {
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
-/// Replaces the value at `pointer` in `document`, which must exist.
+/// Replaces (or removes) the value at `pointer` in `document`, which must
+/// exist.
 fn replace(document: &mut Value, edit: &Edit) {
+    if edit.remove {
+        let (parent, key) = edit
+            .pointer
+            .rsplit_once('/')
+            .expect("a pointer starts with /");
+        let removed = document
+            .pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+            .and_then(|object| object.remove(key));
+        assert!(removed.is_some(), "{} has no {}", edit.file, edit.pointer);
+        return;
+    }
     let slot = document
         .pointer_mut(&edit.pointer)
         .unwrap_or_else(|| panic!("{} has no {}", edit.file, edit.pointer));

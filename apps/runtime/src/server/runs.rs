@@ -9,6 +9,7 @@ use crate::types::{AppendEventBody, CreateRunBody, EventsPageQuery, RunView};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use openagents_artifacts::{SIGNATURE_SCHEMA, SIGNATURE_SCHEME};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -80,11 +81,28 @@ pub(crate) async fn receipt(
     Path(run_id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
     let core = state.fresh_core().await?.clone();
-    let bytes =
-        tokio::task::spawn_blocking(move || orchestration::receipt(&core.authority, run_id))
-            .await
-            .map_err(|error| ApiError::internal(error.to_string()))??;
+    let signer = state.config().receipt_signer.clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        orchestration::receipt(&core.authority, run_id, signer.as_ref())
+    })
+    .await
+    .map_err(|error| ApiError::internal(error.to_string()))??;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+/// `GET /internal/v1/receipts/signing-key`: the public key receipts are
+/// signed with, or 404 `reason_code: signing_key_not_configured`.
+pub(crate) async fn signing_key(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let signer = state.config().receipt_signer.as_ref().ok_or_else(|| {
+        ApiError::not_found("receipts are not signed: RUNTIME_RECEIPT_SIGNING_KEY_FILE is not set")
+            .with_reason("signing_key_not_configured")
+    })?;
+    let body = json!({
+        "schema": SIGNATURE_SCHEMA,
+        "scheme": SIGNATURE_SCHEME,
+        "signer_pubkey": signer.public_key_hex(),
+    });
+    Ok(axum::Json(body).into_response())
 }
 
 /// `GET /internal/v1/runs/{run_id}/replay` as `application/x-ndjson`.
