@@ -155,6 +155,15 @@ pub struct Config {
     pub sync_token_audience: String,
     /// Revoked sync token ids.
     pub sync_revoked_jtis: Vec<String>,
+    /// The HS256 key of the previous rotation, still accepted
+    /// (`RUNTIME_SYNC_TOKEN_SIGNING_KEY_PREVIOUS`).
+    pub sync_token_previous_signing_key: Option<String>,
+    /// A JWKS file of EdDSA, ES256 and RS256 sync token keys, reloaded on
+    /// change (`RUNTIME_SYNC_TOKEN_JWKS_PATH`).
+    pub sync_token_jwks_path: Option<PathBuf>,
+    /// A file of revoked sync token ids, one a line, reloaded on change
+    /// (`RUNTIME_SYNC_REVOKED_JTIS_PATH`).
+    pub sync_revoked_jtis_path: Option<PathBuf>,
     /// The key receipts are signed with (`RUNTIME_RECEIPT_SIGNING_KEY_FILE`);
     /// receipts carry no signature without it.
     pub receipt_signer: Option<ReceiptSigner>,
@@ -244,6 +253,14 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
+            sync_token_previous_signing_key: vars
+                .optional("RUNTIME_SYNC_TOKEN_SIGNING_KEY_PREVIOUS"),
+            sync_token_jwks_path: vars
+                .optional("RUNTIME_SYNC_TOKEN_JWKS_PATH")
+                .map(PathBuf::from),
+            sync_revoked_jtis_path: vars
+                .optional("RUNTIME_SYNC_REVOKED_JTIS_PATH")
+                .map(PathBuf::from),
             receipt_signer: vars.receipt_signer()?,
         })
     }

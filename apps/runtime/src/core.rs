@@ -8,6 +8,7 @@ use crate::khala::Khala;
 use crate::metrics::Metrics;
 use crate::projectors::{CatchUp, ProjectionStore};
 use crate::storage::{self, CheckpointMedium};
+use crate::sync_auth::Reloader;
 use openagents_authority::Stream;
 use openagents_event_log::{
     BatchStats, CommitObserver, Index, LogOptions, OpenError, OpenReport, RecordRef,
@@ -30,6 +31,8 @@ pub struct Core {
     /// Heartbeat age after which a live worker is stale.
     pub(crate) heartbeat_stale_after_ms: u64,
     flusher: Flusher,
+    /// Reloads the sync-auth files, when any is configured.
+    _sync_auth_reloader: Option<Reloader>,
 }
 
 /// What recovery found, for the start-up log line.
@@ -73,6 +76,9 @@ impl Core {
         let projections = Arc::new(ProjectionStore::new(CheckpointMedium::of(config)?));
         let khala =
             Arc::new(Khala::new(config, Arc::new(fanout(config))).map_err(StartError::Khala)?);
+        let sync_auth_reloader = khala
+            .verifier()
+            .and_then(|verifier| Reloader::start(config, verifier, Arc::clone(&metrics)));
         let feed = CommitFeed {
             projections: Arc::clone(&projections),
             khala: Arc::clone(&khala),
@@ -97,6 +103,7 @@ impl Core {
             flusher: Flusher::start(Arc::clone(&projections), config.checkpoint_flush_interval),
             projections,
             heartbeat_stale_after_ms: config.worker_heartbeat_stale_after_ms,
+            _sync_auth_reloader: sync_auth_reloader,
         };
         Ok((
             core,

@@ -14,7 +14,7 @@ use crate::fanout::FanoutDriver;
 use openagents_authority::{Stream, StreamId, WorkerAfter};
 use openagents_event_log::{CommitObserver, EventLog, Index, ReadError, RecordRef};
 use openagents_khala::acl::{self, Access, Entity, OwnerLookup, Principal};
-use openagents_khala::auth::{SyncTokenConfig, SyncTokenVerifier};
+use openagents_khala::auth::SyncTokenVerifier;
 use openagents_khala::denial::AuthDenial;
 use openagents_khala::message::Message;
 use openagents_khala::poll::{PollPage, PollParamError, PollParams, StaleCursor};
@@ -79,7 +79,7 @@ pub(crate) struct Khala {
     wakers: Mutex<HashMap<String, watch::Sender<u64>>>,
     waiters: AtomicUsize,
     max_waiters: usize,
-    verifier: Option<SyncTokenVerifier>,
+    verifier: Option<Arc<SyncTokenVerifier>>,
 }
 
 impl Khala {
@@ -87,18 +87,7 @@ impl Khala {
     pub(crate) fn new(config: &Config, driver: Arc<dyn FanoutDriver>) -> Result<Self, String> {
         let capacity = NonZeroUsize::new(config.fanout_queue_capacity)
             .ok_or("RUNTIME_FANOUT_QUEUE_CAPACITY must be positive")?;
-        let verifier = match &config.sync_token_signing_key {
-            None => None,
-            Some(key) => Some(
-                SyncTokenVerifier::new(SyncTokenConfig {
-                    signing_key: key.as_bytes().to_vec(),
-                    issuer: config.sync_token_issuer.clone(),
-                    audience: config.sync_token_audience.clone(),
-                    revoked_jtis: config.sync_revoked_jtis.iter().cloned().collect(),
-                })
-                .map_err(|e| format!("sync token configuration: {e}"))?,
-            ),
-        };
+        let verifier = crate::sync_auth::verifier(config)?.map(Arc::new);
         Ok(Khala {
             driver,
             capacity,
@@ -108,6 +97,11 @@ impl Khala {
             max_waiters: config.khala_max_waiters,
             verifier,
         })
+    }
+
+    /// The sync token verifier, when sync auth is configured.
+    pub(crate) fn verifier(&self) -> Option<Arc<SyncTokenVerifier>> {
+        self.verifier.clone()
     }
 
     /// The driver, for the hooks route and health.

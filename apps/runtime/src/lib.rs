@@ -30,6 +30,7 @@ pub mod orchestration;
 pub mod projectors;
 pub mod server;
 pub mod storage;
+pub(crate) mod sync_auth;
 pub mod types;
 pub(crate) mod workers;
 

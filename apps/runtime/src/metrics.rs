@@ -39,6 +39,15 @@ pub(crate) struct ReasonLabels {
     pub(crate) reason: String,
 }
 
+/// Labels of a reload of a sync-auth file.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReloadLabels {
+    /// `jwks` or `revoked_jtis`.
+    pub(crate) file: &'static str,
+    /// `ok`, or `failed` (the previous set stays in force).
+    pub(crate) outcome: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric the service exports.
@@ -54,6 +63,8 @@ pub struct Metrics {
     khala_stale_cursors: Counter,
     khala_waiters: Gauge,
     khala_denials: Family<ReasonLabels, Counter>,
+    sync_key_set_version: Gauge,
+    sync_auth_reloads: Family<ReloadLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -121,7 +132,21 @@ impl Default for Metrics {
             "Khala requests refused, by reason code",
             khala_denials.clone(),
         );
+        let sync_key_set_version = Gauge::default();
+        registry.register(
+            "sync_key_set_version",
+            "Version of the sync token key set: 1 at start, +1 per JWKS reload put in force",
+            sync_key_set_version.clone(),
+        );
+        let sync_auth_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "sync_auth_reloads",
+            "Reloads of the JWKS and revoked-jti files, by file and outcome",
+            sync_auth_reloads.clone(),
+        );
         Metrics {
+            sync_key_set_version,
+            sync_auth_reloads,
             registry,
             requests,
             request_seconds,
@@ -173,6 +198,20 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    /// Records the version of the sync token key set in force.
+    pub(crate) fn sync_key_set_version(&self, version: u64) {
+        self.sync_key_set_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+    }
+
+    /// Records one reload of a sync-auth file.
+    pub(crate) fn sync_auth_reload(&self, file: &'static str, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.sync_auth_reloads
+            .get_or_create(&ReloadLabels { file, outcome })
+            .inc();
     }
 
     /// Renders every metric, after setting the gauges read at scrape time.

@@ -1,17 +1,21 @@
 //! Sync-token verification: from an `Authorization` header and the current
 //! time to a [`Principal`], or the [`AuthDenial`] that refuses it.
 //!
-//! `jsonwebtoken` checks the HS256 signature and nothing else; every claim,
+//! `jsonwebtoken` checks the signature (HS256 with the current or previous
+//! secret, or EdDSA, ES256 or RS256 with the JWKS key the `kid` names; see
+//! [`crate::keys`]) and nothing else; every claim,
 //! the time claims included, is checked here against the `now` the caller
 //! passes in, so verification never reads a clock and tests are exact.
 
 use crate::acl::Principal;
 use crate::denial::{AuthDenial, TokenDefect};
+use crate::keys::KeySet;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
 /// Longest accepted token, in bytes; a longer one is refused unparsed.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -20,11 +24,13 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// with `nbf = now` on an issuer whose clock runs slightly ahead still works.
 pub const CLOCK_LEEWAY_SECS: u64 = 5;
 
-/// What the verifier needs to know, read once at start by the service.
+/// What the verifier needs to know; the keys and the revoked `jti`s may be
+/// replaced later ([`SyncTokenVerifier::replace_keys`],
+/// [`SyncTokenVerifier::replace_revoked_jtis`]).
 #[derive(Clone)]
 pub struct SyncTokenConfig {
-    /// The HS256 secret (`RUNTIME_SYNC_TOKEN_SIGNING_KEY`).
-    pub signing_key: Vec<u8>,
+    /// The HS256 secrets and JWKS keys tokens may be signed with.
+    pub keys: KeySet,
     /// The accepted `iss` (`RUNTIME_SYNC_TOKEN_ISSUER`).
     pub issuer: String,
     /// The audience `aud` must name (`RUNTIME_SYNC_TOKEN_AUDIENCE`).
@@ -33,11 +39,11 @@ pub struct SyncTokenConfig {
     pub revoked_jtis: HashSet<String>,
 }
 
-/// Never prints the signing key.
+/// Never prints key material.
 impl fmt::Debug for SyncTokenConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SyncTokenConfig")
-            .field("signing_key", &"<redacted>")
+            .field("keys", &self.keys)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("revoked_jtis", &self.revoked_jtis)
@@ -49,9 +55,6 @@ impl fmt::Debug for SyncTokenConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SyncAuthConfigError {
-    /// An empty key would accept tokens anyone can sign.
-    #[error("the sync token signing key is empty")]
-    EmptySigningKey,
     /// Every token would fail the issuer check.
     #[error("the sync token issuer is empty")]
     EmptyIssuer,
@@ -62,12 +65,12 @@ pub enum SyncAuthConfigError {
 
 /// Verifies sync tokens against one configuration.
 pub struct SyncTokenVerifier {
-    key: DecodingKey,
-    /// Signature and algorithm only; see [`signature_only`].
-    validation: Validation,
+    /// Replaced whole on a reload; a verification holds the set it started
+    /// with.
+    keys: RwLock<Arc<KeySet>>,
     issuer: String,
     audience: String,
-    revoked_jtis: HashSet<String>,
+    revoked_jtis: RwLock<Arc<HashSet<String>>>,
 }
 
 /// Never prints the key.
@@ -76,7 +79,7 @@ impl fmt::Debug for SyncTokenVerifier {
         f.debug_struct("SyncTokenVerifier")
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
-            .field("revoked_jtis", &self.revoked_jtis.len())
+            .field("keys", &*self.keys())
             .finish_non_exhaustive()
     }
 }
@@ -84,9 +87,6 @@ impl fmt::Debug for SyncTokenVerifier {
 impl SyncTokenVerifier {
     /// A verifier for `config`; refuses one that could never verify safely.
     pub fn new(config: SyncTokenConfig) -> Result<Self, SyncAuthConfigError> {
-        if config.signing_key.is_empty() {
-            return Err(SyncAuthConfigError::EmptySigningKey);
-        }
         if config.issuer.is_empty() {
             return Err(SyncAuthConfigError::EmptyIssuer);
         }
@@ -94,12 +94,26 @@ impl SyncTokenVerifier {
             return Err(SyncAuthConfigError::EmptyAudience);
         }
         Ok(Self {
-            key: DecodingKey::from_secret(&config.signing_key),
-            validation: signature_only(),
+            keys: RwLock::new(Arc::new(config.keys)),
             issuer: config.issuer,
             audience: config.audience,
-            revoked_jtis: config.revoked_jtis,
+            revoked_jtis: RwLock::new(Arc::new(config.revoked_jtis)),
         })
+    }
+
+    /// The keys in force.
+    pub fn keys(&self) -> Arc<KeySet> {
+        Arc::clone(&self.keys.read().expect("key set lock"))
+    }
+
+    /// Puts `keys` in force for every verification that starts from now on.
+    pub fn replace_keys(&self, keys: KeySet) {
+        *self.keys.write().expect("key set lock") = Arc::new(keys);
+    }
+
+    /// Replaces the revoked `jti`s for every verification from now on.
+    pub fn replace_revoked_jtis(&self, jtis: HashSet<String>) {
+        *self.revoked_jtis.write().expect("revoked jti lock") = Arc::new(jtis);
     }
 
     /// Verifies the `Authorization` header value at `now_unix_secs`.
@@ -119,12 +133,29 @@ impl SyncTokenVerifier {
         now_unix_secs: u64,
     ) -> Result<Principal, AuthDenial> {
         let token = bearer_token(authorization)?;
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map_err(|err| AuthDenial::InvalidToken(signature_defect(err.kind())))?
-            .claims;
+        let claims = self.verified_claims(token)?;
         let claims = Claims::parse(&claims).map_err(AuthDenial::InvalidToken)?;
         self.check(&claims, now_unix_secs)?;
         Ok(claims.principal)
+    }
+
+    /// The claims of `token` once its signature verifies under one of the
+    /// keys its header selects.
+    fn verified_claims(&self, token: &str) -> Result<Map<String, Value>, AuthDenial> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|err| AuthDenial::InvalidToken(signature_defect(err.kind())))?;
+        let keys = self.keys();
+        let (algorithm, candidates) = keys.candidates(&header)?;
+        let validation = signature_only(algorithm);
+        let mut defect = TokenDefect::BadSignature;
+        for key in candidates {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(err) if *err.kind() == ErrorKind::InvalidSignature => {}
+                Err(err) => defect = signature_defect(err.kind()),
+            }
+        }
+        Err(AuthDenial::InvalidToken(defect))
     }
 
     /// The claim checks, in order: who the token is for (`iss`, `aud`), when
@@ -149,22 +180,19 @@ impl SyncTokenVerifier {
         if claims.nbf.is_some_and(|nbf| now + leeway < i128::from(nbf)) {
             return Err(AuthDenial::TokenNotYetValid);
         }
-        if claims
-            .jti
-            .as_ref()
-            .is_some_and(|jti| self.revoked_jtis.contains(jti))
-        {
+        let revoked = Arc::clone(&self.revoked_jtis.read().expect("revoked jti lock"));
+        if claims.jti.as_ref().is_some_and(|jti| revoked.contains(jti)) {
             return Err(AuthDenial::TokenRevoked);
         }
         Ok(())
     }
 }
 
-/// A `jsonwebtoken` validation that checks the HS256 signature only: its own
-/// claim checks read the system clock, so they are all switched off and done
-/// in [`SyncTokenVerifier::check`] instead.
-fn signature_only() -> Validation {
-    let mut validation = Validation::new(Algorithm::HS256);
+/// A `jsonwebtoken` validation that checks the signature under `algorithm`
+/// only: its own claim checks read the system clock, so they are all
+/// switched off and done in [`SyncTokenVerifier::check`] instead.
+fn signature_only(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
     validation.required_spec_claims.clear();
     validation.validate_exp = false;
     validation.validate_nbf = false;
@@ -332,7 +360,7 @@ mod tests {
 
     fn verifier() -> SyncTokenVerifier {
         SyncTokenVerifier::new(SyncTokenConfig {
-            signing_key: KEY.to_vec(),
+            keys: KeySet::new(&[KEY], None).unwrap(),
             issuer: "https://openagents.com".into(),
             audience: "openagents-sync".into(),
             revoked_jtis: HashSet::new(),
@@ -368,16 +396,13 @@ mod tests {
     #[test]
     fn config_refuses_empty_values() {
         let config = SyncTokenConfig {
-            signing_key: Vec::new(),
+            keys: KeySet::new(&[KEY], None).unwrap(),
             issuer: "i".into(),
             audience: "a".into(),
             revoked_jtis: HashSet::new(),
         };
-        assert!(!format!("{config:?}").contains("signing_key: []"));
-        let err = SyncTokenVerifier::new(config.clone()).unwrap_err();
-        assert_eq!(err, SyncAuthConfigError::EmptySigningKey);
+        assert!(!format!("{config:?}").contains("test-signing-key"));
         let no_issuer = SyncTokenConfig {
-            signing_key: KEY.to_vec(),
             issuer: String::new(),
             ..config.clone()
         };
@@ -386,7 +411,6 @@ mod tests {
             SyncAuthConfigError::EmptyIssuer
         );
         let no_audience = SyncTokenConfig {
-            signing_key: KEY.to_vec(),
             audience: String::new(),
             ..config
         };

@@ -27,6 +27,9 @@ pub enum AuthDenial {
     /// `jti` is on the revocation list.
     #[error("the sync token has been revoked")]
     TokenRevoked,
+    /// The token's `kid` names no key of the JWKS (or it has no `kid`).
+    #[error("the sync token's kid names no configured key")]
+    UnknownKey,
     /// The token holds none of the scopes the topic accepts.
     #[error("the sync token needs one of the scopes {} for this topic", .0.join(", "))]
     MissingScope(&'static [&'static str]),
@@ -45,6 +48,7 @@ impl AuthDenial {
             Self::TokenExpired => ReasonCode::TokenExpired,
             Self::TokenNotYetValid => ReasonCode::TokenNotYetValid,
             Self::TokenRevoked => ReasonCode::TokenRevoked,
+            Self::UnknownKey => ReasonCode::UnknownKey,
             Self::MissingScope(_) => ReasonCode::MissingScope,
             Self::OwnerMismatch => ReasonCode::OwnerMismatch,
         }
@@ -70,9 +74,12 @@ pub enum TokenDefect {
     /// Not three base64url JSON segments, or an unknown `alg` such as `none`.
     #[error("token is not a well-formed JWT")]
     Malformed,
-    /// A known algorithm other than HS256.
-    #[error("token algorithm must be HS256")]
+    /// An algorithm no configured key verifies.
+    #[error("token algorithm is not one of the configured keys' (HS256, EdDSA, ES256, RS256)")]
     UnsupportedAlgorithm,
+    /// The `alg` is not the algorithm of the key its `kid` names.
+    #[error("token algorithm does not match the type of its key")]
+    AlgorithmMismatch,
     /// The HS256 signature does not match the signing key.
     #[error("token signature does not verify")]
     BadSignature,

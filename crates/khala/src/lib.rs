@@ -8,7 +8,9 @@
 //!   ([`poll::plan`]);
 //! - [`window`]: bounded in-memory windows of messages, per topic and per set
 //!   of topics;
-//! - [`auth`]: sync-token (HS256 JWT) verification;
+//! - [`auth`]: sync-token (JWT) verification;
+//! - [`keys`]: the keys tokens verify under: HS256 secrets (current and
+//!   previous) and a JWKS of EdDSA, ES256 and RS256 keys by `kid`;
 //! - [`acl`]: scopes per topic kind and the owner-match rule
 //!   ([`acl::Principal::owns`]);
 //! - [`denial`] and [`reason`]: every refusal, its reason code, HTTP status
@@ -20,6 +22,7 @@
 pub mod acl;
 pub mod auth;
 pub mod denial;
+pub mod keys;
 pub mod message;
 pub mod poll;
 pub mod reason;

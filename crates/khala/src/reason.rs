@@ -26,6 +26,8 @@ pub enum ReasonCode {
     TokenNotYetValid,
     /// The token's `jti` is on the revocation list.
     TokenRevoked,
+    /// The token's `kid` names no key of the configured JWKS.
+    UnknownKey,
     /// The token lacks every scope the topic accepts.
     MissingScope,
     /// The topic is not one that any token may read.
@@ -56,6 +58,7 @@ impl ReasonCode {
             Self::TokenExpired => "token_expired",
             Self::TokenNotYetValid => "token_not_yet_valid",
             Self::TokenRevoked => "token_revoked",
+            Self::UnknownKey => "unknown_key",
             Self::MissingScope => "missing_scope",
             Self::ForbiddenTopic => "forbidden_topic",
             Self::OwnerMismatch => "owner_mismatch",
@@ -102,7 +105,8 @@ impl ReasonCode {
             | Self::InvalidToken
             | Self::TokenExpired
             | Self::TokenNotYetValid
-            | Self::TokenRevoked => Class::Unauthorized,
+            | Self::TokenRevoked
+            | Self::UnknownKey => Class::Unauthorized,
             Self::MissingScope | Self::ForbiddenTopic | Self::OwnerMismatch => Class::Forbidden,
             Self::StaleCursor => Class::Gone,
             Self::SyncAuthNotConfigured | Self::TooManyWaiters => Class::Unavailable,
@@ -129,13 +133,14 @@ enum Class {
 mod tests {
     use super::*;
 
-    const ALL: [ReasonCode; 15] = [
+    const ALL: [ReasonCode; 16] = [
         ReasonCode::MissingAuthorization,
         ReasonCode::InvalidAuthorizationScheme,
         ReasonCode::InvalidToken,
         ReasonCode::TokenExpired,
         ReasonCode::TokenNotYetValid,
         ReasonCode::TokenRevoked,
+        ReasonCode::UnknownKey,
         ReasonCode::MissingScope,
         ReasonCode::ForbiddenTopic,
         ReasonCode::OwnerMismatch,
@@ -162,6 +167,7 @@ mod tests {
                 ("token_expired", 401, "unauthorized"),
                 ("token_not_yet_valid", 401, "unauthorized"),
                 ("token_revoked", 401, "unauthorized"),
+                ("unknown_key", 401, "unauthorized"),
                 ("missing_scope", 403, "forbidden_topic"),
                 ("forbidden_topic", 403, "forbidden_topic"),
                 ("owner_mismatch", 403, "forbidden_topic"),

@@ -10,6 +10,7 @@ use openagents_khala::acl::{
     WORKER_LIFECYCLE_EVENTS_SCOPE, aggregate_message_visible, authorize,
 };
 use openagents_khala::auth::{SyncTokenConfig, SyncTokenVerifier};
+use openagents_khala::keys::KeySet;
 use openagents_khala::message::Message;
 use openagents_khala::poll::Limit;
 use openagents_khala::topic::Topic;
@@ -138,7 +139,7 @@ fn expected(kind: Kind, case: Case) -> Expect {
 
 fn verifier() -> SyncTokenVerifier {
     SyncTokenVerifier::new(SyncTokenConfig {
-        signing_key: KEY.to_vec(),
+        keys: KeySet::new(&[KEY], None).unwrap(),
         issuer: ISSUER.into(),
         audience: AUDIENCE.into(),
         revoked_jtis: HashSet::from([REVOKED_JTI.to_owned()]),

@@ -15,6 +15,7 @@ use openagents_khala::auth::{
     CLOCK_LEEWAY_SECS, MAX_TOKEN_BYTES, SyncTokenConfig, SyncTokenVerifier,
 };
 use openagents_khala::denial::AuthDenial;
+use openagents_khala::keys::KeySet;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use std::collections::HashSet;
@@ -40,7 +41,7 @@ const CLAIMS: [&str; 9] = [
 
 fn verifier() -> SyncTokenVerifier {
     SyncTokenVerifier::new(SyncTokenConfig {
-        signing_key: KEY.to_vec(),
+        keys: KeySet::new(&[KEY], None).unwrap(),
         issuer: ISSUER.into(),
         audience: AUDIENCE.into(),
         revoked_jtis: HashSet::from([REVOKED_JTI.to_owned()]),

@@ -85,6 +85,24 @@ impl Server {
         body: Option<&Value>,
         headers: &str,
     ) -> std::io::Result<(u16, Value)> {
+        let (status, body) = self.request_text(method, path, body, headers)?;
+        Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+    }
+
+    /// A GET whose body is returned as text (e.g. `/metrics`).
+    pub fn raw(&self, path: &str) -> (u16, String) {
+        self.request_text("GET", path, None, "").unwrap()
+    }
+
+    /// One request on a new connection: the status and the body as text
+    /// (de-chunked when streamed).
+    fn request_text(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &str,
+    ) -> std::io::Result<(u16, String)> {
         let mut stream = TcpStream::connect(&self.addr)?;
         let body = body.map(Value::to_string).unwrap_or_default();
         write!(
@@ -101,18 +119,20 @@ impl Server {
             .nth(1)
             .and_then(|code| code.parse().ok())
             .unwrap_or(0);
-        let json = text.split_once("\r\n\r\n").and_then(|(head, body)| {
-            let chunked = head
-                .to_ascii_lowercase()
-                .contains("transfer-encoding: chunked");
-            let body = if chunked {
-                dechunk(body)?
-            } else {
-                body.to_owned()
-            };
-            serde_json::from_str(&body).ok()
-        });
-        Ok((status, json.unwrap_or(Value::Null)))
+        let body = text
+            .split_once("\r\n\r\n")
+            .and_then(|(head, body)| {
+                let chunked = head
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked");
+                if chunked {
+                    dechunk(body)
+                } else {
+                    Some(body.to_owned())
+                }
+            })
+            .unwrap_or_default();
+        Ok((status, body))
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {

@@ -1,0 +1,3 @@
+//! Helpers shared by the khala integration tests.
+
+pub mod signers;
