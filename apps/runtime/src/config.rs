@@ -4,6 +4,7 @@
 //! value. Defaults make `cargo run -p openagents-runtime-service` work on a
 //! fresh machine with data under `.runtime-data/`.
 
+use crate::credentials::CredentialSet;
 use openagents_artifacts::ReceiptSigner;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -164,6 +165,9 @@ pub struct Config {
     /// A file of revoked sync token ids, one a line, reloaded on change
     /// (`RUNTIME_SYNC_REVOKED_JTIS_PATH`).
     pub sync_revoked_jtis_path: Option<PathBuf>,
+    /// The named credentials file (`RUNTIME_CREDENTIALS_PATH`), checked at
+    /// start and reloaded on change.
+    pub credentials_path: Option<PathBuf>,
     /// The key receipts are signed with (`RUNTIME_RECEIPT_SIGNING_KEY_FILE`);
     /// receipts carry no signature without it.
     pub receipt_signer: Option<ReceiptSigner>,
@@ -261,6 +265,7 @@ impl Config {
             sync_revoked_jtis_path: vars
                 .optional("RUNTIME_SYNC_REVOKED_JTIS_PATH")
                 .map(PathBuf::from),
+            credentials_path: vars.credentials_path()?,
             receipt_signer: vars.receipt_signer()?,
         })
     }
@@ -323,6 +328,24 @@ impl Vars<'_> {
                 expected,
             }),
         }
+    }
+
+    /// `RUNTIME_CREDENTIALS_PATH`, checked now (with
+    /// `RUNTIME_INTERNAL_AUTH_TOKEN`) so that a bad file refuses the start.
+    fn credentials_path(&self) -> Result<Option<PathBuf>, ConfigError> {
+        const VARIABLE: &str = "RUNTIME_CREDENTIALS_PATH";
+        let Some(path) = self.optional(VARIABLE) else {
+            return Ok(None);
+        };
+        let internal = self.optional("RUNTIME_INTERNAL_AUTH_TOKEN");
+        crate::reload::read(path.as_ref())
+            .and_then(|bytes| CredentialSet::build(Some(&bytes), internal.as_deref()))
+            .map_err(|reason| ConfigError {
+                variable: VARIABLE,
+                value: format!("{path} ({reason})"),
+                expected: "a readable credentials file (see README)",
+            })?;
+        Ok(Some(path.into()))
     }
 
     /// `RUNTIME_RECEIPT_SIGNING_KEY_FILE`: the file holds the secret key as
@@ -512,6 +535,33 @@ mod tests {
         .to_string();
         assert!(error.contains("readable file"), "{error}");
         assert!(with(&[]).unwrap().receipt_signer.is_none());
+    }
+
+    #[test]
+    fn a_credentials_file_with_a_repeated_name_refuses_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials.json");
+        let entry = |token: &str| {
+            let hash = openagents_canonical::digest_bytes(token.as_bytes());
+            format!(
+                r#"{{"name": "ci", "token_sha256": "{}", "scopes": ["admin"]}}"#,
+                &hash["sha256:".len()..]
+            )
+        };
+        std::fs::write(&file, format!(r#"{{"credentials": [{}]}}"#, entry("a"))).unwrap();
+        let path = file.to_str().unwrap();
+        let config = with(&[("RUNTIME_CREDENTIALS_PATH", path)]).unwrap();
+        assert_eq!(config.credentials_path.as_deref(), Some(file.as_path()));
+        let twice = format!(r#"{{"credentials": [{}, {}]}}"#, entry("a"), entry("b"));
+        std::fs::write(&file, twice).unwrap();
+        let error = with(&[("RUNTIME_CREDENTIALS_PATH", path)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("RUNTIME_CREDENTIALS_PATH")
+                && error.contains("two credentials are named"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -7,8 +7,9 @@ use crate::fanout::WindowFanout;
 use crate::khala::Khala;
 use crate::metrics::Metrics;
 use crate::projectors::{CatchUp, ProjectionStore};
+use crate::reload::Reloader;
 use crate::storage::{self, CheckpointMedium};
-use crate::sync_auth::Reloader;
+use crate::sync_auth;
 use openagents_authority::Stream;
 use openagents_event_log::{
     BatchStats, CommitObserver, Index, LogOptions, OpenError, OpenReport, RecordRef,
@@ -76,9 +77,11 @@ impl Core {
         let projections = Arc::new(ProjectionStore::new(CheckpointMedium::of(config)?));
         let khala =
             Arc::new(Khala::new(config, Arc::new(fanout(config))).map_err(StartError::Khala)?);
-        let sync_auth_reloader = khala
+        let watches = khala
             .verifier()
-            .and_then(|verifier| Reloader::start(config, verifier, Arc::clone(&metrics)));
+            .map(|verifier| sync_auth::watches(config, &verifier, &metrics))
+            .unwrap_or_default();
+        let sync_auth_reloader = Reloader::start(watches, Arc::clone(&metrics));
         let feed = CommitFeed {
             projections: Arc::clone(&projections),
             khala: Arc::clone(&khala),

@@ -21,6 +21,7 @@
 pub mod authority;
 pub mod config;
 pub mod core;
+pub(crate) mod credentials;
 pub(crate) mod cutover;
 pub(crate) mod error;
 pub(crate) mod fanout;
@@ -28,6 +29,7 @@ pub(crate) mod khala;
 pub mod metrics;
 pub mod orchestration;
 pub mod projectors;
+pub(crate) mod reload;
 pub mod server;
 pub mod storage;
 pub(crate) mod sync_auth;

@@ -39,10 +39,10 @@ pub(crate) struct ReasonLabels {
     pub(crate) reason: String,
 }
 
-/// Labels of a reload of a sync-auth file.
+/// Labels of a reload of a watched file.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReloadLabels {
-    /// `jwks` or `revoked_jtis`.
+    /// `jwks`, `revoked_jtis` or `credentials`.
     pub(crate) file: &'static str,
     /// `ok`, or `failed` (the previous set stays in force).
     pub(crate) outcome: &'static str,
@@ -64,7 +64,7 @@ pub struct Metrics {
     khala_waiters: Gauge,
     khala_denials: Family<ReasonLabels, Counter>,
     sync_key_set_version: Gauge,
-    sync_auth_reloads: Family<ReloadLabels, Counter>,
+    file_reloads: Family<ReloadLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -138,15 +138,15 @@ impl Default for Metrics {
             "Version of the sync token key set: 1 at start, +1 per JWKS reload put in force",
             sync_key_set_version.clone(),
         );
-        let sync_auth_reloads = Family::<ReloadLabels, Counter>::default();
+        let file_reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
-            "sync_auth_reloads",
-            "Reloads of the JWKS and revoked-jti files, by file and outcome",
-            sync_auth_reloads.clone(),
+            "file_reloads",
+            "Reloads of the JWKS, revoked-jti and credentials files, by file and outcome",
+            file_reloads.clone(),
         );
         Metrics {
             sync_key_set_version,
-            sync_auth_reloads,
+            file_reloads,
             registry,
             requests,
             request_seconds,
@@ -206,10 +206,10 @@ impl Metrics {
             .set(i64::try_from(version).unwrap_or(i64::MAX));
     }
 
-    /// Records one reload of a sync-auth file.
-    pub(crate) fn sync_auth_reload(&self, file: &'static str, ok: bool) {
+    /// Records one reload of a watched file.
+    pub(crate) fn file_reload(&self, file: &'static str, ok: bool) {
         let outcome = if ok { "ok" } else { "failed" };
-        self.sync_auth_reloads
+        self.file_reloads
             .get_or_create(&ReloadLabels { file, outcome })
             .inc();
     }

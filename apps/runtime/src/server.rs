@@ -17,8 +17,10 @@ mod workers;
 
 use crate::config::Config;
 use crate::core::Core;
+use crate::credentials::{CredentialSet, Credentials};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
@@ -34,6 +36,11 @@ pub struct AppState {
 }
 
 struct Shared {
+    /// The credentials the internal routes require; `None` when neither
+    /// `RUNTIME_INTERNAL_AUTH_TOKEN` nor `RUNTIME_CREDENTIALS_PATH` is set.
+    credentials: Option<Arc<Credentials>>,
+    /// Reloads the credentials file while the state lives.
+    _reloader: Option<Reloader>,
     config: Config,
     metrics: Arc<Metrics>,
     started: Instant,
@@ -56,8 +63,15 @@ pub(crate) struct Readiness {
 impl AppState {
     /// State for a service whose recovery has not finished yet.
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Self {
+        let credentials = credentials(&config);
+        let reloader = credentials
+            .as_ref()
+            .and_then(Credentials::watch)
+            .and_then(|watch| Reloader::start(vec![watch], Arc::clone(&metrics)));
         AppState {
             inner: Arc::new(Shared {
+                credentials,
+                _reloader: reloader,
                 config,
                 metrics,
                 started: Instant::now(),
@@ -88,6 +102,11 @@ impl AppState {
     /// The service's metrics.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The credentials internal routes require, when any is configured.
+    pub(crate) fn credentials(&self) -> Option<&Credentials> {
+        self.inner.credentials.as_deref()
     }
 
     /// The configuration read at start.
@@ -128,6 +147,31 @@ impl AppState {
             }
         }
     }
+}
+
+/// The credentials of `config`. The file was checked when the configuration
+/// was read; should it have changed to something unusable since, only the
+/// internal token is accepted until the reloader finds a good file (closed,
+/// not open).
+fn credentials(config: &Config) -> Option<Arc<Credentials>> {
+    if config.internal_auth_token.is_none() && config.credentials_path.is_none() {
+        return None;
+    }
+    let token = config.internal_auth_token.as_deref();
+    let set = match &config.credentials_path {
+        None => CredentialSet::build(None, token),
+        Some(path) => crate::reload::read(path)
+            .and_then(|bytes| CredentialSet::build(Some(&bytes), token)),
+    }
+    .unwrap_or_else(|reason| {
+        tracing::error!(%reason, "RUNTIME_CREDENTIALS_PATH is unusable; only RUNTIME_INTERNAL_AUTH_TOKEN is accepted until it is fixed");
+        CredentialSet::build(None, token).unwrap_or_default()
+    });
+    Some(Arc::new(Credentials::new(
+        set,
+        config.credentials_path.clone(),
+        config.internal_auth_token.clone(),
+    )))
 }
 
 /// The service's router.

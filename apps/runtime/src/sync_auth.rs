@@ -1,31 +1,17 @@
-//! The sync token verifier built from the configuration, and the thread
-//! that reloads its JWKS and revoked-`jti` files while the service runs.
-//!
-//! Both files are read again every [`POLL_INTERVAL`] and put in force when
-//! their bytes changed, so a change takes effect within about a quarter of a
-//! second, with no restart and no signal. A reload that fails (unreadable
-//! file, bad JSON, no usable key) keeps the set in force, logs why once, and
-//! counts `outcome="failed"`; the file is tried again at every poll and the
-//! next readable version is put in force.
+//! The sync token verifier built from the configuration, and the reloads
+//! of its JWKS and revoked-`jti` files while the service runs (through
+//! [`crate::reload`]): a new JWKS replaces the JWKS keys (HS256 secrets
+//! stay), a new revoked-`jti` file replaces the file's part of the
+//! revocation list.
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::reload::{Watch, read};
 use openagents_khala::auth::{SyncTokenConfig, SyncTokenVerifier};
 use openagents_khala::keys::{KeySet, KeySetError};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
-
-/// How often the files are read.
-pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Metric label of the JWKS file.
-const JWKS: &str = "jwks";
-/// Metric label of the revoked-`jti` file.
-const REVOKED: &str = "revoked_jtis";
+use std::path::Path;
+use std::sync::Arc;
 
 /// The verifier of `config`, or `None` when neither an HS256 key nor a JWKS
 /// is configured (Khala routes then answer 503). The error names the
@@ -86,10 +72,6 @@ fn invalid(variable: &str, path: &Path, reason: &str) -> String {
     )
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("reading the file: {e}"))
-}
-
 /// `RUNTIME_SYNC_REVOKED_JTIS` together with the revoked-`jti` file: its
 /// `bytes` when given, else the file read now.
 fn revoked_jtis(config: &Config, bytes: Option<&[u8]>) -> Result<HashSet<String>, String> {
@@ -124,122 +106,49 @@ fn parse_revoked(bytes: &[u8]) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// The background thread that reloads the files; stopped on drop.
-pub(crate) struct Reloader {
-    stop: Arc<AtomicBool>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// What one watched file looked like at the last poll.
-struct Watched {
-    path: PathBuf,
-    file: &'static str,
-    /// The bytes (or read error) seen last; a poll that sees the same does
-    /// nothing.
-    last: Result<Vec<u8>, String>,
-}
-
-impl Reloader {
-    /// Starts watching the files of `config` for `verifier`, or returns
-    /// `None` when no file is configured.
-    pub(crate) fn start(
-        config: &Config,
-        verifier: Arc<SyncTokenVerifier>,
-        metrics: Arc<Metrics>,
-    ) -> Option<Self> {
-        let mut watched: Vec<Watched> = [
-            (&config.sync_token_jwks_path, JWKS),
-            (&config.sync_revoked_jtis_path, REVOKED),
-        ]
-        .into_iter()
-        .filter_map(|(path, file)| {
-            let path = path.clone()?;
-            Some(Watched {
-                last: read(&path),
-                path,
-                file,
-            })
-        })
-        .collect();
-        if watched.is_empty() {
-            return None;
-        }
-        metrics.sync_key_set_version(1);
-        let config = config.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("sync-auth-reloader".into())
-            .spawn(move || {
-                let mut version = 1;
-                while !stopping.load(Ordering::Acquire) {
-                    std::thread::park_timeout(POLL_INTERVAL);
-                    for watched in &mut watched {
-                        let seen = read(&watched.path);
-                        if seen == watched.last {
-                            continue;
-                        }
-                        let outcome = seen
-                            .as_deref()
-                            .map_err(Clone::clone)
-                            .and_then(|bytes| apply(&config, &verifier, watched.file, bytes));
-                        metrics.sync_auth_reload(watched.file, outcome.is_ok());
-                        match outcome {
-                            Ok(()) => {
-                                if watched.file == JWKS {
-                                    version += 1;
-                                    metrics.sync_key_set_version(version);
-                                }
-                                tracing::info!(file = %watched.path.display(), version, "sync auth file reloaded");
-                            }
-                            Err(reason) => tracing::warn!(
-                                file = %watched.path.display(),
-                                %reason,
-                                "sync auth file not reloaded; the previous set stays in force"
-                            ),
-                        }
-                        watched.last = seen;
-                    }
-                }
-            })
-            .expect("spawning the sync auth reloader");
-        Some(Reloader {
-            stop,
-            thread: Mutex::new(Some(thread)),
-        })
-    }
-}
-
-/// Parses `bytes` as `file` and puts it in force.
-fn apply(
+/// The reloaded files of `config` for `verifier`: the JWKS (each reload put
+/// in force bumps `runtime_sync_key_set_version`) and the revoked-`jti`
+/// file.
+pub(crate) fn watches(
     config: &Config,
-    verifier: &SyncTokenVerifier,
-    file: &'static str,
-    bytes: &[u8],
-) -> Result<(), String> {
-    if file == JWKS {
-        let keys = verifier
-            .keys()
-            .with_jwks(bytes)
-            .map_err(|e| e.to_string())?;
-        for skipped in keys.skipped() {
-            tracing::warn!(reason = %skipped, "a JWKS key is skipped");
-        }
-        verifier.replace_keys(keys);
-    } else {
-        verifier.replace_revoked_jtis(revoked_jtis(config, Some(bytes))?);
+    verifier: &Arc<SyncTokenVerifier>,
+    metrics: &Arc<Metrics>,
+) -> Vec<Watch> {
+    let mut watches = Vec::new();
+    if let Some(path) = &config.sync_token_jwks_path {
+        metrics.sync_key_set_version(1);
+        let (verifier, metrics) = (Arc::clone(verifier), Arc::clone(metrics));
+        let mut version = 1;
+        watches.push(Watch {
+            path: path.clone(),
+            file: "jwks",
+            apply: Box::new(move |bytes| {
+                let keys = verifier
+                    .keys()
+                    .with_jwks(bytes)
+                    .map_err(|e| e.to_string())?;
+                for skipped in keys.skipped() {
+                    tracing::warn!(reason = %skipped, "a JWKS key is skipped");
+                }
+                verifier.replace_keys(keys);
+                version += 1;
+                metrics.sync_key_set_version(version);
+                Ok(())
+            }),
+        });
     }
-    Ok(())
-}
-
-impl Drop for Reloader {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.lock().expect("reloader lock").take() {
-            thread.thread().unpark();
-            let _ = thread.join();
-        }
+    if let Some(path) = &config.sync_revoked_jtis_path {
+        let (verifier, config) = (Arc::clone(verifier), config.clone());
+        watches.push(Watch {
+            path: path.clone(),
+            file: "revoked_jtis",
+            apply: Box::new(move |bytes| {
+                verifier.replace_revoked_jtis(revoked_jtis(&config, Some(bytes))?);
+                Ok(())
+            }),
+        });
     }
+    watches
 }
 
 #[cfg(test)]

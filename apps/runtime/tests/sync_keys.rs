@@ -179,7 +179,7 @@ fn rotation_takes_effect_without_a_restart() {
     write_atomically(&fixture.jwks_path, b"{\"keys\": [");
     let deadline = Instant::now() + Duration::from_secs(1);
     while !fixture
-        .metric("runtime_sync_auth_reloads_total")
+        .metric("runtime_file_reloads_total")
         .contains("outcome=\"failed\"")
     {
         assert!(
@@ -190,7 +190,7 @@ fn rotation_takes_effect_without_a_restart() {
     }
     assert_eq!(fixture.poll(&new_token), ok());
     assert_eq!(fixture.poll(&old_token), denied("unknown_key"));
-    let reloads = fixture.metric("runtime_sync_auth_reloads_total");
+    let reloads = fixture.metric("runtime_file_reloads_total");
     assert!(
         reloads.contains("file=\"jwks\",outcome=\"ok\"} 1")
             && reloads.contains("file=\"jwks\",outcome=\"failed\"} 1"),
@@ -221,7 +221,7 @@ fn revocation_takes_effect_without_a_restart() {
     assert_eq!(fixture.poll(&key.sign(&other)), ok());
     assert!(
         fixture
-            .metric("runtime_sync_auth_reloads_total")
+            .metric("runtime_file_reloads_total")
             .contains("file=\"revoked_jtis\",outcome=\"ok\"} 1")
     );
 }

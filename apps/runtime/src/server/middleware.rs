@@ -1,15 +1,16 @@
 //! Middleware around every route: request ids, the one log line and the
-//! metrics of each request, and the optional internal bearer token.
+//! metrics of each request, and the credentials and scopes of the internal
+//! routes.
 
+use crate::credentials::Scope;
 use crate::error::ApiError;
 use crate::metrics::RequestLabels;
 use crate::server::AppState;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::time::Instant;
-use subtle::ConstantTimeEq;
 
 /// Header carrying the request id, echoed on every response.
 const REQUEST_ID: &str = "x-request-id";
@@ -64,43 +65,82 @@ fn client_request_id(request: &Request) -> Option<String> {
     sane.then(|| value.to_owned())
 }
 
-/// With `RUNTIME_INTERNAL_AUTH_TOKEN` set, every `/internal/v1/*` route but
-/// Khala's topic routes (which have their own sync tokens) requires
-/// `Authorization: Bearer <token>`, compared in constant time.
+/// With credentials configured (`RUNTIME_INTERNAL_AUTH_TOKEN`,
+/// `RUNTIME_CREDENTIALS_PATH`), every `/internal/v1/*` route but Khala's
+/// topic routes (which have their own sync tokens) requires
+/// `Authorization: Bearer <token>` of a known credential (else 401
+/// `invalid_internal_token`) holding the route's scope (else 403
+/// `missing_scope`).
 pub(crate) async fn internal_auth(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(expected) = &state.config().internal_auth_token else {
+    let Some(credentials) = state.credentials() else {
         return next.run(request).await;
     };
-    let path = request.uri().path();
-    let guarded =
-        path.starts_with("/internal/v1/") && !path.starts_with("/internal/v1/khala/topics/");
-    if guarded && !presents_token(&request, expected) {
+    let Some(required) = required_scope(request.method(), request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let Some(credential) = bearer_token(&request).and_then(|token| credentials.find(token)) else {
         return ApiError::custom(
-            axum::http::StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "this route requires the internal bearer token",
+            "this route requires the bearer token of a known credential",
         )
         .with_reason("invalid_internal_token")
+        .into_response();
+    };
+    if let Some(scope) = required
+        && !credential.allows(scope)
+    {
+        return ApiError::custom(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "credential {:?} lacks the scope {} this route requires",
+                credential.name,
+                scope.as_str()
+            ),
+        )
+        .with_reason("missing_scope")
         .into_response();
     }
     next.run(request).await
 }
 
-fn presents_token(request: &Request, expected: &str) -> bool {
-    let Some(value) = request
+/// What a request to `path` needs: `None` for routes outside the
+/// credential rule (health, metrics, Khala topics), `Some(None)` for an
+/// internal path of no resource (any credential, then 404), else the scope.
+/// Reads are `GET` (and `HEAD`); every other method needs the write scope.
+fn required_scope(method: &Method, path: &str) -> Option<Option<Scope>> {
+    let internal = path.strip_prefix("/internal/v1/")?;
+    if internal.starts_with("khala/topics/") {
+        return None;
+    }
+    let read = method == Method::GET || method == Method::HEAD;
+    let family = internal.split('/').next().unwrap_or_default();
+    let scope = match (family, read) {
+        ("runs" | "projectors" | "receipts", true) => Scope::RunsRead,
+        ("runs" | "projectors" | "receipts", false) => Scope::RunsWrite,
+        ("workers", true) => Scope::WorkersRead,
+        ("workers", false) => Scope::WorkersWrite,
+        ("cutover" | "khala", _) => Scope::Admin,
+        _ => return Some(None),
+    };
+    Some(Some(scope))
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer_token(request: &Request) -> Option<&str> {
+    let value = request
         .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some((scheme, token)) = value.split_once(' ') else {
-        return false;
-    };
-    scheme.eq_ignore_ascii_case("bearer")
-        && bool::from(token.trim().as_bytes().ct_eq(expected.as_bytes()))
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
 }
