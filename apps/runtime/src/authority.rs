@@ -9,9 +9,9 @@
 //! catching up with a shared database before a read.
 
 use crate::config::AuthorityWriteMode;
+use crate::types::EventView;
 use openagents_authority::{DecisionError, RunHead, Stream, StreamId, run_event};
 use openagents_event_log::{EventLog, LogFailure, ReadError, Txn};
-use openagents_run_state::RunEvent;
 use openagents_workers::{WorkerId, WorkerState};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -125,17 +125,21 @@ impl Authority {
             .ok_or(DecisionError::RunNotFound(run_id).into())
     }
 
-    /// Events of a run with `after_seq < seq`, at most `limit`, read from the log.
+    /// Events of a run with `after_seq < seq`, at most `limit`, read from
+    /// the log, each with the credential that wrote it.
     pub fn run_events(
         &self,
         run_id: Uuid,
         after_seq: u64,
         limit: usize,
-    ) -> Result<Vec<RunEvent>, AuthorityError> {
+    ) -> Result<Vec<EventView>, AuthorityError> {
         let stream = StreamId::Run(run_id).to_string();
-        let events = self
-            .log
-            .read_stream(&stream, after_seq, limit, |record| run_event(&record))?;
+        let events = self.log.read_stream(&stream, after_seq, limit, |record| {
+            run_event(&record).map(|event| EventView {
+                event,
+                written_by: record.by.as_deref().map(str::to_owned),
+            })
+        })?;
         Ok(events.into_iter().collect::<Result<_, _>>()?)
     }
 

@@ -98,6 +98,20 @@ impl Credential {
     }
 }
 
+/// The name of the credential a request authenticated as, put in the
+/// request's extensions by the auth middleware and recorded on what the
+/// request appends.
+#[derive(Debug, Clone)]
+pub(crate) struct WrittenBy(pub(crate) String);
+
+impl WrittenBy {
+    /// The name, from a handler's optional extension (`None` when the
+    /// internal routes are open).
+    pub(crate) fn name(extension: Option<axum::Extension<WrittenBy>>) -> Option<String> {
+        extension.map(|axum::Extension(WrittenBy(name))| name)
+    }
+}
+
 /// Every credential, by the hex sha256 of its token.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CredentialSet {

@@ -6,7 +6,7 @@
 //! in the authority's decisions.
 
 use crate::authority::{Authority, AuthorityError};
-use crate::types::{AppendEventBody, CreateRunBody, RunView};
+use crate::types::{AppendEventBody, CreateRunBody, EventView, RunView};
 use openagents_artifacts::{BuildError, ReceiptSigner, RunHeader, build_receipt, write_replay};
 use openagents_authority::{
     AppendEvent, CreateRun, DecisionError, RunHead, RunWrite, decide_append, decide_create,
@@ -28,6 +28,7 @@ pub(crate) const DEFAULT_EVENTS_PAGE: usize = 100;
 pub async fn create_run(
     authority: &Authority,
     body: CreateRunBody,
+    written_by: Option<String>,
 ) -> Result<RunWrite, AuthorityError> {
     if let Some(worker_id) = &body.worker_id {
         worker_id.parse::<WorkerId>().map_err(DecisionError::from)?;
@@ -46,6 +47,7 @@ pub async fn create_run(
                 metadata,
                 owner,
                 idempotency_key,
+                written_by,
             };
             decide_create(txn, request)
         })
@@ -57,6 +59,7 @@ pub async fn append_event(
     authority: &Authority,
     run_id: Uuid,
     body: AppendEventBody,
+    written_by: Option<String>,
 ) -> Result<RunWrite, AuthorityError> {
     if body.event_type.trim().is_empty() {
         return Err(AuthorityError::invalid("event_type must not be empty"));
@@ -71,6 +74,7 @@ pub async fn append_event(
         payload: object_or_empty("payload", body.payload)?,
         idempotency_key: idempotency_key(body.idempotency_key)?,
         expected_previous_seq: body.expected_previous_seq,
+        written_by,
     };
     authority
         .execute(move |txn| decide_append(txn, run_id, request))
@@ -121,7 +125,7 @@ fn write_events(
     out: &mut dyn Write,
 ) -> Result<(), AuthorityError> {
     out.write_all(b"[")?;
-    for (index, event) in event_pages(authority, head.id, head.latest_seq).enumerate() {
+    for (index, event) in view_pages(authority, head.id, head.latest_seq).enumerate() {
         if index > 0 {
             out.write_all(b",")?;
         }
@@ -136,8 +140,8 @@ fn write_events(
 
 /// One page of a run's events.
 pub(crate) struct EventsPage {
-    /// The events, in seq order.
-    pub(crate) events: Vec<RunEvent>,
+    /// The events, in seq order, with who wrote them.
+    pub(crate) events: Vec<EventView>,
     /// The last returned seq, or `after_seq` when none.
     pub(crate) next_cursor: u64,
     /// The run's last seq.
@@ -161,7 +165,7 @@ pub(crate) fn events_page(
     let available =
         usize::try_from(head.latest_seq.saturating_sub(after_seq)).unwrap_or(usize::MAX);
     let events = authority.run_events(run_id, after_seq, limit.min(available))?;
-    let next_cursor = events.last().map_or(after_seq, |event| event.seq);
+    let next_cursor = events.last().map_or(after_seq, |view| view.event.seq);
     Ok(EventsPage {
         events,
         next_cursor,
@@ -206,12 +210,23 @@ fn artifact_header(head: &RunHead) -> RunHeader {
     }
 }
 
-/// Every event of a run up to `last_seq`, read page by page.
+/// Every event of a run up to `last_seq`, read page by page, as the
+/// artifacts read them (without `written_by`).
 fn event_pages(
     authority: &Authority,
     run_id: Uuid,
     last_seq: u64,
 ) -> impl Iterator<Item = Result<RunEvent, AuthorityError>> + '_ {
+    view_pages(authority, run_id, last_seq).map(|view| view.map(|view| view.event))
+}
+
+/// Every event of a run up to `last_seq` as the run routes show it, read
+/// page by page.
+fn view_pages(
+    authority: &Authority,
+    run_id: Uuid,
+    last_seq: u64,
+) -> impl Iterator<Item = Result<EventView, AuthorityError>> + '_ {
     let mut after = 0u64;
     let mut page = Vec::new().into_iter();
     std::iter::from_fn(move || {
@@ -226,7 +241,7 @@ fn event_pages(
             .min(ARTIFACT_PAGE);
         match authority.run_events(run_id, after, limit) {
             Ok(events) => {
-                after = events.last().map_or(last_seq, |event| event.seq);
+                after = events.last().map_or(last_seq, |view| view.event.seq);
                 page = events.into_iter();
                 page.next().map(Ok)
             }
@@ -310,16 +325,27 @@ mod tests {
             owner_guest_scope: None,
             idempotency_key: None,
         };
-        let run = create_run(&core.authority, body).await.unwrap().run.id;
+        let run = create_run(&core.authority, body, None)
+            .await
+            .unwrap()
+            .run
+            .id;
         for n in 0..ARTIFACT_PAGE + 3 {
             let payload =
                 json!({"n": n, "text": "line\nbreak \"quoted\"", "f": 0.1, "nested": {"k": n % 3}});
-            append_event(&core.authority, run, append("tool.call.completed", payload))
-                .await
-                .unwrap();
+            append_event(
+                &core.authority,
+                run,
+                append("tool.call.completed", payload),
+                None,
+            )
+            .await
+            .unwrap();
         }
         let finished = append("run.finished", json!({"status": "succeeded"}));
-        append_event(&core.authority, run, finished).await.unwrap();
+        append_event(&core.authority, run, finished, None)
+            .await
+            .unwrap();
 
         let head = core.authority.run(run).unwrap();
         let mut streamed = Vec::new();

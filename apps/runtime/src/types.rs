@@ -3,6 +3,7 @@
 //! from. Field names and orders here are the contract's.
 
 use openagents_authority::RunHead;
+use openagents_run_state::RunEvent;
 use openagents_workers::Owner;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -44,6 +45,19 @@ pub(crate) struct EventsPageQuery {
     pub(crate) after_seq: u64,
     /// Most events to return (1..=1000, default 100).
     pub(crate) limit: Option<usize>,
+}
+
+/// An event as the run routes show it: the five fields receipts hash and,
+/// beside them, `written_by`, the name of the credential that appended it
+/// (`null` when it was appended without one). Receipts never include
+/// `written_by`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    /// The event.
+    #[serde(flatten)]
+    pub event: RunEvent,
+    /// Who appended it.
+    pub written_by: Option<String>,
 }
 
 /// A run as responses show it.

@@ -107,6 +107,7 @@ async fn execute(
     worker_id: WorkerId,
     command: WorkerCommand,
     stale_after_ms: u64,
+    written_by: Option<String>,
 ) -> Result<WorkerState, AuthorityError> {
     authority
         .execute(move |txn| {
@@ -114,16 +115,18 @@ async fn execute(
                 now: SystemTime::now(),
                 stale_after_ms,
             };
-            decide_worker(txn, &worker_id, command, clock)
+            decide_worker(txn, &worker_id, command, clock, written_by)
         })
         .await
 }
 
-/// Registers (or re-registers) a worker.
+/// Registers (or re-registers) a worker; `written_by` names the credential
+/// that asks, as on every worker write below.
 pub(crate) async fn register(
     authority: &Authority,
     body: RegisterBody,
     stale_after_ms: u64,
+    written_by: Option<String>,
 ) -> Result<WorkerState, AuthorityError> {
     let worker_id = body
         .worker_id
@@ -138,7 +141,7 @@ pub(crate) async fn register(
         worker_id,
     };
     let command = WorkerCommand::Register(registration);
-    execute(authority, checked, command, stale_after_ms).await
+    execute(authority, checked, command, stale_after_ms, written_by).await
 }
 
 /// Records a heartbeat.
@@ -147,13 +150,14 @@ pub(crate) async fn heartbeat(
     worker_id: String,
     body: HeartbeatBody,
     stale_after_ms: u64,
+    written_by: Option<String>,
 ) -> Result<WorkerState, AuthorityError> {
     let worker_id = checked_worker_id(&worker_id)?;
     let command = WorkerCommand::Heartbeat {
         owner: body.owner.owner()?,
         metadata_patch: object("metadata_patch", body.metadata_patch)?,
     };
-    execute(authority, worker_id, command, stale_after_ms).await
+    execute(authority, worker_id, command, stale_after_ms, written_by).await
 }
 
 /// Changes a worker's status.
@@ -162,6 +166,7 @@ pub(crate) async fn set_status(
     worker_id: String,
     body: StatusBody,
     stale_after_ms: u64,
+    written_by: Option<String>,
 ) -> Result<WorkerState, AuthorityError> {
     let worker_id = checked_worker_id(&worker_id)?;
     let command = WorkerCommand::Status {
@@ -169,7 +174,7 @@ pub(crate) async fn set_status(
         status: body.status,
         reason: body.reason,
     };
-    execute(authority, worker_id, command, stale_after_ms).await
+    execute(authority, worker_id, command, stale_after_ms, written_by).await
 }
 
 /// Reads a worker on behalf of `caller`.

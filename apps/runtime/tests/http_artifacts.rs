@@ -53,9 +53,19 @@ async fn a_receipt_lists_tool_calls_and_verification() {
     );
     assert_eq!(receipt["verification"][0]["command"], "cargo test");
 
-    // Anyone holding the events can recompute the trajectory hash.
+    // Anyone holding the events can recompute the trajectory hash: every
+    // field the run shows but `written_by`.
     let (_, run_body) = service.get(&format!("/internal/v1/runs/{run}")).await;
-    let events = run_body["run"]["events"].clone();
+    let mut events = run_body["run"]["events"].clone();
+    for event in events.as_array_mut().unwrap() {
+        assert!(
+            event
+                .as_object_mut()
+                .unwrap()
+                .remove("written_by")
+                .is_some()
+        );
+    }
     assert_eq!(
         receipt["trajectory_hash"],
         openagents_canonical::digest(&events)

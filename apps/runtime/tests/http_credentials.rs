@@ -303,3 +303,130 @@ async fn a_changed_credentials_file_takes_effect_without_a_restart() {
     assert_eq!(read("ci-token").await, 401);
     assert_eq!(read("root-token").await, 404);
 }
+
+/// The `written_by` of every event of `run`, as the run view and the events
+/// page show it (they must agree).
+async fn writers(service: &TestService, run: &str) -> Vec<Value> {
+    let (status, view) = call(
+        service,
+        &Method::GET,
+        &format!("/internal/v1/runs/{run}"),
+        &None,
+        Some("root-token"),
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    let (_, page) = call(
+        service,
+        &Method::GET,
+        &format!("/internal/v1/runs/{run}/events"),
+        &None,
+        Some("root-token"),
+    )
+    .await;
+    let of = |events: &Value| -> Vec<Value> {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|event| event["written_by"].clone())
+            .collect()
+    };
+    assert_eq!(of(&view["run"]["events"]), of(&page["events"]));
+    of(&view["run"]["events"])
+}
+
+/// A run created by `only-runs:write`, one event appended by it and one by
+/// the internal token.
+async fn write_as_two_credentials(service: &TestService) -> String {
+    let (status, body) = call(
+        service,
+        &Method::POST,
+        "/internal/v1/runs",
+        &Some(json!({})),
+        Some("tok-runs:write"),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let run = body["run"]["id"].as_str().unwrap().to_owned();
+    let uri = format!("/internal/v1/runs/{run}/events");
+    let note = Some(json!({"event_type": "note"}));
+    for token in ["tok-runs:write", "root-token"] {
+        assert_eq!(
+            call(service, &Method::POST, &uri, &note, Some(token))
+                .await
+                .0,
+            200
+        );
+    }
+    run
+}
+
+#[tokio::test]
+async fn written_by_survives_a_restart_and_stays_out_of_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credentials.json");
+    std::fs::write(&file, credentials_file(&[])).unwrap();
+    let service = service(&file);
+    let run = write_as_two_credentials(&service).await;
+    let want = vec![
+        json!("only-runs:write"),
+        json!("only-runs:write"),
+        json!("internal"),
+    ];
+    assert_eq!(writers(&service, &run).await, want);
+    let receipt_uri = format!("/internal/v1/runs/{run}/receipt");
+    let (_, receipt) = call(
+        &service,
+        &Method::GET,
+        &receipt_uri,
+        &None,
+        Some("root-token"),
+    )
+    .await;
+    assert!(!receipt.to_string().contains("written_by"));
+
+    let service = service.restart();
+    assert_eq!(writers(&service, &run).await, want);
+    let (_, again) = call(
+        &service,
+        &Method::GET,
+        &receipt_uri,
+        &None,
+        Some("root-token"),
+    )
+    .await;
+    assert_eq!(again, receipt);
+}
+
+#[tokio::test]
+async fn written_by_survives_an_import_into_postgres() {
+    let Some(schema) = support::database::fresh_schema("written_by_survives_an_import") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credentials.json");
+    std::fs::write(&file, credentials_file(&[])).unwrap();
+    let credentials = file.clone();
+    let embedded = TestService::start_with(move |config| {
+        config.storage_backend = openagents_runtime_service::config::StorageBackend::Jsonl;
+        config.fanout_driver = openagents_runtime_service::config::FanoutDriverKind::Memory;
+        config.credentials_path = Some(credentials);
+        config.internal_auth_token = Some("root-token".into());
+    });
+    let run = write_as_two_credentials(&embedded).await;
+    let want = writers(&embedded, &run).await;
+    let log_file = embedded.config.event_log_path.clone();
+    let keep = std::sync::Arc::clone(&embedded.dir);
+    drop(embedded);
+
+    let mut target = openagents_runtime_service::config::Config::for_tests(keep.path());
+    target.storage_backend =
+        openagents_runtime_service::config::StorageBackend::Postgres { url: schema.url() };
+    openagents_runtime_service::storage::import_log(&target, &log_file).unwrap();
+    let moved = TestService::start_on(schema, move |config| {
+        config.credentials_path = Some(file);
+        config.internal_auth_token = Some("root-token".into());
+    });
+    assert_eq!(writers(&moved, &run).await, want);
+}

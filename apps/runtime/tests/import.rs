@@ -49,7 +49,8 @@ async fn an_import_is_kept_exactly_and_a_bad_one_appends_nothing() {
         ("2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:03.000000Z")
     );
     let events = core.authority.run_events(id, 0, 10).unwrap();
-    assert_eq!(events[1], event(2, "note", json!({"a": 1})));
+    assert_eq!(events[1].event, event(2, "note", json!({"a": 1})));
+    assert_eq!(events[1].written_by, None);
 
     let bad_cases = [
         vec![event(1, "note", json!({}))],

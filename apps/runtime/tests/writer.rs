@@ -74,6 +74,7 @@ async fn a_key_used_twice_in_one_stream_is_refused_by_the_log() {
                 content_hash: None,
                 create_key: None,
                 attrs: None,
+                written_by: None,
             };
             txn.append(record)?;
             Ok(())

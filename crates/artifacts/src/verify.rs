@@ -261,7 +261,7 @@ fn header_from(receipt: &Receipt) -> RunHeader {
 }
 
 /// One event of the evidence: exactly the hashed fields, each required, plus
-/// the one unhashed field the service shows beside them. Unknown fields are
+/// the one unhashed field the service shows beside them (`written_by`). Unknown fields are
 /// refused, so that a changed field name cannot pass for an absent field.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -272,6 +272,10 @@ struct EvidenceEvent {
     /// `null` or a string; required (a `Value` field has no default).
     idempotency_key: Value,
     recorded_at: String,
+    /// Who appended the event, as the service shows it beside the hashed
+    /// fields; read so that it is allowed, never hashed nor checked.
+    #[serde(default, rename = "written_by")]
+    _written_by: Option<String>,
 }
 
 impl EvidenceEvent {

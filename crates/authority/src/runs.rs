@@ -29,6 +29,9 @@ pub struct CreateRun {
     pub owner: Option<Owner>,
     /// Log-wide idempotency key of the creation.
     pub idempotency_key: Option<String>,
+    /// Name of the credential that asks, recorded on the `run.started`
+    /// record (not part of the content a retry is compared by).
+    pub written_by: Option<String>,
 }
 
 impl CreateRun {
@@ -53,6 +56,9 @@ pub struct AppendEvent {
     pub idempotency_key: Option<String>,
     /// The last seq the client saw.
     pub expected_previous_seq: Option<u64>,
+    /// Name of the credential that asks, recorded on the appended record
+    /// (not part of the content a retry is compared by).
+    pub written_by: Option<String>,
 }
 
 /// Hash of what a retry of an event must repeat: its type and payload.
@@ -110,6 +116,7 @@ pub fn decide_create(
         content_hash: hash,
         create_key: request.idempotency_key,
         attrs: Some(attrs.to_raw()),
+        written_by: request.written_by,
     })?;
     let event = RunEvent {
         seq: appended.seq,
@@ -204,6 +211,7 @@ pub fn decide_append(
         idempotency_key: request.idempotency_key.clone(),
         create_key: None,
         attrs: None,
+        written_by: request.written_by,
     })?;
     let event = RunEvent {
         seq: appended.seq,
@@ -272,6 +280,7 @@ pub fn decide_import(txn: &mut Txn<'_, Stream>, run: ImportRun) -> Result<RunHea
             content_hash,
             create_key: None,
             attrs: attrs.take(),
+            written_by: None,
         };
         txn.append_recorded_at(record, event.recorded_at)?;
     }

@@ -74,12 +74,14 @@ pub struct WorkerClock {
     pub stale_after_ms: u64,
 }
 
-/// Decides a worker write and appends its lifecycle event.
+/// Decides a worker write and appends its lifecycle event, recording
+/// `written_by` (the name of the credential that asks) on it.
 pub fn decide_worker(
     txn: &mut Txn<'_, Stream>,
     worker_id: &WorkerId,
     command: WorkerCommand,
     clock: WorkerClock,
+    written_by: Option<String>,
 ) -> Result<WorkerState, DecisionError> {
     let stream = StreamId::Worker(worker_id.clone()).to_string();
     let view = txn.stream(&stream);
@@ -111,6 +113,7 @@ pub fn decide_worker(
         content_hash: None,
         create_key: None,
         attrs: Some(serde_json::value::to_raw_value(&after).expect("attributes serialize")),
+        written_by,
     })?;
     txn.stream(&stream)
         .and_then(|view| view.state.as_worker().cloned())

@@ -254,6 +254,7 @@ proptest! {
                         metadata: json!({"m": meta}),
                         owner: None,
                         idempotency_key: key.map(|k| format!("create-{k}")),
+                        written_by: None,
                     };
                     let got = answer(decide(&log, move |txn| decide_create(txn, request)));
                     prop_assert_eq!(got, model.create(id, key, meta));
@@ -272,6 +273,7 @@ proptest! {
                         payload: body.clone(),
                         idempotency_key: key.map(|k| format!("k{k}")),
                         expected_previous_seq: expected,
+                        written_by: None,
                     };
                     let id = model.runs[run].id;
                     let got = answer(decide(&log, move |txn| decide_append(txn, id, request)));

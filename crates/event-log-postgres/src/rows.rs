@@ -12,7 +12,7 @@ pub(crate) const PULL_PAGE: i64 = 10_000;
 
 /// The columns [`decode`] reads, in its order.
 const COLUMNS: &str = "stream, seq, lsn, event_type, recorded_at, idempotency_key, \
-                       content_hash, create_key, attrs::text, payload::text";
+                       content_hash, create_key, attrs::text, payload::text, written_by";
 
 /// Records with `lsn > $1`, oldest first, at most `$2`.
 pub(crate) fn after_lsn_sql() -> String {
@@ -27,19 +27,19 @@ pub(crate) fn stream_range_sql() -> String {
     )
 }
 
-/// Inserts a batch given as one array per column and moves the head from
-/// `$12` to `$11`, in one statement; it touches one row when every record
+/// Inserts a batch given as one array per column (`$1` to `$10`, and `$14`
+/// for `written_by`) and moves the head from `$12` to `$11`, in one statement; it touches one row when every record
 /// went in and the head was where the writer left it.
 pub(crate) const APPEND_SQL: &str = "
 WITH inserted AS (
     INSERT INTO events (stream, seq, lsn, event_type, recorded_at, idempotency_key,
-                        content_hash, create_key, attrs, payload)
+                        content_hash, create_key, attrs, payload, written_by)
     SELECT stream, seq, lsn, event_type, recorded_at, idempotency_key,
-           content_hash, create_key, attrs::json, payload::json
+           content_hash, create_key, attrs::json, payload::json, written_by
     FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
-                $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+                $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $14::text[])
          AS batch(stream, seq, lsn, event_type, recorded_at, idempotency_key,
-                  content_hash, create_key, attrs, payload)
+                  content_hash, create_key, attrs, payload, written_by)
     RETURNING 1
 )
 UPDATE log_head SET lsn = $11
@@ -57,6 +57,7 @@ pub(crate) struct Columns<'a> {
     create_keys: Vec<Option<&'a str>>,
     attrs: Vec<Option<&'a str>>,
     payloads: Vec<&'a str>,
+    writers: Vec<Option<&'a str>>,
     to: i64,
     from: i64,
     count: i64,
@@ -78,14 +79,15 @@ impl<'a> Columns<'a> {
             create_keys: options(|r| r.record.create_key.as_deref()),
             attrs: options(|r| r.record.attrs.as_deref().map(RawValue::get)),
             payloads: texts(|r| r.record.payload.get()),
+            writers: options(|r| r.record.written_by.as_deref()),
             to: records.last().map_or(to_i64(from), |r| to_i64(r.lsn)),
             from: to_i64(from),
             count: records.len() as i64,
         }
     }
 
-    /// The statement's parameters, `$1` to `$13`.
-    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+    /// The statement's parameters, `$1` to `$14`.
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 14] {
         [
             &self.streams,
             &self.seqs,
@@ -100,6 +102,7 @@ impl<'a> Columns<'a> {
             &self.to,
             &self.from,
             &self.count,
+            &self.writers,
         ]
     }
 }
@@ -146,6 +149,7 @@ fn decode(row: &Row) -> Result<OwnedRecord, String> {
             content_hash: row.get(6),
             create_key: row.get(7),
             attrs: row.get::<_, Option<String>>(8).map(json).transpose()?,
+            written_by: row.get(10),
         },
         lsn,
         seq: number(1)?,

@@ -10,7 +10,10 @@ use crate::connect::{Connector, error_text};
 use postgres::Client;
 
 /// Every migration, in order; the position is the version.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_event_log.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_event_log.sql"),
+    include_str!("../migrations/0002_written_by.sql"),
+];
 
 /// Arbitrary key of the advisory lock that serializes migrations.
 const MIGRATION_LOCK: i64 = 0x6f61_5f6d_6967;

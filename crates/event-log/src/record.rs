@@ -12,7 +12,10 @@
 //! - `key`/`hash` are the stream-local idempotency key and the content hash it
 //!   is compared with; `create_key`, only on a stream's first record, is the
 //!   log-wide key that created the stream; `attrs` are opaque attributes the
-//!   domain needs to rebuild the stream (a run's creation body, say).
+//!   domain needs to rebuild the stream (a run's creation body, say); `by`
+//!   names the credential that wrote the record. All four are omitted when
+//!   absent, so a record without them is byte for byte what versions before
+//!   `by` wrote, and those versions read a record with `by` by ignoring it.
 //! - `crc` is the CRC-32C of every byte of the line before `,"crc":`, written
 //!   as 8 lowercase hex digits. It is always the last field, so the checksum is
 //!   verified before the line is parsed, and every line stays plain JSON that
@@ -47,6 +50,8 @@ pub struct NewRecord {
     pub create_key: Option<String>,
     /// Domain attributes needed to rebuild the stream from the log.
     pub attrs: Option<Box<RawValue>>,
+    /// Name of the credential that wrote the record, when the writer knew one.
+    pub written_by: Option<String>,
 }
 
 /// A decoded record, borrowing from the line it was read from.
@@ -79,6 +84,9 @@ pub struct RecordRef<'a> {
     /// Domain attributes needed to rebuild the stream.
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub attrs: Option<&'a RawValue>,
+    /// Name of the credential that wrote the record.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Cow<'a, str>>,
     /// The event's body.
     #[serde(borrow)]
     pub payload: &'a RawValue,
@@ -122,6 +130,7 @@ impl<'a> RecordRef<'a> {
             hash: new.content_hash.as_deref().map(Cow::Borrowed),
             create_key: new.create_key.as_deref().map(Cow::Borrowed),
             attrs: new.attrs.as_deref(),
+            by: new.written_by.as_deref().map(Cow::Borrowed),
             payload: &new.payload,
         }
     }
@@ -191,6 +200,7 @@ mod tests {
             content_hash: Some("sha256:00".into()),
             create_key: None,
             attrs: Some(RawValue::from_string(r#"{"metadata":{}}"#.into()).unwrap()),
+            written_by: Some("ci".into()),
         }
     }
 
@@ -205,8 +215,24 @@ mod tests {
         assert_eq!(decoded.key.as_deref(), Some("k\"1"));
         assert_eq!(decoded.payload.get(), new.payload.get());
         assert_eq!(decoded.attrs.map(RawValue::get), Some(r#"{"metadata":{}}"#));
+        assert_eq!(decoded.by.as_deref(), Some("ci"));
         // Every line is plain JSON.
         serde_json::from_slice::<serde_json::Value>(&line).unwrap();
+    }
+
+    #[test]
+    fn a_record_without_a_writer_keeps_the_old_bytes_and_old_lines_still_read() {
+        let new = NewRecord {
+            written_by: None,
+            ..sample()
+        };
+        let mut line = Vec::new();
+        RecordRef::proposed(&new, 7, 3, "t").encode_into(&mut line);
+        let text = String::from_utf8(line.clone()).unwrap();
+        assert!(!text.contains("\"by\""), "{text}");
+        // A line of the format before `by` (this one) decodes with no writer.
+        let decoded = RecordRef::decode(&line[..line.len() - 1]).unwrap();
+        assert_eq!(decoded.by, None);
     }
 
     proptest! {

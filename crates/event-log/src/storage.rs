@@ -46,6 +46,7 @@ impl OwnedRecord {
                 content_hash: record.hash.as_deref().map(str::to_owned),
                 create_key: record.create_key.as_deref().map(str::to_owned),
                 attrs: record.attrs.map(ToOwned::to_owned),
+                written_by: record.by.as_deref().map(str::to_owned),
             },
             lsn: record.lsn,
             seq: record.seq,

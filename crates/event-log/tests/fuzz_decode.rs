@@ -106,6 +106,7 @@ fn new_record() -> impl Strategy<Value = NewRecord> {
                 content_hash: hash,
                 create_key,
                 attrs: attrs.as_ref().map(raw),
+                written_by: None,
             },
         )
 }

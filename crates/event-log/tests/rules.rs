@@ -23,6 +23,7 @@ fn keyed(stream: &str, key: &str) -> NewRecord {
         content_hash: None,
         create_key: None,
         attrs: None,
+        written_by: None,
     }
 }
 

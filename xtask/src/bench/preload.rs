@@ -107,7 +107,7 @@ async fn create_runs(core: &Arc<Core>, count: usize) -> anyhow::Result<Vec<RunId
                 owner_guest_scope: None,
                 idempotency_key: None,
             };
-            let written = create_run(&core.authority, body).await?;
+            let written = create_run(&core.authority, body, None).await?;
             anyhow::Ok((index, written.run.id))
         });
     }
@@ -141,7 +141,7 @@ async fn append_round_robin(core: &Arc<Core>, runs: &[RunId], count: u64) -> any
                     idempotency_key: None,
                     expected_previous_seq: None,
                 };
-                append_event(&core.authority, run, body)
+                append_event(&core.authority, run, body, None)
                     .await
                     .with_context(|| format!("preload append {n}"))?;
             }

@@ -2,7 +2,7 @@
 //! metrics of each request, and the credentials and scopes of the internal
 //! routes.
 
-use crate::credentials::Scope;
+use crate::credentials::{Scope, WrittenBy};
 use crate::error::ApiError;
 use crate::metrics::RequestLabels;
 use crate::server::AppState;
@@ -73,7 +73,7 @@ fn client_request_id(request: &Request) -> Option<String> {
 /// `missing_scope`).
 pub(crate) async fn internal_auth(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let Some(credentials) = state.credentials() else {
@@ -106,6 +106,7 @@ pub(crate) async fn internal_auth(
         .with_reason("missing_scope")
         .into_response();
     }
+    request.extensions_mut().insert(WrittenBy(credential.name));
     next.run(request).await
 }
 

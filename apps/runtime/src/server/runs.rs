@@ -1,11 +1,13 @@
 //! Handlers of the run routes.
 
 use super::extract::{Json, Path, Query};
+use crate::credentials::WrittenBy;
 use crate::error::ApiError;
 use crate::orchestration;
 use crate::server::AppState;
 use crate::server::streamed::blocking_body;
 use crate::types::{AppendEventBody, CreateRunBody, EventsPageQuery, RunView};
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,10 +18,11 @@ use uuid::Uuid;
 /// `POST /internal/v1/runs`: 201 for a new run, 200 for a replayed creation.
 pub(crate) async fn create(
     State(state): State<AppState>,
+    writer: Option<Extension<WrittenBy>>,
     Json(body): Json<CreateRunBody>,
 ) -> Result<Response, ApiError> {
     let core = state.core()?;
-    let write = orchestration::create_run(&core.authority, body).await?;
+    let write = orchestration::create_run(&core.authority, body, WrittenBy::name(writer)).await?;
     let status = if write.idempotent_replay {
         StatusCode::OK
     } else {
@@ -31,11 +34,13 @@ pub(crate) async fn create(
 /// `POST /internal/v1/runs/{run_id}/events`.
 pub(crate) async fn append(
     State(state): State<AppState>,
+    writer: Option<Extension<WrittenBy>>,
     Path(run_id): Path<Uuid>,
     Json(body): Json<AppendEventBody>,
 ) -> Result<Response, ApiError> {
     let core = state.core()?;
-    let write = orchestration::append_event(&core.authority, run_id, body).await?;
+    let write =
+        orchestration::append_event(&core.authority, run_id, body, WrittenBy::name(writer)).await?;
     let body = json!({
         "run": RunView::of(&write.run),
         "event": write.event,

@@ -1,9 +1,11 @@
 //! Handlers of the worker routes.
 
 use super::extract::{Json, Path, Query};
+use crate::credentials::WrittenBy;
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::workers::{self, HeartbeatBody, OwnerFields, RegisterBody, StatusBody, WorkerView};
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,11 +19,13 @@ fn answer(status: StatusCode, view: WorkerView) -> Response {
 /// `POST /internal/v1/workers`.
 pub(crate) async fn register(
     State(state): State<AppState>,
+    writer: Option<Extension<WrittenBy>>,
     Json(body): Json<RegisterBody>,
 ) -> Result<Response, ApiError> {
     let core = state.core()?;
     let stale_after = core.heartbeat_stale_after_ms;
-    let worker = workers::register(&core.authority, body, stale_after).await?;
+    let worker =
+        workers::register(&core.authority, body, stale_after, WrittenBy::name(writer)).await?;
     Ok(answer(
         StatusCode::CREATED,
         WorkerView::now(worker, stale_after),
@@ -45,24 +49,40 @@ pub(crate) async fn get(
 /// `POST /internal/v1/workers/{worker_id}/heartbeat`.
 pub(crate) async fn heartbeat(
     State(state): State<AppState>,
+    writer: Option<Extension<WrittenBy>>,
     Path(worker_id): Path<String>,
     Json(body): Json<HeartbeatBody>,
 ) -> Result<Response, ApiError> {
     let core = state.core()?;
     let stale_after = core.heartbeat_stale_after_ms;
-    let worker = workers::heartbeat(&core.authority, worker_id, body, stale_after).await?;
+    let worker = workers::heartbeat(
+        &core.authority,
+        worker_id,
+        body,
+        stale_after,
+        WrittenBy::name(writer),
+    )
+    .await?;
     Ok(answer(StatusCode::OK, WorkerView::now(worker, stale_after)))
 }
 
 /// `POST /internal/v1/workers/{worker_id}/status`.
 pub(crate) async fn status(
     State(state): State<AppState>,
+    writer: Option<Extension<WrittenBy>>,
     Path(worker_id): Path<String>,
     Json(body): Json<StatusBody>,
 ) -> Result<Response, ApiError> {
     let core = state.core()?;
     let stale_after = core.heartbeat_stale_after_ms;
-    let worker = workers::set_status(&core.authority, worker_id, body, stale_after).await?;
+    let worker = workers::set_status(
+        &core.authority,
+        worker_id,
+        body,
+        stale_after,
+        WrittenBy::name(writer),
+    )
+    .await?;
     Ok(answer(StatusCode::OK, WorkerView::now(worker, stale_after)))
 }
 

@@ -76,6 +76,7 @@ pub fn decide(txn: &mut Txn<'_, Count>, request: Request) -> Outcome {
             content_hash: None,
             create_key: None,
             attrs: None,
+            written_by: None,
         })
         .unwrap();
     Outcome::Appended(appended.seq)
