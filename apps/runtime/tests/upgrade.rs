@@ -38,12 +38,27 @@ fn expected() -> serde_json::Map<String, Value> {
 
 fn assert_served_as_before(server: &Server, runs: &serde_json::Map<String, Value>) {
     for (id, before) in runs {
-        let (status, run) = server.call("GET", &format!("/internal/v1/runs/{id}"), None);
+        let (status, mut run) = server.call("GET", &format!("/internal/v1/runs/{id}"), None);
         assert_eq!(status, 200, "{run}");
+        // Events now show who wrote them; records of that release name no
+        // one. Everything else is served as before.
+        for event in run["run"]["events"].as_array_mut().unwrap() {
+            let written_by = event.as_object_mut().unwrap().remove("written_by");
+            assert_eq!(written_by, Some(Value::Null), "run {id}");
+        }
         assert_eq!(run, before["run"], "run {id}");
-        let (status, receipt) =
+        let (status, mut receipt) =
             server.call("GET", &format!("/internal/v1/runs/{id}/receipt"), None);
         assert_eq!(status, 200, "{receipt}");
+        // Receipts now end with the digest of their fields; the fields are
+        // those that release served.
+        let fields = receipt.as_object_mut().unwrap();
+        let digest = fields.remove("canonical_json_sha256");
+        assert_eq!(
+            digest,
+            Some(hex::encode(openagents_artifacts::canonical_receipt_digest(fields)).into()),
+            "receipt of {id}"
+        );
         assert_eq!(receipt, before["receipt"], "receipt of {id}");
     }
 }

@@ -75,6 +75,9 @@ pub struct RunWrite {
     pub event: RunEvent,
     /// Whether nothing was appended because the request repeated an earlier one.
     pub idempotent_replay: bool,
+    /// The credential that wrote `event`: this request's, or for a replay
+    /// the original writer's.
+    pub written_by: Option<String>,
 }
 
 /// The payload of the `run.started` event that creating a run appends.
@@ -116,7 +119,7 @@ pub fn decide_create(
         content_hash: hash,
         create_key: request.idempotency_key,
         attrs: Some(attrs.to_raw()),
-        written_by: request.written_by,
+        written_by: request.written_by.clone(),
     })?;
     let event = RunEvent {
         seq: appended.seq,
@@ -129,6 +132,7 @@ pub fn decide_create(
         run: run_in(txn, &stream)?,
         event,
         idempotent_replay: false,
+        written_by: request.written_by,
     })
 }
 
@@ -151,13 +155,16 @@ fn replay_keyed(
 
 /// The answer to a repeated request: event `seq`, nothing appended.
 fn replayed(txn: &Txn<'_, Stream>, stream: &str, seq: u64) -> Result<RunWrite, DecisionError> {
-    let event = txn
-        .with_record(stream, seq, |record| run_event(&record))?
+    let (event, written_by) = txn
+        .with_record(stream, seq, |record| {
+            run_event(&record).map(|event| (event, record.by.as_deref().map(str::to_owned)))
+        })?
         .expect("the replayed seq exists")?;
     Ok(RunWrite {
         run: run_in(txn, stream)?,
         event,
         idempotent_replay: true,
+        written_by,
     })
 }
 
@@ -211,7 +218,7 @@ pub fn decide_append(
         idempotency_key: request.idempotency_key.clone(),
         create_key: None,
         attrs: None,
-        written_by: request.written_by,
+        written_by: request.written_by.clone(),
     })?;
     let event = RunEvent {
         seq: appended.seq,
@@ -224,6 +231,7 @@ pub fn decide_append(
         run: run_in(txn, &stream)?,
         event,
         idempotent_replay: false,
+        written_by: request.written_by,
     })
 }
 

@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::orchestration;
 use crate::server::AppState;
 use crate::server::streamed::blocking_body;
-use crate::types::{AppendEventBody, CreateRunBody, EventsPageQuery, RunView};
+use crate::types::{AppendEventBody, CreateRunBody, EventView, EventsPageQuery, RunView};
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -43,7 +43,10 @@ pub(crate) async fn append(
         orchestration::append_event(&core.authority, run_id, body, WrittenBy::name(writer)).await?;
     let body = json!({
         "run": RunView::of(&write.run),
-        "event": write.event,
+        "event": EventView {
+            event: write.event,
+            written_by: write.written_by,
+        },
         "idempotent_replay": write.idempotent_replay,
     });
     Ok(axum::Json(body).into_response())
