@@ -33,7 +33,7 @@ pub struct Core {
     pub(crate) heartbeat_stale_after_ms: u64,
     flusher: Flusher,
     /// Reloads the sync-auth files, when any is configured.
-    _sync_auth_reloader: Option<Reloader>,
+    sync_auth_reloader: Option<Reloader>,
 }
 
 /// What recovery found, for the start-up log line.
@@ -106,7 +106,7 @@ impl Core {
             flusher: Flusher::start(Arc::clone(&projections), config.checkpoint_flush_interval),
             projections,
             heartbeat_stale_after_ms: config.worker_heartbeat_stale_after_ms,
-            _sync_auth_reloader: sync_auth_reloader,
+            sync_auth_reloader,
         };
         Ok((
             core,
@@ -115,6 +115,13 @@ impl Core {
                 projections: catch_up,
             },
         ))
+    }
+
+    /// Reads the JWKS and revoked-`jti` files now (SIGHUP).
+    pub(crate) fn reload_files_now(&self) {
+        if let Some(reloader) = &self.sync_auth_reloader {
+            reloader.poll_now();
+        }
     }
 
     /// Durable records the projections have not applied yet.

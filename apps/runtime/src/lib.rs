@@ -40,7 +40,7 @@ use crate::config::Config;
 use crate::core::{Core, StartError};
 use crate::server::AppState;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tokio::net::TcpListener;
 
 /// Serves on `listener` until `shutdown` resolves: the listener answers
@@ -74,7 +74,9 @@ pub async fn serve(
     );
     let core = Arc::new(core);
     state.set_core(Arc::clone(&core));
+    let hangups = tokio::spawn(reload_on_hangup(state.clone(), Arc::downgrade(&core)));
     shutdown.await;
+    hangups.abort();
     let _ = stop_accepting.send(());
     match tokio::time::timeout(config.shutdown_grace, server).await {
         Ok(Err(error)) => tracing::error!(%error, "http server stopped with an error"),
@@ -89,4 +91,21 @@ pub async fn serve(
         .expect("shutdown does not panic");
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Makes the reloaded files (JWKS, revoked `jti`s, credentials) be read at
+/// once on every SIGHUP, on top of their polling.
+async fn reload_on_hangup(state: AppState, core: Weak<Core>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler; the reloaded files are still polled");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reading the reloaded files now");
+        state.reload_files_now();
+        if let Some(core) = core.upgrade() {
+            core.reload_files_now();
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! [`POLL_INTERVAL`] and hands changed bytes to the file's `apply`.
 //!
 //! A change takes effect within about a quarter of a second, with no restart
-//! and no signal. A reload that fails (unreadable file, content `apply`
+//! and no signal; a SIGHUP makes the thread read the files at once. A reload that fails (unreadable file, content `apply`
 //! refuses) keeps what is in force, is logged once per distinct content and
 //! counted as `outcome="failed"`; the file is tried again at every poll, and
 //! the next good version is put in force.
@@ -95,6 +95,15 @@ impl Reloader {
             stop,
             thread: Mutex::new(Some(thread)),
         })
+    }
+}
+
+impl Reloader {
+    /// Reads every file now rather than at the next tick (on SIGHUP).
+    pub(crate) fn poll_now(&self) {
+        if let Some(thread) = self.thread.lock().expect("reloader lock").as_ref() {
+            thread.thread().unpark();
+        }
     }
 }
 

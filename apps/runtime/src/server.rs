@@ -40,7 +40,7 @@ struct Shared {
     /// `RUNTIME_INTERNAL_AUTH_TOKEN` nor `RUNTIME_CREDENTIALS_PATH` is set.
     credentials: Option<Arc<Credentials>>,
     /// Reloads the credentials file while the state lives.
-    _reloader: Option<Reloader>,
+    reloader: Option<Reloader>,
     config: Config,
     metrics: Arc<Metrics>,
     started: Instant,
@@ -71,7 +71,7 @@ impl AppState {
         AppState {
             inner: Arc::new(Shared {
                 credentials,
-                _reloader: reloader,
+                reloader,
                 config,
                 metrics,
                 started: Instant::now(),
@@ -102,6 +102,13 @@ impl AppState {
     /// The service's metrics.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Reads the credentials file now (SIGHUP).
+    pub(crate) fn reload_files_now(&self) {
+        if let Some(reloader) = &self.inner.reloader {
+            reloader.poll_now();
+        }
     }
 
     /// The credentials internal routes require, when any is configured.

@@ -2,7 +2,8 @@
 //! over TCP: JWKS rotation (old and new keys during the overlap, only the
 //! new one once the old is removed from the file), HS256 with a current and
 //! a previous key, revocation by a file change, a broken file that keeps the
-//! previous set, the metrics of it all, and a JWKS that refuses the start.
+//! previous set, the metrics of it all, and a JWKS (or a credentials file)
+//! that refuses the start.
 
 mod support;
 
@@ -213,6 +214,8 @@ fn revocation_takes_effect_without_a_restart() {
     assert_eq!(fixture.poll(&token), ok());
     let revoked = Instant::now();
     write_atomically(&fixture.revoked_path, b"# revoked\ntoken-7\n");
+    // A SIGHUP reads the file at once (and does not stop the service).
+    fixture.server.signal("-HUP");
     let took = fixture.within_a_second(revoked, &token, denied("token_revoked"));
     eprintln!("the revocation took effect after {took:?}");
     assert_eq!(fixture.poll(&hs_token), denied("token_revoked"));
@@ -254,6 +257,39 @@ fn a_jwks_without_a_usable_key_refuses_the_start() {
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(
         lines[0].contains("RUNTIME_SYNC_TOKEN_JWKS_PATH") && lines[0].contains("no usable key"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_credentials_file_with_a_repeated_name_refuses_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credentials.json");
+    let entry = |token: &str| {
+        let hash = openagents_canonical::digest_bytes(token.as_bytes());
+        json!({"name": "ci", "token_sha256": &hash["sha256:".len()..], "scopes": ["admin"]})
+    };
+    let credentials = json!({"credentials": [entry("a"), entry("b")]});
+    std::fs::write(&file, credentials.to_string()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_openagents-runtime-service"))
+        .env("RUNTIME_BIND_ADDR", "127.0.0.1:0")
+        .env("RUNTIME_EVENT_LOG_PATH", dir.path().join("events.jsonl"))
+        .env(
+            "RUNTIME_CHECKPOINT_PATH",
+            dir.path().join("projections.json"),
+        )
+        .env("RUNTIME_CREDENTIALS_PATH", &file)
+        .env("RUST_LOG", "off")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|line| !line.is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("RUNTIME_CREDENTIALS_PATH") && lines[0].contains("two credentials"),
         "{stderr}"
     );
 }
