@@ -65,6 +65,13 @@ fn the_untouched_pair_is_accepted_with_events_replay_and_key() {
     // The fixture's run.json is itself `{"run": ..., "events": [...]}`.
     let run_json = std::fs::read(fixture_path("run.json")).unwrap();
     verify_receipt(&receipt, Some(Evidence::Events(&run_json)), None).unwrap();
+    // Events as the service shows them carry the unhashed `written_by`.
+    let mut shown: Value = serde_json::from_slice(&events).unwrap();
+    for event in shown.as_array_mut().unwrap() {
+        event["written_by"] = "ci".into();
+    }
+    let shown = serde_json::to_vec(&shown).unwrap();
+    verify_receipt(&receipt, Some(Evidence::Events(&shown)), None).unwrap();
 }
 
 #[test]
