@@ -178,6 +178,12 @@ impl From<LogFailure> for ApiError {
                 failure.to_string(),
             ),
             LogFailure::Unavailable(_) => ApiError::storage_unavailable(failure.to_string()),
+            LogFailure::OutcomeUnknown(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("{failure}; retry with the same idempotency key"),
+            )
+            .with_reason("commit_outcome_unknown"),
         }
     }
 }

@@ -107,6 +107,20 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// The records with `from < lsn <= to`, oldest first, with an unprepared
+/// statement (only asked after a lost commit).
+pub(crate) fn lsn_range(
+    client: &mut Client,
+    from: u64,
+    to: u64,
+) -> Result<Vec<OwnedRecord>, String> {
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE lsn > $1 AND lsn <= $2 ORDER BY lsn");
+    let rows = client
+        .query(&sql, &[&to_i64(from), &to_i64(to)])
+        .map_err(|e| crate::connect::error_text(&e))?;
+    rows.iter().map(decode).collect()
+}
+
 /// Fetches up to `limit` records after `after` with an unprepared
 /// statement (start-up and import, where one round trip more is nothing).
 pub(crate) fn after_lsn(

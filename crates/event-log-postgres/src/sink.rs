@@ -1,10 +1,24 @@
 //! The writer's connection: the right to append is the lock on the
 //! `log_head` row, held from before a batch is decided until it commits.
+//!
+//! A connection lost during `COMMIT` leaves the batch's fate open: the
+//! database may have made it durable before the answer was lost. The sink
+//! then reconnects and looks: once it holds the `log_head` lock (which waits
+//! out the lost transaction), the batch's lsn range either holds exactly its
+//! records (committed) or does not (rolled back). Only when that cannot be
+//! learned before [`OUTCOME_DEADLINE`] is the outcome reported unknown.
 
 use crate::connect::{Connector, error_text};
 use crate::rows::{self, APPEND_SQL, Columns, PULL_PAGE, to_i64};
 use openagents_event_log::{OwnedRecord, RecordPos, Sink, SinkFailure, StagedBatch};
 use postgres::{Client, Statement};
+use std::time::{Duration, Instant};
+
+/// How long the sink keeps trying to learn whether a batch whose `COMMIT`
+/// answer was lost committed, before it reports the outcome unknown.
+const OUTCOME_DEADLINE: Duration = Duration::from_secs(10);
+/// Pause between attempts to reach the database while learning an outcome.
+const OUTCOME_RETRY: Duration = Duration::from_millis(100);
 
 /// A connection with the writer's statements prepared on it.
 struct WriterConn {
@@ -38,6 +52,55 @@ impl WriterConn {
             records.extend(page);
         }
         Ok(records)
+    }
+
+    /// Whether `batch`, which followed the head at `from`, is in the log.
+    /// Taking the head's lock first waits until a transaction that still
+    /// holds it (the lost commit, on a backend that is going away) is over.
+    fn holds(&mut self, batch: &[OwnedRecord], from: u64) -> Result<bool, String> {
+        let to = from + batch.len() as u64;
+        self.client
+            .batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
+            .map_err(text)?;
+        let head: i64 = self
+            .client
+            .query_one(&self.lock_head, &[])
+            .map_err(text)?
+            .get(0);
+        let found = if head < to_i64(to) {
+            Vec::new()
+        } else {
+            rows::lsn_range(&mut self.client, from, to)?
+        };
+        self.client.batch_execute("ROLLBACK").map_err(text)?;
+        let same = |(ours, theirs): (&OwnedRecord, &OwnedRecord)| {
+            ours.lsn == theirs.lsn
+                && ours.seq == theirs.seq
+                && ours.at == theirs.at
+                && ours.record.stream == theirs.record.stream
+                && ours.record.event_type == theirs.record.event_type
+                && ours.record.idempotency_key == theirs.record.idempotency_key
+                && ours.record.content_hash == theirs.record.content_hash
+                && ours.record.create_key == theirs.record.create_key
+                && ours.record.payload.get() == theirs.record.payload.get()
+        };
+        match found.len() {
+            0 => Ok(false),
+            n if n == batch.len() && batch.iter().zip(&found).all(same) => Ok(true),
+            // Another instance's records in the range: ours did not commit
+            // (one transaction puts all of a batch there or none of it).
+            _ if found
+                .first()
+                .zip(batch.first())
+                .is_some_and(|pair| !same(pair)) =>
+            {
+                Ok(false)
+            }
+            _ => Err(format!(
+                "lsns {}..={to} hold part of the batch only",
+                from + 1
+            )),
+        }
     }
 }
 
@@ -86,11 +149,41 @@ impl PgSink {
         }
     }
 
+    /// After the answer to `COMMIT` was lost (`lost` says how): whether the
+    /// batch committed, asked of a new connection until the deadline.
+    fn learn_outcome(
+        &mut self,
+        batch: &[OwnedRecord],
+        from: u64,
+        lost: String,
+    ) -> Result<(), SinkFailure> {
+        let deadline = Instant::now() + OUTCOME_DEADLINE;
+        loop {
+            match self.with_conn(|conn| conn.holds(batch, from)) {
+                Ok(true) => {
+                    tracing::warn!(reason = %lost, "the answer to COMMIT was lost; the batch committed");
+                    return Ok(());
+                }
+                Ok(false) => {
+                    return Err(self.unavailable(format!("{lost}; the batch did not commit")));
+                }
+                Err(failure) if Instant::now() + OUTCOME_RETRY >= deadline => {
+                    return Err(SinkFailure::OutcomeUnknown(self.describe(format!(
+                        "{lost}; whether the batch committed is unknown after {} s: {failure}",
+                        OUTCOME_DEADLINE.as_secs()
+                    ))));
+                }
+                Err(_) => std::thread::sleep(OUTCOME_RETRY),
+            }
+        }
+    }
+
     fn unavailable(&self, reason: String) -> SinkFailure {
-        SinkFailure::Unavailable(format!(
-            "PostgreSQL at {}: {reason}",
-            self.connector.location()
-        ))
+        SinkFailure::Unavailable(self.describe(reason))
+    }
+
+    fn describe(&self, reason: String) -> String {
+        format!("PostgreSQL at {}: {reason}", self.connector.location())
     }
 }
 
@@ -127,8 +220,17 @@ impl Sink for PgSink {
                 // than commit records decided against a stale log.
                 return Err(format!("log head is no longer at lsn {from}"));
             }
-            conn.client.batch_execute("COMMIT").map_err(text)
+            Ok(())
         })?;
+        // Until here a failure rolled the batch back; from here it may not.
+        let committed = match self.conn.as_mut() {
+            Some(conn) => conn.client.batch_execute("COMMIT").map_err(text),
+            None => Err("the connection was lost before COMMIT".to_string()),
+        };
+        if let Err(lost) = committed {
+            self.conn = None;
+            self.learn_outcome(batch.records, from, lost)?;
+        }
         Ok(batch
             .records
             .iter()

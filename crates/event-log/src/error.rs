@@ -60,6 +60,10 @@ pub enum LogFailure {
     /// was appended, and the caller may retry.
     #[error("event log storage is unavailable: {0}")]
     Unavailable(String),
+    /// The medium was lost while the batch committed and did not say in time
+    /// whether it did; the caller retries with the same idempotency key.
+    #[error("event log storage was lost during commit and the outcome is unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 /// Why records could not be read back.

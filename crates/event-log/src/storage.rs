@@ -82,6 +82,11 @@ pub enum SinkFailure {
     /// was acknowledged, and a later batch may succeed.
     #[error("{0}")]
     Unavailable(String),
+    /// The connection was lost while the batch committed, and whether it did
+    /// could not be learned in time. Nothing was acknowledged; if the batch
+    /// did commit, the next `begin` hands its records back with the rest.
+    #[error("{0}")]
+    OutcomeUnknown(String),
 }
 
 /// The writer thread's half of a medium.

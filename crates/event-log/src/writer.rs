@@ -109,6 +109,7 @@ impl From<SinkFailure> for LogFailure {
         match failure {
             SinkFailure::Fatal(reason) => LogFailure::Poisoned(reason),
             SinkFailure::Unavailable(reason) => LogFailure::Unavailable(reason),
+            SinkFailure::OutcomeUnknown(reason) => LogFailure::OutcomeUnknown(reason),
         }
     }
 }
@@ -490,6 +491,11 @@ impl<S: StreamState> Writer<S> {
                 tracing::warn!(%reason, "event log storage is unavailable");
                 self.shared.set_unavailable(Some(reason.clone()));
                 Err(LogFailure::Unavailable(reason))
+            }
+            Err(SinkFailure::OutcomeUnknown(reason)) => {
+                tracing::warn!(%reason, "event log storage was lost during a commit");
+                self.shared.set_unavailable(Some(reason.clone()));
+                Err(LogFailure::OutcomeUnknown(reason))
             }
         }
     }
