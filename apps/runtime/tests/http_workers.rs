@@ -33,7 +33,9 @@ async fn registration_issues_ids_and_starts_running() {
     assert_eq!(worker["status"], "running");
     assert_eq!(worker["owner"], json!({"user_id": 7, "guest_scope": null}));
     assert_eq!(worker["latest_seq"], 1);
-    assert_eq!(body["worker"]["liveness"]["heartbeat_state"], "missing");
+    // As in the service this one replaces: a registration is a sign of life.
+    assert_eq!(worker["last_heartbeat_at"], worker["started_at"]);
+    assert_eq!(body["worker"]["liveness"]["heartbeat_state"], "fresh");
     assert_eq!(
         body["worker"]["liveness"]["heartbeat_stale_after_ms"],
         120000
@@ -180,6 +182,10 @@ async fn status_changes_follow_the_table() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["worker"]["worker"]["status"], "stopped");
     assert!(body["worker"]["worker"]["stopped_at"].is_string());
+    assert_eq!(
+        body["worker"]["worker"]["last_heartbeat_at"], body["worker"]["worker"]["stopped_at"],
+        "moving to stopped stamps the heartbeat"
+    );
     assert_eq!(body["worker"]["liveness"]["heartbeat_state"], "stopped");
 
     // Re-registration by the owner revives it.

@@ -232,7 +232,9 @@ impl WorkerState {
             metadata,
             started_at: event.recorded_at.clone(),
             stopped_at: None,
-            last_heartbeat_at: None,
+            // A registration is the worker's first sign of life: a new
+            // worker is `fresh`, not `missing` (as the service it replaces).
+            last_heartbeat_at: Some(event.recorded_at.clone()),
             updated_at: event.recorded_at.clone(),
         })
     }
@@ -247,6 +249,7 @@ impl WorkerState {
             WorkerEvent::Started(registration) => {
                 self.check_reregistration(registration)?;
                 self.reregister(registration, at);
+                self.last_heartbeat_at = Some(at.to_owned());
             }
             WorkerEvent::Heartbeat(heartbeat) => {
                 merge_metadata(&mut self.metadata, &heartbeat.metadata_patch);
@@ -255,6 +258,10 @@ impl WorkerState {
             WorkerEvent::StatusChanged(change) => {
                 let to = self.status.transition(change.status)?;
                 self.enter_status(to, at);
+                // The worker's last word counts as its last sign of life.
+                if !to.is_live() {
+                    self.last_heartbeat_at = Some(at.to_owned());
+                }
             }
         }
         self.latest_seq = event.seq;
@@ -427,12 +434,12 @@ mod tests {
     }
 
     #[test]
-    fn registration_creates_a_running_worker_without_a_heartbeat() {
+    fn registration_creates_a_running_worker_whose_registration_is_its_heartbeat() {
         let worker = registered().unwrap();
         assert_eq!(worker.status(), WorkerStatus::Running);
         assert_eq!(worker.latest_seq(), 1);
         assert_eq!(worker.started_at(), "2025-01-01T00:00:00Z");
-        assert_eq!(worker.last_heartbeat_at(), None);
+        assert_eq!(worker.last_heartbeat_at(), Some("2025-01-01T00:00:00Z"));
         assert_eq!(
             serde_json::to_value(&worker).unwrap(),
             json!({
@@ -446,7 +453,7 @@ mod tests {
                 "metadata": {"a": 1},
                 "started_at": "2025-01-01T00:00:00Z",
                 "stopped_at": null,
-                "last_heartbeat_at": null,
+                "last_heartbeat_at": "2025-01-01T00:00:00Z",
                 "updated_at": "2025-01-01T00:00:00Z",
             })
         );
@@ -475,6 +482,7 @@ mod tests {
         commit(&mut slot, stop.unwrap(), "2025-01-01T00:01:00Z");
         let worker = slot.as_ref().unwrap();
         assert_eq!(worker.stopped_at(), Some("2025-01-01T00:01:00Z"));
+        assert_eq!(worker.last_heartbeat_at(), Some("2025-01-01T00:01:00Z"));
         let again = slot
             .as_ref()
             .unwrap()
@@ -494,6 +502,7 @@ mod tests {
         assert_eq!(worker.status(), WorkerStatus::Running);
         assert_eq!(worker.stopped_at(), None);
         assert_eq!(worker.started_at(), "2025-01-01T00:02:00Z");
+        assert_eq!(worker.last_heartbeat_at(), Some("2025-01-01T00:02:00Z"));
         assert_eq!(worker.workspace_ref(), Some("ws-1"));
         assert_eq!(worker.codex_home_ref(), Some("home"));
         assert_eq!(worker.adapter(), Some("in_memory"));
@@ -502,6 +511,29 @@ mod tests {
             json!({"a": 1, "b": 2})
         );
         assert_eq!(worker.latest_seq(), 4);
+    }
+
+    #[test]
+    fn failing_stamps_the_heartbeat_and_stopping_does_not() {
+        let mut slot = registered();
+        let stopping = slot
+            .as_ref()
+            .unwrap()
+            .decide_status(&owner(), WorkerStatus::Stopping, None);
+        commit(&mut slot, stopping.unwrap(), "2025-01-01T00:01:00Z");
+        assert_eq!(
+            slot.as_ref().unwrap().last_heartbeat_at(),
+            Some("2025-01-01T00:00:00Z")
+        );
+        let failed = slot
+            .as_ref()
+            .unwrap()
+            .decide_status(&owner(), WorkerStatus::Failed, None);
+        commit(&mut slot, failed.unwrap(), "2025-01-01T00:02:00Z");
+        assert_eq!(
+            slot.as_ref().unwrap().last_heartbeat_at(),
+            Some("2025-01-01T00:02:00Z")
+        );
     }
 
     #[test]
