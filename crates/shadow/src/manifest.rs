@@ -11,6 +11,17 @@
 //! not to the working directory, so an export folder can be moved or checked
 //! in as a whole. An absolute path is used as it is. Other keys are ignored, so
 //! an exporter may annotate its manifest.
+//!
+//! The reference implementation writes its exports with `_path` names and
+//! the run id, and those legacy exports are read as they are:
+//!
+//! ```json
+//! {"run_id": "…", "receipt_path": "receipt.json", "replay_path": "replay.jsonl",
+//!  "summary_path": "summary.json", "checkpoint_path": "checkpoint.json"}
+//! ```
+//!
+//! Each artifact is looked up under its short name first, then under the
+//! `_path` name; a missing one is reported under its short name.
 
 use crate::error::LoadError;
 use crate::json::{parse_json, require_str};
@@ -54,7 +65,15 @@ impl Manifest {
         })?;
         let value = parse_json(path, &bytes)?;
         let base = path.parent().unwrap_or(Path::new(""));
-        let entry = |field: &str| require_str(path, &value, field).map(|name| base.join(name));
+        let entry = |field: &str| {
+            let legacy = format!("{field}_path");
+            let name = if value.get(field).is_none() && value.get(&legacy).is_some() {
+                legacy.as_str()
+            } else {
+                field
+            };
+            require_str(path, &value, name).map(|name| base.join(name))
+        };
         Ok(Self {
             receipt: entry("receipt")?,
             replay: entry("replay")?,
@@ -112,6 +131,21 @@ mod tests {
         let manifest = Manifest::load(&path).unwrap();
         assert_eq!(manifest.receipt, receipt);
         assert_eq!(manifest.summary, dir.path().join("summary.json"));
+    }
+
+    #[test]
+    fn the_reference_manifest_with_path_names_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_manifest(
+            dir.path(),
+            r#"{"run_id":"019a0000-0000-7000-8000-000000000000","receipt_path":"r.json",
+                "replay_path":"p.jsonl","summary_path":"s.json","checkpoint_path":"c.json"}"#,
+        );
+        let manifest = Manifest::load(&path).unwrap();
+        assert_eq!(manifest.receipt, dir.path().join("r.json"));
+        assert_eq!(manifest.replay, dir.path().join("p.jsonl"));
+        assert_eq!(manifest.summary, dir.path().join("s.json"));
+        assert_eq!(manifest.checkpoint, dir.path().join("c.json"));
     }
 
     #[test]

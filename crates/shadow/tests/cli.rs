@@ -91,6 +91,52 @@ fn an_allowing_gate_exits_0_and_prints_one_line() {
     assert!(report.diffs.is_empty());
 }
 
+/// A legacy export as the reference implementation writes it: a manifest
+/// with `run_id` and `_path` names, here beside copies of the artifacts.
+#[test]
+fn a_legacy_manifest_with_path_names_is_compared() {
+    let scratch = tempfile::tempdir().unwrap();
+    let rust = rust_side("happy-path", &scratch.path().join("rust"));
+    let legacy = scratch.path().join("legacy");
+    fs::create_dir_all(&legacy).unwrap();
+    for file in [
+        "receipt.json",
+        "replay.jsonl",
+        "summary.json",
+        "checkpoint.json",
+    ] {
+        fs::copy(
+            scenario("happy-path").join("legacy").join(file),
+            legacy.join(file),
+        )
+        .unwrap();
+    }
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&fs::read(legacy.join("receipt.json")).unwrap()).unwrap();
+    let manifest = serde_json::json!({
+        "run_id": receipt["session_id"],
+        "receipt_path": "receipt.json",
+        "replay_path": "replay.jsonl",
+        "summary_path": "summary.json",
+        "checkpoint_path": "checkpoint.json",
+    });
+    let manifest_path = legacy.join("manifest.json");
+    fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let output = scratch.path().join("report.json");
+    let run = harness(&[
+        "--legacy-manifest",
+        manifest_path.to_str().unwrap(),
+        "--rust-manifest",
+        rust.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let report: ParityReport = serde_json::from_slice(&fs::read(&output).unwrap()).unwrap();
+    assert_eq!(report.gate.decision, Decision::Allow);
+    assert!(report.diffs.is_empty());
+}
+
 #[test]
 fn a_blocking_gate_exits_2() {
     let (code, report) = compare("trajectory-divergence", &["--max-warnings", "2"]);
