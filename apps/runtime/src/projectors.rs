@@ -16,9 +16,13 @@ use openagents_event_log::{CommitObserver, EventLog, Index, RecordRef};
 use openagents_projectors::{Checkpoint, DriftReport, ProjectionSnapshot, Projections, RunSummary};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Records read per page while catching up.
 const CATCH_UP_PAGE: usize = 1024;
+/// Longest time between two progress lines of a long catch-up (start-up
+/// recovery, `reproject`).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// The service's projections and their checkpoint.
 pub struct ProjectionStore {
@@ -88,18 +92,30 @@ impl ProjectionStore {
             .streams()
             .map(|(name, entry)| (name.to_owned(), entry.head()))
             .collect();
-        for (stream, head) in heads {
-            let projected = self.projected_seq(&stream);
+        let mut reported = Instant::now();
+        for (done, (stream, head)) in heads.iter().enumerate() {
+            if reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                tracing::info!(
+                    streams_done = done,
+                    streams = heads.len(),
+                    records_applied = outcome.records_applied,
+                    "catching up projections"
+                );
+            }
+            let (stream, head) = (stream.as_str(), *head);
+            let projected = self.projected_seq(stream);
             let from = if projected > head {
                 tracing::warn!(%stream, projected, head, "projection is ahead of the log; rebuilding it");
-                self.forget(&stream);
+                self.forget(stream);
                 0
             } else {
                 projected
             };
             if from < head {
                 outcome.streams_caught_up += 1;
-                outcome.records_applied += self.catch_up_stream(log, &stream, from, head)?;
+                outcome.records_applied +=
+                    self.catch_up_stream(log, stream, from, head, &mut reported)?;
             }
         }
         Ok(outcome)
@@ -157,6 +173,7 @@ impl ProjectionStore {
         stream: &str,
         from: u64,
         head: u64,
+        reported: &mut Instant,
     ) -> Result<u64, String> {
         let mut after = from;
         let mut applied = 0;
@@ -173,6 +190,10 @@ impl ProjectionStore {
             for result in results {
                 after = result?;
                 applied += 1;
+            }
+            if reported.elapsed() >= PROGRESS_EVERY {
+                *reported = Instant::now();
+                tracing::info!(%stream, seq = after, head, "catching up projections");
             }
         }
         Ok(applied)

@@ -6,9 +6,12 @@ use crate::connect::{Connector, error_text, off_runtime};
 use crate::rows::{APPEND_SQL, Columns};
 use crate::{PgError, schema};
 use openagents_event_log::OwnedRecord;
+use std::time::{Duration, Instant};
 
 /// Records inserted per statement.
 const IMPORT_CHUNK: usize = 1_000;
+/// Longest time between two progress lines of a long import.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Copies `records` (in lsn order, from 1) into the empty log of the
 /// database at `url`; returns how many were copied. A record that could not
@@ -41,6 +44,7 @@ fn copy(
     let append = txn.prepare(APPEND_SQL).map_err(failed)?;
     let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
     let mut copied = 0u64;
+    let mut reported = Instant::now();
     let mut records = records.into_iter().peekable();
     while records.peek().is_some() {
         chunk.clear();
@@ -57,7 +61,12 @@ fn copy(
                 from + 1
             )));
         }
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = Instant::now();
+            tracing::info!(copied, "importing the log");
+        }
     }
+    tracing::info!(copied, "committing the import");
     txn.commit().map_err(failed)?;
     Ok(copied)
 }

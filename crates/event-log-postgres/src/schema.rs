@@ -21,6 +21,7 @@ const MIGRATION_LOCK: i64 = 0x6f61_5f6d_6967;
 /// Applies the migrations the database has not seen yet.
 pub(crate) fn migrate(client: &mut Client, connector: &Connector) -> Result<(), PgError> {
     let failed = |error: postgres::Error| connector.database_error(error_text(&error));
+    ensure_schema_selected(client, connector)?;
     let mut txn = client.transaction().map_err(failed)?;
     txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(failed)?;
@@ -48,4 +49,26 @@ pub(crate) fn migrate(client: &mut Client, connector: &Connector) -> Result<(), 
         tracing::info!(version, "applied database migration");
     }
     txn.commit().map_err(failed)
+}
+
+/// Refuses, saying what to do, a connection whose `search_path` names no
+/// schema that exists: PostgreSQL itself would only say `3F000: no schema
+/// has been selected to create in` at the first `CREATE TABLE`.
+fn ensure_schema_selected(client: &mut Client, connector: &Connector) -> Result<(), PgError> {
+    let failed = |error: postgres::Error| connector.database_error(error_text(&error));
+    let row = client
+        .query_one(
+            "SELECT current_schema(), current_setting('search_path')",
+            &[],
+        )
+        .map_err(failed)?;
+    let (current, search_path): (Option<String>, String) = (row.get(0), row.get(1));
+    if current.is_some() {
+        return Ok(());
+    }
+    Err(connector.database_error(format!(
+        "no schema on the search_path ({search_path}) exists: create it first \
+         (CREATE SCHEMA <name>), or name an existing schema in RUNTIME_DATABASE_URL \
+         with ?options=-csearch_path%3D<schema>"
+    )))
 }
