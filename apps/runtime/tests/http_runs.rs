@@ -424,3 +424,67 @@ async fn routes_answer_not_ready_until_recovery_finished() {
     let (status, _) = service.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// The record keeps what the client sent: an integer beyond 64 bits would be
+/// read as a float and served as another number, so it is refused, naming
+/// the problem, and nothing is appended. Numbers that fit are kept exactly.
+#[tokio::test]
+async fn integers_beyond_64_bits_are_refused_and_others_kept_exactly() {
+    let service = TestService::start();
+    let run = service.create_run(json!({})).await;
+    let raw = |uri: String, body: &'static str| {
+        Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let events = format!("/internal/v1/runs/{run}/events");
+    for body in [
+        r#"{"event_type":"note","payload":{"v":18446744073709551616}}"#,
+        r#"{"event_type":"note","payload":{"deep":[{"v":-9223372036854775809}]}}"#,
+    ] {
+        let (status, bytes) = service.send(raw(events.clone(), body)).await;
+        let answer: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_error(
+            status,
+            &answer,
+            400,
+            "invalid_request",
+            Some("integer_out_of_range"),
+        );
+        assert!(
+            answer["message"].as_str().unwrap().contains("64-bit"),
+            "{answer}"
+        );
+    }
+    let (status, bytes) = service
+        .send(raw(
+            "/internal/v1/runs".into(),
+            r#"{"metadata":{"v":100000000000000000000000}}"#,
+        ))
+        .await;
+    let answer: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_error(
+        status,
+        &answer,
+        400,
+        "invalid_request",
+        Some("integer_out_of_range"),
+    );
+
+    let kept = r#"{"event_type":"note","payload":{"max":18446744073709551615,"min":-9223372036854775808,"s":"18446744073709551616"}}"#;
+    let (status, bytes) = service.send(raw(events.clone(), kept)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let (_, body) = service.get(&format!("/internal/v1/runs/{run}")).await;
+    let stored = body["run"]["events"].as_array().unwrap();
+    assert_eq!(stored.len(), 2, "only run.started and the note that fits");
+    assert_eq!(
+        stored[1]["payload"].to_string(),
+        r#"{"max":18446744073709551615,"min":-9223372036854775808,"s":"18446744073709551616"}"#
+    );
+}

@@ -2,6 +2,11 @@
 //! malformed JSON, a wrong content type, an oversized body, a bad path
 //! segment or query all become [`ApiError`]s here instead of the framework's
 //! plain-text answers.
+//!
+//! A JSON body is also where an integer outside the 64-bit range is
+//! refused: `serde_json` would read `18446744073709551616` as the float
+//! `1.8446744073709552e19`, and the record would silently hold another
+//! number than the client sent (see `docs/DECISIONS.md`).
 
 use crate::error::ApiError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -9,6 +14,10 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+/// How much of an offending number a refusal repeats.
+const ECHO_CHARS: usize = 40;
 
 /// A JSON body.
 pub(crate) struct Json<T>(pub T);
@@ -17,11 +26,67 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        // Content type, size and syntax first, exactly as the framework
+        // checks them; then the numbers; then the shape.
+        let raw = axum::Json::<Box<RawValue>>::from_request(request, state)
+            .await
+            .map_err(json_rejection)?
+            .0;
+        if let Some(literal) = integer_beyond_64_bits(raw.get()) {
+            let shown: String = literal.chars().take(ECHO_CHARS).collect();
+            let clipped = if shown.len() < literal.len() {
+                "…"
+            } else {
+                ""
+            };
+            return Err(ApiError::invalid_request(format!(
+                "the integer {shown}{clipped} is outside the 64-bit range \
+                 (-9223372036854775808 to 18446744073709551615) that the service keeps \
+                 exactly; send it as a string"
+            ))
+            .with_reason("integer_out_of_range"));
+        }
+        axum::Json::<T>::from_bytes(raw.get().as_bytes())
+            .map(|axum::Json(value)| Json(value))
+            .map_err(json_rejection)
+    }
+}
+
+/// The first integer literal of `json` (valid JSON text) that fits neither
+/// `i64` nor `u64`. Literals with a fraction or an exponent are floats and
+/// are not integers here.
+fn integer_beyond_64_bits(json: &str) -> Option<&str> {
+    let bytes = json.as_bytes();
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        match byte {
+            b'"' => {
+                at += 1;
+                while let Some(&inner) = bytes.get(at) {
+                    at += if inner == b'\\' { 2 } else { 1 };
+                    if inner == b'"' {
+                        break;
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = at;
+                while bytes
+                    .get(at)
+                    .is_some_and(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                {
+                    at += 1;
+                }
+                let literal = &json[start..at];
+                let integer = !literal.contains(['.', 'e', 'E']);
+                if integer && literal.parse::<i64>().is_err() && literal.parse::<u64>().is_err() {
+                    return Some(literal);
+                }
+            }
+            _ => at += 1,
         }
     }
+    None
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -82,5 +147,32 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorization {
     ) -> Result<Self, std::convert::Infallible> {
         let value = parts.headers.get(axum::http::header::AUTHORIZATION);
         Ok(Authorization(value.map(|value| value.as_bytes().into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::integer_beyond_64_bits;
+
+    #[test]
+    fn only_integers_beyond_both_64_bit_ranges_are_found() {
+        for fits in [
+            r#"{"v":18446744073709551615}"#,
+            r#"{"v":-9223372036854775808}"#,
+            r#"{"v":1.8446744073709552e19,"w":1e400}"#,
+            r#"{"v":"18446744073709551616"}"#,
+            r#"{"k\"18446744073709551616":0}"#,
+            r#"[0,-0,12.50,3E2]"#,
+        ] {
+            assert_eq!(integer_beyond_64_bits(fits), None, "{fits}");
+        }
+        assert_eq!(
+            integer_beyond_64_bits(r#"{"a":"x","v":[1,18446744073709551616]}"#),
+            Some("18446744073709551616")
+        );
+        assert_eq!(
+            integer_beyond_64_bits(r#"{"v":-9223372036854775809}"#),
+            Some("-9223372036854775809")
+        );
     }
 }
