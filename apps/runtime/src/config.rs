@@ -146,6 +146,14 @@ pub struct Config {
     pub fanout_queue_capacity: usize,
     /// Khala topics held in memory at once.
     pub fanout_max_topics: usize,
+    /// Bytes of messages one Khala topic window holds in memory; older
+    /// messages of its retained window are read from the log.
+    pub fanout_window_max_bytes: usize,
+    /// Bytes of messages all Khala topic windows hold together.
+    pub fanout_max_total_bytes: usize,
+    /// Bytes of messages one Khala poll response carries before it ends
+    /// early (it always carries at least one message).
+    pub khala_max_response_bytes: usize,
     /// Khala long-polls allowed to wait at once.
     pub khala_max_waiters: usize,
     /// HS256 key of sync tokens; Khala routes answer 503 without it.
@@ -184,6 +192,23 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars { lookup: &lookup };
         let storage_backend = vars.storage_backend()?;
+        let fanout_window_max_bytes = vars.bounded(
+            "RUNTIME_FANOUT_WINDOW_MAX_BYTES",
+            8 << 20,
+            64 << 10..=1 << 30,
+        )?;
+        let fanout_max_total_bytes = vars.bounded(
+            "RUNTIME_FANOUT_MAX_TOTAL_BYTES",
+            256 << 20,
+            1 << 20..=64 << 30,
+        )?;
+        if fanout_max_total_bytes < fanout_window_max_bytes {
+            return Err(ConfigError {
+                variable: "RUNTIME_FANOUT_MAX_TOTAL_BYTES",
+                value: fanout_max_total_bytes.to_string(),
+                expected: "at least RUNTIME_FANOUT_WINDOW_MAX_BYTES",
+            });
+        }
         Ok(Config {
             bind_addr: vars.parsed(
                 "RUNTIME_BIND_ADDR",
@@ -243,6 +268,13 @@ impl Config {
                 1..=1_000_000,
             )?,
             fanout_max_topics: vars.bounded("RUNTIME_FANOUT_MAX_TOPICS", 10_000, 1..=1_000_000)?,
+            fanout_window_max_bytes,
+            fanout_max_total_bytes,
+            khala_max_response_bytes: vars.bounded(
+                "RUNTIME_KHALA_MAX_RESPONSE_BYTES",
+                4 << 20,
+                64 << 10..=256 << 20,
+            )?,
             khala_max_waiters: vars.bounded("RUNTIME_KHALA_MAX_WAITERS", 10_000, 1..=1_000_000)?,
             sync_token_signing_key: vars.optional("RUNTIME_SYNC_TOKEN_SIGNING_KEY"),
             sync_token_issuer: vars.text("RUNTIME_SYNC_TOKEN_ISSUER", "https://openagents.com"),
@@ -560,6 +592,32 @@ mod tests {
         assert!(
             error.contains("RUNTIME_CREDENTIALS_PATH")
                 && error.contains("two credentials are named"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn khala_byte_budgets_have_defaults_ranges_and_an_order() {
+        let config = with(&[]).unwrap();
+        assert_eq!(config.fanout_window_max_bytes, 8 << 20);
+        assert_eq!(config.fanout_max_total_bytes, 256 << 20);
+        assert_eq!(config.khala_max_response_bytes, 4 << 20);
+        for (variable, value) in [
+            ("RUNTIME_FANOUT_WINDOW_MAX_BYTES", "1000"),
+            ("RUNTIME_FANOUT_MAX_TOTAL_BYTES", "0"),
+            ("RUNTIME_KHALA_MAX_RESPONSE_BYTES", "268435457"),
+        ] {
+            let error = with(&[(variable, value)]).unwrap_err().to_string();
+            assert!(error.contains(variable), "{error}");
+        }
+        let error = with(&[
+            ("RUNTIME_FANOUT_WINDOW_MAX_BYTES", "4194304"),
+            ("RUNTIME_FANOUT_MAX_TOTAL_BYTES", "2097152"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("RUNTIME_FANOUT_MAX_TOTAL_BYTES") && error.contains("at least"),
             "{error}"
         );
     }

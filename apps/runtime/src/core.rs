@@ -151,7 +151,13 @@ impl Drop for Core {
 fn fanout(config: &Config) -> WindowFanout {
     let capacity = NonZeroUsize::new(config.fanout_queue_capacity).unwrap_or(NonZeroUsize::MIN);
     let topics = NonZeroUsize::new(config.fanout_max_topics).unwrap_or(NonZeroUsize::MIN);
-    WindowFanout::new(config.fanout_driver, capacity, topics)
+    WindowFanout::new(
+        config.fanout_driver,
+        capacity,
+        topics,
+        config.fanout_window_max_bytes,
+        config.fanout_max_total_bytes,
+    )
 }
 
 /// Hands every durable batch to the projections, then to live delivery, on

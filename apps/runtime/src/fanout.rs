@@ -6,6 +6,10 @@
 //! whatever the write concurrency. A topic the driver does not hold is
 //! rebuilt from the durable log when it is polled, so the window is always
 //! the newest `capacity` messages of the log, before and after a restart.
+//! Memory is bounded by bytes as well: each window holds only the newest of
+//! its messages that fit `RUNTIME_FANOUT_WINDOW_MAX_BYTES`, and all windows
+//! together `RUNTIME_FANOUT_MAX_TOTAL_BYTES`; a poll that reaches below the
+//! held messages is answered from the log (`Polled::FromLog`).
 //!
 //! The same windows serve both backends; what differs is where the log's
 //! records come from. On the embedded log (`memory`) they are this
@@ -20,7 +24,7 @@
 
 use crate::config::FanoutDriverKind;
 use openagents_khala::message::Message;
-use openagents_khala::poll::{Limit, PollPage, StaleCursor};
+use openagents_khala::poll::{Limit, Polled, StaleCursor};
 use openagents_khala::topic::Topic;
 use openagents_khala::window::{WindowError, WindowSet};
 use serde::Serialize;
@@ -46,15 +50,20 @@ pub(crate) trait FanoutDriver: Send + Sync {
     fn holds(&self, topic: &Topic) -> bool;
     /// Publishes the next message of a held topic (ignored when not held).
     fn publish(&self, topic: &Topic, message: Message) -> Result<(), WindowError>;
-    /// Reads a page of a held topic; `None` when the topic is not held.
+    /// Reads a page of a held topic, its messages within `max_bytes` after
+    /// the first; `None` when the topic is not held.
     fn poll(
         &self,
         topic: &Topic,
         after_seq: u64,
         limit: Limit,
-    ) -> Option<Result<PollPage, StaleCursor>>;
-    /// Installs a topic's window from its newest messages, oldest first.
-    fn restore(&self, topic: Topic, tail: Vec<Message>) -> Result<(), WindowError>;
+        max_bytes: usize,
+    ) -> Option<Result<Polled, StaleCursor>>;
+    /// Installs the window of a topic whose head is `head` from its newest
+    /// messages, oldest first (as many as fit its byte budget).
+    fn restore(&self, topic: Topic, head: u64, newest: Vec<Message>) -> Result<(), WindowError>;
+    /// Most bytes of messages one window holds.
+    fn max_window_bytes(&self) -> usize;
     /// Drops a topic's window, so the next poll rebuilds it from the log.
     fn forget(&self, topic: &Topic);
     /// The external drivers and their status.
@@ -62,22 +71,32 @@ pub(crate) trait FanoutDriver: Send + Sync {
 }
 
 /// Windows in this process's memory: at most `max_topics` topics of at most
-/// `capacity` messages each, least recently polled topics dropped first.
+/// `capacity` messages each, within their byte budgets, least recently
+/// polled topics dropped first.
 pub(crate) struct WindowFanout {
     kind: FanoutDriverKind,
     windows: Mutex<WindowSet>,
 }
 
 impl WindowFanout {
-    /// A driver keeping `capacity` messages per topic for `max_topics` topics.
+    /// A driver keeping `capacity` messages per topic for `max_topics`
+    /// topics, at most `window_bytes` of them per topic and `total_bytes`
+    /// in all.
     pub(crate) fn new(
         kind: FanoutDriverKind,
         capacity: NonZeroUsize,
         max_topics: NonZeroUsize,
+        window_bytes: usize,
+        total_bytes: usize,
     ) -> Self {
         WindowFanout {
             kind,
-            windows: Mutex::new(WindowSet::new(capacity, max_topics)),
+            windows: Mutex::new(WindowSet::new(
+                capacity,
+                max_topics,
+                window_bytes,
+                total_bytes,
+            )),
         }
     }
 
@@ -112,14 +131,19 @@ impl FanoutDriver for WindowFanout {
         topic: &Topic,
         after_seq: u64,
         limit: Limit,
-    ) -> Option<Result<PollPage, StaleCursor>> {
+        max_bytes: usize,
+    ) -> Option<Result<Polled, StaleCursor>> {
         self.windows()
             .get(topic)
-            .map(|window| window.poll(after_seq, limit))
+            .map(|window| window.poll(after_seq, limit, max_bytes))
     }
 
-    fn restore(&self, topic: Topic, tail: Vec<Message>) -> Result<(), WindowError> {
-        self.windows().restore(topic, tail).map(|_| ())
+    fn restore(&self, topic: Topic, head: u64, newest: Vec<Message>) -> Result<(), WindowError> {
+        self.windows().restore(topic, head, newest).map(|_| ())
+    }
+
+    fn max_window_bytes(&self) -> usize {
+        self.windows().max_window_bytes()
     }
 
     fn forget(&self, topic: &Topic) {
@@ -172,7 +196,10 @@ mod tests {
     }
 
     fn sequences(driver: &WindowFanout, topic: &Topic) -> Option<Vec<u64>> {
-        let page = driver.poll(topic, 0, Limit::DEFAULT)?.ok()?;
+        let page = driver
+            .poll(topic, 0, Limit::DEFAULT, usize::MAX)?
+            .ok()?
+            .into_page()?;
         Some(page.messages().iter().map(|m| m.sequence).collect())
     }
 
@@ -182,10 +209,16 @@ mod tests {
             FanoutDriverKind::PostgresNotify,
             NonZeroUsize::new(8).unwrap(),
             NonZeroUsize::new(2).unwrap(),
+            1 << 20,
+            1 << 20,
         );
         let topic: Topic = "worker:w1:lifecycle".parse().unwrap();
         driver
-            .restore(topic.clone(), vec![message(&topic, 1), message(&topic, 2)])
+            .restore(
+                topic.clone(),
+                2,
+                vec![message(&topic, 1), message(&topic, 2)],
+            )
             .unwrap();
         // A second publisher repeating what the window holds changes nothing.
         driver.publish(&topic, message(&topic, 2)).unwrap();

@@ -17,7 +17,9 @@ use openagents_khala::acl::{self, Access, Entity, OwnerLookup, Principal};
 use openagents_khala::auth::SyncTokenVerifier;
 use openagents_khala::denial::AuthDenial;
 use openagents_khala::message::Message;
-use openagents_khala::poll::{PollPage, PollParamError, PollParams, StaleCursor};
+use openagents_khala::poll::{
+    PageBuilder, PollPage, PollParamError, PollParams, PollPlan, Polled, StaleCursor,
+};
 use openagents_khala::topic::{Topic, TopicError};
 use openagents_khala::window::TopicWindow;
 use serde_json::json;
@@ -30,6 +32,9 @@ use tokio::sync::watch;
 
 /// Name of the aggregate worker lane.
 const AGGREGATE_TOPIC: &str = "runtime.codex_worker_events";
+/// Records read from the log at a time when a window is rebuilt or a page
+/// is read from the log: few, since each may be as large as a request body.
+const LOG_CHUNK: usize = 8;
 
 /// Why a Khala request is refused.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +78,8 @@ pub(crate) struct PollResponse {
 pub(crate) struct Khala {
     driver: Arc<dyn FanoutDriver>,
     capacity: NonZeroUsize,
+    /// Most bytes of messages one poll response carries after its first.
+    max_response_bytes: usize,
     /// The aggregate lane is always held: rebuilding it means merging every
     /// worker stream, so it is built once at start and kept.
     aggregate: Mutex<TopicWindow>,
@@ -80,6 +87,8 @@ pub(crate) struct Khala {
     waiters: AtomicUsize,
     max_waiters: usize,
     verifier: Option<Arc<SyncTokenVerifier>>,
+    /// Set at shutdown: waiting long-polls answer at once.
+    closing: watch::Sender<bool>,
 }
 
 impl Khala {
@@ -91,11 +100,13 @@ impl Khala {
         Ok(Khala {
             driver,
             capacity,
+            max_response_bytes: config.khala_max_response_bytes,
             aggregate: Mutex::new(TopicWindow::new(Topic::CodexWorkerEvents, capacity)),
             wakers: Mutex::new(HashMap::new()),
             waiters: AtomicUsize::new(0),
             max_waiters: config.khala_max_waiters,
             verifier,
+            closing: watch::channel(false).0,
         })
     }
 
@@ -158,8 +169,16 @@ impl Khala {
         })?)
     }
 
+    /// Answers every waiting long-poll now, and every later one without
+    /// waiting: the service is shutting down, and a poll held to its
+    /// deadline would hold the shutdown to its grace period.
+    pub(crate) fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
     /// Answers a poll, holding it up to `wait_ms` when nothing follows the
-    /// cursor. Waiting holds no lock, only a watch subscription.
+    /// cursor (unless the service is shutting down). Waiting holds no lock,
+    /// only a watch subscription.
     pub(crate) async fn poll(
         &self,
         log: &EventLog<Stream>,
@@ -176,14 +195,21 @@ impl Khala {
         };
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(u64::from(params.wait_ms()));
+        let mut closing = self.closing.subscribe();
         let mut page = self.read(log, topic, params)?;
         while page.messages().is_empty()
             && let Some(waiter) = wait.as_mut()
         {
-            match tokio::time::timeout_at(deadline, waiter.receiver.changed()).await {
-                Ok(Ok(())) => page = self.read(log, topic, params)?,
-                // Deadline reached, or the topic's sender went away.
-                _ => break,
+            tokio::select! {
+                changed = tokio::time::timeout_at(deadline, waiter.receiver.changed()) => {
+                    match changed {
+                        Ok(Ok(())) => page = self.read(log, topic, params)?,
+                        // Deadline reached, or the topic's sender went away.
+                        _ => break,
+                    }
+                }
+                // Shutdown: answer with what there is (nothing) and the cursors.
+                _ = closing.wait_for(|closed| *closed) => break,
             }
         }
         drop(wait);
@@ -211,38 +237,86 @@ impl Khala {
         topic: &Topic,
         params: &PollParams,
     ) -> Result<PollPage, KhalaError> {
+        let (after_seq, limit) = (params.after_seq(), params.limit());
         if *topic == Topic::CodexWorkerEvents {
             let window = self.aggregate.lock().expect("aggregate lock");
-            return window
-                .poll(params.after_seq(), params.limit())
-                .map_err(KhalaError::Stale);
+            let polled = window
+                .poll(after_seq, limit, self.max_response_bytes)
+                .map_err(KhalaError::Stale)?;
+            return Ok(polled
+                .into_page()
+                .expect("the aggregate lane has no byte budget: it holds its whole window"));
         }
         loop {
-            if let Some(page) = self.driver.poll(topic, params.after_seq(), params.limit()) {
-                return page.map_err(KhalaError::Stale);
+            let polled = self
+                .driver
+                .poll(topic, after_seq, limit, self.max_response_bytes);
+            match polled {
+                Some(Ok(Polled::Page(page))) => return Ok(page),
+                Some(Ok(Polled::FromLog(plan))) => return self.page_from_log(log, topic, plan),
+                Some(Err(stale)) => return Err(KhalaError::Stale(stale)),
+                None => self.restore(log, topic)?,
             }
-            self.restore(log, topic)?;
         }
     }
 
-    /// Rebuilds a topic's window from the log, then publishes whatever was
-    /// committed while the tail was being read.
+    /// A page whose messages are no longer held in memory, read from the
+    /// log a few records at a time up to the response's byte cap.
+    fn page_from_log(
+        &self,
+        log: &EventLog<Stream>,
+        topic: &Topic,
+        plan: PollPlan,
+    ) -> Result<PollPage, KhalaError> {
+        let stream = topic
+            .stream()
+            .expect("the aggregate lane is not in the driver, so never read from the log")
+            .to_string();
+        let mut page = PageBuilder::new(plan, self.max_response_bytes);
+        while let Some(next) = page.wants() {
+            let chunk = topic_messages(log, &stream, next - 1, LOG_CHUNK)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for message in chunk {
+                let bytes = message.wire_len();
+                if !page.push(message, bytes) {
+                    break;
+                }
+            }
+        }
+        Ok(page.finish())
+    }
+
+    /// Rebuilds a topic's window from the newest messages of the log that
+    /// fit its byte budget (read from the end, a few at a time), then
+    /// publishes whatever was committed while they were being read.
     fn restore(&self, log: &EventLog<Stream>, topic: &Topic) -> Result<(), KhalaError> {
         let stream = topic
             .stream()
             .expect("the aggregate lane is rebuilt by recover, not restored")
             .to_string();
-        let capacity = self.capacity.get();
         let head = stream_head(log, &stream);
-        let from = head.saturating_sub(capacity as u64);
-        let tail = topic_messages(log, &stream, from, capacity)?;
-        let mut restored = tail.last().map_or(0, |message| message.sequence);
-        if self.driver.restore(topic.clone(), tail).is_err() {
+        let floor = head.saturating_sub(self.capacity.get() as u64);
+        let budget = self.driver.max_window_bytes();
+        let (mut end, mut bytes, mut chunks) = (head, 0usize, Vec::new());
+        while end > floor && bytes <= budget {
+            let start = end.saturating_sub(LOG_CHUNK as u64).max(floor);
+            let chunk = topic_messages(log, &stream, start, (end - start) as usize)?;
+            bytes = chunk
+                .iter()
+                .fold(bytes, |sum, message| sum.saturating_add(message.wire_len()));
+            chunks.push(chunk);
+            end = start;
+        }
+        let newest: Vec<Message> = chunks.into_iter().rev().flatten().collect();
+        let mut restored = head;
+        if self.driver.restore(topic.clone(), head, newest).is_err() {
             self.driver.forget(topic);
             return Ok(());
         }
         while stream_head(log, &stream) > restored {
-            for message in topic_messages(log, &stream, restored, capacity)? {
+            for message in topic_messages(log, &stream, restored, LOG_CHUNK)? {
                 restored = message.sequence;
                 if self.driver.publish(topic, message).is_err() {
                     self.driver.forget(topic);

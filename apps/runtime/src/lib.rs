@@ -46,8 +46,9 @@ use tokio::net::TcpListener;
 /// Serves on `listener` until `shutdown` resolves: the listener answers
 /// `/healthz` and `/readyz` (503) at once, while the log is recovered in the
 /// background; then every route is served. On shutdown the listener stops
-/// accepting, in-flight requests get `RUNTIME_SHUTDOWN_GRACE_MS` to finish,
-/// then the log's writer drains and the projections are written.
+/// accepting, waiting long-polls are answered at once, in-flight requests
+/// get `RUNTIME_SHUTDOWN_GRACE_MS` to finish, then the log's writer drains
+/// and the projections are written.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -77,6 +78,8 @@ pub async fn serve(
     let hangups = tokio::spawn(reload_on_hangup(state.clone(), Arc::downgrade(&core)));
     shutdown.await;
     hangups.abort();
+    // Long-polls answer now rather than at their deadlines.
+    core.khala.close();
     let _ = stop_accepting.send(());
     match tokio::time::timeout(config.shutdown_grace, server).await {
         Ok(Err(error)) => tracing::error!(%error, "http server stopped with an error"),

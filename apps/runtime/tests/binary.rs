@@ -1,12 +1,17 @@
 //! The real binary on a loopback port: it serves over TCP, survives SIGKILL
 //! between an append and the checkpoint write with every acknowledged event
-//! and a summary that matches the log, and exits 0 on SIGTERM.
+//! and a summary that matches the log, and exits 0 on SIGTERM, answering a
+//! waiting long-poll at once instead of holding the exit to the grace period.
 
 mod support;
 
-use serde_json::json;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
+use std::time::{Duration, Instant};
 use support::process::Server;
+use support::tokens::{KEY, user_token};
 
 #[test]
 fn the_binary_serves_survives_sigkill_and_stops_cleanly_on_sigterm() {
@@ -108,4 +113,79 @@ fn reproject_rebuilds_projections_and_says_what_changed() {
 
     let unchanged = reproject();
     assert!(String::from_utf8_lossy(&unchanged.stdout).contains("0 topics changed"));
+}
+
+#[test]
+fn sigterm_answers_a_waiting_long_poll_at_once_and_exits_promptly() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(&[
+        (
+            "RUNTIME_EVENT_LOG_PATH",
+            data.path().join("events.jsonl").display().to_string(),
+        ),
+        (
+            "RUNTIME_CHECKPOINT_PATH",
+            data.path().join("projections.json").display().to_string(),
+        ),
+        ("RUNTIME_SYNC_TOKEN_SIGNING_KEY", KEY.to_owned()),
+        ("RUNTIME_SHUTDOWN_GRACE_MS", "10000".to_owned()),
+    ]);
+    let (_, created) = server.call("POST", "/internal/v1/runs", Some(json!({})));
+    let run = created["run"]["id"].as_str().unwrap().to_owned();
+    let addr = server.addr.clone();
+    let uri =
+        format!("/internal/v1/khala/topics/run:{run}:events/messages?after_seq=1&wait_ms=30000");
+    let poll = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "GET {uri} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
+            user_token(1)
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        (response, Instant::now())
+    });
+    // Let the poll reach its wait.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !poll.is_finished(),
+        "the poll waits while nothing is published"
+    );
+
+    let signalled = Instant::now();
+    server.signal("-TERM");
+    let (response, answered) = poll.join().unwrap();
+    let answered_after = answered.duration_since(signalled);
+    assert!(
+        answered_after < Duration::from_secs(2),
+        "the long-poll was answered {answered_after:?} after SIGTERM"
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body: Value = serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["messages"], json!([]), "{body}");
+    assert_eq!(
+        (body["next_cursor"].clone(), body["head_cursor"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(body["replay_complete"], true);
+
+    let deadline = signalled + Duration::from_secs(5);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 5 s after SIGTERM (grace is 10 s)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "SIGTERM exits 0, got {exit}");
+    let exited_after = signalled.elapsed();
+    assert!(
+        exited_after < Duration::from_secs(3),
+        "exited {exited_after:?} after SIGTERM"
+    );
 }

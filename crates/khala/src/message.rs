@@ -22,6 +22,27 @@ pub struct Message {
     pub published_at: String,
 }
 
+impl Message {
+    /// The length of the message's JSON encoding, as a poll response carries
+    /// it: what the byte budgets of windows and responses count.
+    pub fn wire_len(&self) -> usize {
+        /// Counts bytes instead of keeping them.
+        struct Counter(usize);
+        impl std::io::Write for Counter {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0 += bytes.len();
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut counter = Counter(0);
+        serde_json::to_writer(&mut counter, self).expect("a message always serializes");
+        counter.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,6 +65,7 @@ mod tests {
             "published_at": "2025-01-01T00:00:00Z",
         });
         assert_eq!(serde_json::to_value(&message).unwrap(), wire);
+        assert_eq!(message.wire_len(), wire.to_string().len());
         assert_eq!(serde_json::from_value::<Message>(wire).unwrap(), message);
     }
 }

@@ -238,6 +238,100 @@ impl PollPlan {
     }
 }
 
+/// Collects a poll's messages, in plan order, up to a byte cap on the
+/// response: the first planned message is always taken (a client must make
+/// progress whatever a message weighs), later ones while the total stays
+/// within the cap. A page cut short ends at its last message: `next_cursor`
+/// is that message's sequence and `replay_complete` is false, so the client
+/// polls on from there.
+#[derive(Debug)]
+pub struct PageBuilder {
+    plan: PollPlan,
+    messages: Vec<Message>,
+    bytes: usize,
+    max_bytes: usize,
+    full: bool,
+}
+
+impl PageBuilder {
+    /// An empty page for `plan`, whose messages may weigh `max_bytes` in all.
+    pub fn new(plan: PollPlan, max_bytes: usize) -> Self {
+        Self {
+            plan,
+            messages: Vec::new(),
+            bytes: 0,
+            max_bytes,
+            full: false,
+        }
+    }
+
+    /// The next sequence the page wants; `None` once the plan is covered or
+    /// the cap is reached.
+    pub fn wants(&self) -> Option<u64> {
+        let next = self
+            .plan
+            .after_seq
+            .checked_add(self.messages.len() as u64 + 1)?;
+        (!self.full && next <= self.plan.next_cursor).then_some(next)
+    }
+
+    /// Offers the next message, which weighs `bytes`; returns whether it was
+    /// taken. A message that is not the one [`PageBuilder::wants`] names, or
+    /// that would take the page over its cap, is not.
+    pub fn push(&mut self, message: Message, bytes: usize) -> bool {
+        if self.wants() != Some(message.sequence) {
+            return false;
+        }
+        if !self.messages.is_empty() && self.bytes.saturating_add(bytes) > self.max_bytes {
+            self.full = true;
+            return false;
+        }
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.messages.push(message);
+        true
+    }
+
+    /// The page: the messages taken, with the plan ending at the last one.
+    pub fn finish(self) -> PollPage {
+        let mut plan = self.plan;
+        if let Some(last) = self.messages.last() {
+            plan.next_cursor = last.sequence;
+            plan.replay_complete = last.sequence >= plan.head_cursor;
+        }
+        debug_assert!(
+            self.messages
+                .iter()
+                .map(|m| m.sequence)
+                .eq(plan.sequences()),
+            "a page holds exactly the sequences of its plan"
+        );
+        PollPage::new(plan, self.messages)
+    }
+}
+
+/// What a window can answer for a poll.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Polled {
+    /// The page, from the messages the window holds.
+    Page(PollPage),
+    /// The plan begins below the oldest message the window holds (older
+    /// ones were left to the log to keep the window within its byte
+    /// budget): the caller reads the planned sequences from the log into a
+    /// [`PageBuilder`].
+    FromLog(PollPlan),
+}
+
+impl Polled {
+    /// The page, when the window held every planned message (always, for a
+    /// window without a byte budget).
+    pub fn into_page(self) -> Option<PollPage> {
+        match self {
+            Polled::Page(page) => Some(page),
+            Polled::FromLog(_) => None,
+        }
+    }
+}
+
 /// The body of a successful poll, minus `topic` and `driver` which the
 /// service adds. Serializes as `{messages, oldest_available_cursor,
 /// head_cursor, next_cursor, replay_complete}`.
@@ -325,6 +419,55 @@ mod tests {
             head_cursor,
             capacity,
         }
+    }
+
+    fn message(sequence: u64) -> Message {
+        Message {
+            topic: topic().to_string(),
+            sequence,
+            kind: "worker.heartbeat".into(),
+            payload: json!({}),
+            published_at: "2025-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_page_ends_early_at_its_byte_cap_and_always_takes_one_message() {
+        let plan = plan(&topic(), bounds(10, 10), 2, Limit::new(5).unwrap()).unwrap();
+        let mut builder = PageBuilder::new(plan, 250);
+        assert_eq!(builder.wants(), Some(3));
+        assert!(!builder.push(message(4), 1), "out of order is refused");
+        assert!(builder.push(message(3), 100));
+        assert!(builder.push(message(4), 150));
+        assert!(!builder.push(message(5), 1), "over the cap");
+        assert_eq!(builder.wants(), None);
+        let page = builder.finish();
+        assert_eq!(page.messages().len(), 2);
+        assert_eq!(page.plan().next_cursor(), 4);
+        assert!(!page.plan().replay_complete());
+
+        let plan = plan_for_one();
+        let mut heavy = PageBuilder::new(plan, 10);
+        assert!(
+            heavy.push(message(10), 1_000),
+            "the first message always fits"
+        );
+        let page = heavy.finish();
+        assert_eq!(page.plan().next_cursor(), 10);
+        assert!(page.plan().replay_complete());
+
+        let caught_up = plan_at(u64::MAX);
+        let builder = PageBuilder::new(caught_up, 10);
+        assert_eq!(builder.wants(), None);
+        assert!(builder.finish().messages().is_empty());
+    }
+
+    fn plan_for_one() -> PollPlan {
+        plan(&topic(), bounds(10, 10), 9, Limit::DEFAULT).unwrap()
+    }
+
+    fn plan_at(after_seq: u64) -> PollPlan {
+        plan(&topic(), bounds(10, 10), after_seq, Limit::DEFAULT).unwrap()
     }
 
     #[test]

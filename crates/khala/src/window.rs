@@ -6,27 +6,49 @@
 //! is evicted, or never built, is rebuilt from the log on demand with
 //! [`WindowSet::restore`]. Publishing and restoring must be done by one owner
 //! in log order; the types are plain data and do no locking.
+//!
+//! Two bounds apply. The *retained window* of a topic is its newest
+//! `capacity` messages: what a client may poll from, and the stale-cursor
+//! rule, whatever is in memory. The *held* messages are the newest part of
+//! it that fits the window's byte budget (counted by [`Message::wire_len`]);
+//! a poll that reaches below them is answered [`Polled::FromLog`], and the
+//! caller reads those messages from the log. A [`WindowSet`] also keeps the
+//! bytes of all its windows within a total, dropping least recently used
+//! windows whole when it would exceed it.
 
 use crate::message::Message;
-use crate::poll::{self, Limit, PollPage, StaleCursor, WindowBounds};
+use crate::poll::{self, Limit, PageBuilder, Polled, StaleCursor, WindowBounds};
 use crate::topic::{Topic, TopicError};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroUsize;
 
-/// The newest `capacity` messages of one topic, contiguous and in order.
+/// The newest `capacity` messages of one topic, or the newest of them that
+/// fit in `max_bytes`, contiguous and in order.
 ///
 /// Invariant: the held messages are exactly the sequences
-/// `head - len + 1 ..= head`, and `len == min(head, capacity)`, which is the
-/// window the poll rules ([`poll::plan`]) describe.
+/// `head - len + 1 ..= head`, with `len <= min(head, capacity)`; without a
+/// byte budget `len == min(head, capacity)`, which is the window the poll
+/// rules ([`poll::plan`]) describe.
 #[derive(Debug, Clone)]
 pub struct TopicWindow {
     topic: Topic,
     /// The canonical topic name, compared with each published message's.
     name: String,
     capacity: NonZeroUsize,
+    /// Most bytes the held messages may weigh together.
+    max_bytes: usize,
     /// The newest sequence published; 0 before the first.
     head: u64,
-    messages: VecDeque<Message>,
+    messages: VecDeque<Held>,
+    /// What the held messages weigh together.
+    bytes: usize,
+}
+
+/// A held message and its weight.
+#[derive(Debug, Clone)]
+struct Held {
+    message: Message,
+    bytes: usize,
 }
 
 /// What [`TopicWindow::publish`] did with a message.
@@ -40,17 +62,28 @@ pub enum PublishOutcome {
 }
 
 impl TopicWindow {
-    /// An empty window for a topic that has no messages yet.
+    /// An empty window for a topic that has no messages yet, with no byte
+    /// budget (see [`TopicWindow::with_max_bytes`]).
     pub fn new(topic: Topic, capacity: NonZeroUsize) -> Self {
         Self {
             name: topic.to_string(),
             topic,
             capacity,
+            max_bytes: usize::MAX,
             head: 0,
             // Grows with the topic: most topics are far shorter than the
             // capacity, and thousands may be held at once.
             messages: VecDeque::new(),
+            bytes: 0,
         }
+    }
+
+    /// The same window holding at most `max_bytes` of messages: older ones
+    /// are dropped now and whenever a publish would exceed the budget.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self.trim();
+        self
     }
 
     /// Rebuilds a window from the topic's newest messages as read from the
@@ -65,13 +98,8 @@ impl TopicWindow {
         tail: impl IntoIterator<Item = Message>,
     ) -> Result<Self, WindowError> {
         let mut tail = tail.into_iter().peekable();
-        let mut window = Self::new(topic, capacity);
-        // Start just below the first message so that publishing it is the
-        // ordinary "next sequence" case.
-        window.head = tail.peek().map_or(0, |m| m.sequence.saturating_sub(1));
-        for message in tail {
-            window.publish(message)?;
-        }
+        let head = tail.peek().map_or(0, |m| m.sequence.saturating_sub(1));
+        let window = Self::new(topic, capacity).extended(head, tail)?;
         let expected = window.head.min(capacity.get() as u64);
         if window.messages.len() as u64 != expected {
             return Err(WindowError::IncompleteTail {
@@ -82,6 +110,47 @@ impl TopicWindow {
             });
         }
         Ok(window)
+    }
+
+    /// Rebuilds a window with a byte budget from the newest messages of a
+    /// topic whose head is `head`: `newest` (oldest first) must end at
+    /// `head`, and may be shorter than the retained window (or empty), since
+    /// whatever it lacks is read from the log when polled.
+    pub fn restore_newest(
+        topic: Topic,
+        capacity: NonZeroUsize,
+        max_bytes: usize,
+        head: u64,
+        newest: impl IntoIterator<Item = Message>,
+    ) -> Result<Self, WindowError> {
+        let mut newest = newest.into_iter().peekable();
+        let start = newest.peek().map_or(head, |m| m.sequence.saturating_sub(1));
+        let window = Self::new(topic, capacity)
+            .with_max_bytes(max_bytes)
+            .extended(start, newest)?;
+        if window.head != head {
+            return Err(WindowError::IncompleteTail {
+                topic: window.topic,
+                head,
+                held: window.messages.len(),
+                expected: head.min(capacity.get() as u64),
+            });
+        }
+        Ok(window)
+    }
+
+    /// Starting just below `messages` (so that publishing the first is the
+    /// ordinary "next sequence" case), publishes them all.
+    fn extended(
+        mut self,
+        below: u64,
+        messages: impl IntoIterator<Item = Message>,
+    ) -> Result<Self, WindowError> {
+        self.head = below;
+        for message in messages {
+            self.publish(message)?;
+        }
+        Ok(self)
     }
 
     /// The topic this window holds.
@@ -97,7 +166,13 @@ impl TopicWindow {
         }
     }
 
-    /// Adds the next message of the topic, evicting the oldest when full.
+    /// What the held messages weigh together.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Adds the next message of the topic, evicting the oldest when full
+    /// (by count or by bytes).
     ///
     /// Sequences must arrive in order without gaps: one at or below the head
     /// is skipped as already present; one beyond `head + 1` is refused with
@@ -120,43 +195,72 @@ impl TopicWindow {
                 sequence: message.sequence,
             });
         }
-        if self.messages.len() == self.capacity.get() {
-            self.messages.pop_front();
-        }
         self.head = message.sequence;
-        self.messages.push_back(message);
+        let bytes = message.wire_len();
+        self.bytes += bytes;
+        self.messages.push_back(Held { message, bytes });
+        self.trim();
         Ok(PublishOutcome::Appended)
+    }
+
+    /// Drops the oldest held messages until both bounds hold.
+    fn trim(&mut self) {
+        while self.messages.len() > self.capacity.get() || self.bytes > self.max_bytes {
+            let Some(oldest) = self.messages.pop_front() else {
+                break;
+            };
+            self.bytes -= oldest.bytes;
+        }
     }
 
     /// Up to `limit` held messages with a sequence above `after_seq`, in
     /// order. Does not apply the stale rule: use [`TopicWindow::poll`] to
     /// answer a client.
     pub fn read(&self, after_seq: u64, limit: usize) -> impl Iterator<Item = &Message> {
+        self.held_after(after_seq)
+            .take(limit)
+            .map(|held| &held.message)
+    }
+
+    fn held_after(&self, after_seq: u64) -> impl Iterator<Item = &Held> {
         // The sequence just before the oldest held message.
         let base = self.head - self.messages.len() as u64;
         let skip = usize::try_from(after_seq.saturating_sub(base))
             .unwrap_or(usize::MAX)
             .min(self.messages.len());
-        self.messages.range(skip..).take(limit)
+        self.messages.range(skip..)
     }
 
     /// Answers a poll: applies the stale rule, then returns the planned
-    /// messages with the response's cursors.
-    pub fn poll(&self, after_seq: u64, limit: Limit) -> Result<PollPage, StaleCursor> {
+    /// messages, at most `max_bytes` of them after the first (see
+    /// [`PageBuilder`]), with the response's cursors; or, when the plan
+    /// reaches below the held messages, the plan for the caller to fill
+    /// from the log.
+    pub fn poll(
+        &self,
+        after_seq: u64,
+        limit: Limit,
+        max_bytes: usize,
+    ) -> Result<Polled, StaleCursor> {
         let plan = poll::plan(&self.topic, self.bounds(), after_seq, limit)?;
-        let messages: Vec<Message> = self
-            .read(after_seq, usize::from(limit.get()))
-            .cloned()
-            .collect();
+        let base = self.head - self.messages.len() as u64;
+        if !plan.sequences().is_empty() && after_seq < base {
+            return Ok(Polled::FromLog(plan));
+        }
+        let mut page = PageBuilder::new(plan, max_bytes);
+        for held in self.held_after(after_seq) {
+            if !page.push(held.message.clone(), held.bytes) {
+                break;
+            }
+        }
         debug_assert!(
-            messages.iter().map(|m| m.sequence).eq(plan.sequences()),
+            page.wants().is_none(),
             "window of {} out of step with its poll plan",
             self.topic
         );
-        Ok(PollPage::new(plan, messages))
+        Ok(Polled::Page(page.finish()))
     }
 }
-
 /// Why a window refused a message or a restore.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -198,7 +302,8 @@ pub enum WindowError {
     InvalidTopic(#[from] TopicError),
 }
 
-/// Windows for at most `max_topics` topics, evicting the least recently used.
+/// Windows for at most `max_topics` topics, evicting the least recently used,
+/// each within `max_window_bytes` and all together within `max_total_bytes`.
 ///
 /// "Used" means polled ([`WindowSet::get`]) or restored: a topic that is only
 /// written to is not worth memory until someone reads it.
@@ -206,6 +311,10 @@ pub enum WindowError {
 pub struct WindowSet {
     window_capacity: NonZeroUsize,
     max_topics: NonZeroUsize,
+    max_window_bytes: usize,
+    max_total_bytes: usize,
+    /// What every held window weighs together.
+    total_bytes: usize,
     windows: HashMap<Topic, Slot>,
     /// Topics by last use, oldest first; the first entry is evicted next.
     recency: BTreeMap<u64, Topic>,
@@ -221,21 +330,41 @@ struct Slot {
 }
 
 impl WindowSet {
-    /// An empty set whose windows each retain `window_capacity` messages.
-    pub fn new(window_capacity: NonZeroUsize, max_topics: NonZeroUsize) -> Self {
+    /// An empty set whose windows each retain `window_capacity` messages,
+    /// hold at most `max_window_bytes` of them, and together at most
+    /// `max_total_bytes` (at least `max_window_bytes`).
+    pub fn new(
+        window_capacity: NonZeroUsize,
+        max_topics: NonZeroUsize,
+        max_window_bytes: usize,
+        max_total_bytes: usize,
+    ) -> Self {
         Self {
             window_capacity,
             max_topics,
+            max_window_bytes,
+            max_total_bytes: max_total_bytes.max(max_window_bytes),
+            total_bytes: 0,
             windows: HashMap::new(),
             recency: BTreeMap::new(),
             clock: 0,
         }
     }
 
-    /// How many messages each window retains: how many to read from the log
-    /// for [`WindowSet::restore`].
+    /// How many messages each window retains.
     pub fn window_capacity(&self) -> NonZeroUsize {
         self.window_capacity
+    }
+
+    /// How many bytes of messages one window holds at most: how much of a
+    /// topic's tail [`WindowSet::restore`] can use.
+    pub fn max_window_bytes(&self) -> usize {
+        self.max_window_bytes
+    }
+
+    /// What every held window weighs together.
+    pub fn total_bytes(&self) -> usize {
+        self.total_bytes
     }
 
     /// How many topics are held.
@@ -264,24 +393,33 @@ impl WindowSet {
         Some(&slot.window)
     }
 
-    /// Builds the window of `topic` from its log tail (see
-    /// [`TopicWindow::restore`]) and holds it, replacing any window already
-    /// held for it. Returns the topic evicted to make room, if any.
+    /// Builds the window of `topic`, whose head is `head`, from its newest
+    /// messages as read from the log (see [`TopicWindow::restore_newest`])
+    /// and holds it, replacing any window already held for it. Returns the
+    /// topics evicted to make room.
     pub fn restore(
         &mut self,
         topic: Topic,
-        tail: impl IntoIterator<Item = Message>,
-    ) -> Result<Option<Topic>, WindowError> {
-        let window = TopicWindow::restore(topic.clone(), self.window_capacity, tail)?;
-        let evicted = if let Some(old) = self.windows.remove(&topic) {
-            self.recency.remove(&old.last_used);
-            None
-        } else {
-            self.evict_if_full()
-        };
+        head: u64,
+        newest: impl IntoIterator<Item = Message>,
+    ) -> Result<Vec<Topic>, WindowError> {
+        let window = TopicWindow::restore_newest(
+            topic.clone(),
+            self.window_capacity,
+            self.max_window_bytes,
+            head,
+            newest,
+        )?;
+        self.remove(&topic);
+        let mut evicted = Vec::new();
+        if self.windows.len() >= self.max_topics.get() {
+            evicted.extend(self.evict_oldest());
+        }
         let last_used = self.tick();
         self.recency.insert(last_used, topic.clone());
+        self.total_bytes += window.bytes();
         self.windows.insert(topic, Slot { window, last_used });
+        evicted.extend(self.evict_over_budget());
         debug_assert_eq!(self.windows.len(), self.recency.len());
         debug_assert!(self.windows.len() <= self.max_topics.get());
         Ok(evicted)
@@ -293,6 +431,7 @@ impl WindowSet {
         match self.windows.remove(topic) {
             Some(slot) => {
                 self.recency.remove(&slot.last_used);
+                self.total_bytes -= slot.window.bytes();
                 true
             }
             None => false,
@@ -303,20 +442,36 @@ impl WindowSet {
     /// `Ok(None)` when it is not, since a later restore reads it from the log.
     pub fn publish(&mut self, message: Message) -> Result<Option<PublishOutcome>, WindowError> {
         let topic: Topic = message.topic.parse()?;
-        match self.windows.get_mut(&topic) {
-            Some(slot) => slot.window.publish(message).map(Some),
-            None => Ok(None),
-        }
+        let Some(slot) = self.windows.get_mut(&topic) else {
+            return Ok(None);
+        };
+        let before = slot.window.bytes();
+        let outcome = slot.window.publish(message);
+        self.total_bytes = self.total_bytes - before + slot.window.bytes();
+        self.evict_over_budget();
+        outcome.map(Some)
     }
 
-    /// Drops the least recently used window when the set is full.
-    fn evict_if_full(&mut self) -> Option<Topic> {
-        if self.windows.len() < self.max_topics.get() {
-            return None;
-        }
+    /// Drops the least recently used window.
+    fn evict_oldest(&mut self) -> Option<Topic> {
         let (_, topic) = self.recency.pop_first()?;
-        self.windows.remove(&topic);
+        if let Some(slot) = self.windows.remove(&topic) {
+            self.total_bytes -= slot.window.bytes();
+        }
         Some(topic)
+    }
+
+    /// Drops least recently used windows while the set weighs more than its
+    /// total budget.
+    fn evict_over_budget(&mut self) -> Vec<Topic> {
+        let mut evicted = Vec::new();
+        while self.total_bytes > self.max_total_bytes {
+            match self.evict_oldest() {
+                Some(topic) => evicted.push(topic),
+                None => break,
+            }
+        }
+        evicted
     }
 
     /// The next recency key.
@@ -399,43 +554,124 @@ mod tests {
         assert!(TopicWindow::restore(topic, nz(3), Vec::new()).is_ok());
     }
 
+    fn page(polled: Polled) -> crate::poll::PollPage {
+        match polled {
+            Polled::Page(page) => page,
+            Polled::FromLog(plan) => panic!("expected a held page, got {plan:?}"),
+        }
+    }
+
     #[test]
     fn poll_applies_stale_rule() {
         let topic = worker("a");
         let window = TopicWindow::restore(topic.clone(), nz(3), tail(&topic, 1..=9)).unwrap();
         assert_eq!(
             window
-                .poll(5, Limit::DEFAULT)
+                .poll(5, Limit::DEFAULT, usize::MAX)
                 .unwrap_err()
                 .oldest_available_cursor,
             6
         );
-        let page = window.poll(6, Limit::new(2).unwrap()).unwrap();
+        let page = page(window.poll(6, Limit::new(2).unwrap(), usize::MAX).unwrap());
         let seqs: Vec<u64> = page.messages().iter().map(|m| m.sequence).collect();
         assert_eq!(seqs, vec![7, 8]);
         assert_eq!(page.plan().next_cursor(), 8);
     }
 
     #[test]
+    fn a_byte_budget_holds_the_newest_messages_and_leaves_older_ones_to_the_log() {
+        let topic = worker("a");
+        let weight = message(&topic, 1).wire_len();
+        // Room for two messages of the five retained.
+        let window = TopicWindow::restore(topic.clone(), nz(5), tail(&topic, 1..=9))
+            .unwrap()
+            .with_max_bytes(2 * weight + 1);
+        assert_eq!(window.bytes(), 2 * weight);
+        let held: Vec<u64> = window.read(0, 10).map(|m| m.sequence).collect();
+        assert_eq!(held, vec![8, 9]);
+        // The retained window (and the stale rule) is the same as without
+        // the budget: cursors from 4 are served, from the log below 7.
+        assert!(window.poll(3, Limit::DEFAULT, usize::MAX).is_err());
+        match window.poll(4, Limit::DEFAULT, usize::MAX).unwrap() {
+            Polled::FromLog(plan) => assert_eq!(plan.sequences(), 5..=9),
+            Polled::Page(page) => panic!("served {page:?} from memory"),
+        }
+        let page = page(window.poll(7, Limit::DEFAULT, usize::MAX).unwrap());
+        assert_eq!(page.messages().len(), 2);
+        // The response cap ends the page early, after at least one message.
+        let page = page_of(&window, 7, weight);
+        assert_eq!(page.messages().len(), 1);
+        assert_eq!(page.plan().next_cursor(), 8);
+        assert!(!page.plan().replay_complete());
+        let page = page_of(&window, 7, 0);
+        assert_eq!(page.messages().len(), 1);
+
+        let restored =
+            TopicWindow::restore_newest(topic.clone(), nz(5), weight, 9, tail(&topic, 8..=9))
+                .unwrap();
+        assert_eq!(
+            restored.read(0, 10).map(|m| m.sequence).collect::<Vec<_>>(),
+            vec![9]
+        );
+        let empty =
+            TopicWindow::restore_newest(topic.clone(), nz(5), weight, 9, Vec::new()).unwrap();
+        assert_eq!(empty.bounds().head_cursor, 9);
+        assert_eq!(empty.bytes(), 0);
+        assert!(matches!(
+            TopicWindow::restore_newest(topic.clone(), nz(5), weight, 9, tail(&topic, 6..=8)),
+            Err(WindowError::IncompleteTail { .. })
+        ));
+    }
+
+    fn page_of(window: &TopicWindow, after_seq: u64, max_bytes: usize) -> crate::poll::PollPage {
+        page(window.poll(after_seq, Limit::DEFAULT, max_bytes).unwrap())
+    }
+
+    #[test]
     fn set_evicts_least_recently_used() {
         let (a, b, c) = (worker("a"), worker("b"), worker("c"));
-        let mut set = WindowSet::new(nz(4), nz(2));
-        assert_eq!(set.restore(a.clone(), tail(&a, 1..=2)), Ok(None));
-        assert_eq!(set.restore(b.clone(), tail(&b, 1..=1)), Ok(None));
+        let mut set = WindowSet::new(nz(4), nz(2), usize::MAX, usize::MAX);
+        assert_eq!(set.restore(a.clone(), 2, tail(&a, 1..=2)), Ok(vec![]));
+        assert_eq!(set.restore(b.clone(), 1, tail(&b, 1..=1)), Ok(vec![]));
         assert!(set.get(&a).is_some());
-        assert_eq!(set.restore(c.clone(), Vec::new()), Ok(Some(b.clone())));
+        assert_eq!(set.restore(c.clone(), 0, Vec::new()), Ok(vec![b.clone()]));
         assert!(set.contains(&a) && set.contains(&c) && !set.contains(&b));
         // Replacing a held topic evicts nothing.
-        assert_eq!(set.restore(a.clone(), tail(&a, 1..=3)), Ok(None));
+        assert_eq!(set.restore(a.clone(), 3, tail(&a, 1..=3)), Ok(vec![]));
         assert_eq!(set.len(), 2);
         assert_eq!(set.get(&a).unwrap().bounds().head_cursor, 3);
     }
 
     #[test]
+    fn set_keeps_all_windows_within_the_total_budget() {
+        let (a, b, c) = (worker("a"), worker("b"), worker("c"));
+        let weight = message(&a, 1).wire_len();
+        let mut set = WindowSet::new(nz(8), nz(10), 2 * weight, 3 * weight);
+        assert_eq!(set.restore(a.clone(), 4, tail(&a, 1..=4)), Ok(vec![]));
+        assert_eq!(set.get(&a).unwrap().bytes(), 2 * weight, "per window");
+        assert_eq!(set.restore(b.clone(), 1, tail(&b, 1..=1)), Ok(vec![]));
+        assert_eq!(set.total_bytes(), 3 * weight);
+        // One more message anywhere takes the set over: the least recently
+        // used window goes whole.
+        assert_eq!(
+            set.restore(c.clone(), 1, tail(&c, 1..=1)),
+            Ok(vec![a.clone()])
+        );
+        assert_eq!(set.total_bytes(), 2 * weight);
+        assert_eq!(
+            set.publish(message(&b, 2)),
+            Ok(Some(PublishOutcome::Appended))
+        );
+        assert_eq!(set.total_bytes(), 3 * weight);
+        assert!(set.remove(&b));
+        assert_eq!(set.total_bytes(), weight);
+    }
+
+    #[test]
     fn set_publish_routes_by_topic() {
         let (a, b) = (worker("a"), worker("b"));
-        let mut set = WindowSet::new(nz(4), nz(2));
-        set.restore(a.clone(), Vec::new()).unwrap();
+        let mut set = WindowSet::new(nz(4), nz(2), usize::MAX, usize::MAX);
+        set.restore(a.clone(), 0, Vec::new()).unwrap();
         assert_eq!(
             set.publish(message(&a, 1)),
             Ok(Some(PublishOutcome::Appended))

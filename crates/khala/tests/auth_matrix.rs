@@ -343,14 +343,22 @@ fn aggregate_lane_filters() {
         _ => None,
     };
 
-    let mut page = window.poll(0, Limit::DEFAULT).unwrap();
+    let mut page = window
+        .poll(0, Limit::DEFAULT, usize::MAX)
+        .unwrap()
+        .into_page()
+        .unwrap();
     page.retain(|m| aggregate_message_visible(&principal, m, owners));
     let seqs: Vec<u64> = page.messages().iter().map(|m| m.sequence).collect();
     assert_eq!(seqs, vec![1, 3]);
     assert_eq!(page.plan().next_cursor(), 4);
     assert!(page.plan().replay_complete());
 
-    let mut tail_page = window.poll(3, Limit::DEFAULT).unwrap();
+    let mut tail_page = window
+        .poll(3, Limit::DEFAULT, usize::MAX)
+        .unwrap()
+        .into_page()
+        .unwrap();
     tail_page.retain(|m| aggregate_message_visible(&principal, m, owners));
     assert!(tail_page.messages().is_empty());
     assert_eq!(tail_page.plan().next_cursor(), 4);
