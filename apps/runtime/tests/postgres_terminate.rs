@@ -9,18 +9,27 @@
 //!   idempotency key lands it exactly once;
 //! - the service's own view (its index, served by `GET`) equals the database.
 //!
+//! A second test loses the answer to one `COMMIT` that did commit and keeps
+//! the database out of reach past the writer's deadline: the request gets
+//! 503 `commit_outcome_unknown`, and once the database is back the next
+//! batch takes the committed record into the index, so the retry with the
+//! same key is an idempotent replay and the index equals the database.
+//!
 //! Skips with a printed note when PostgreSQL does not answer, unless
 //! `RUNTIME_TEST_REQUIRE_POSTGRES=1`.
 
 mod support;
 
+use axum::http::StatusCode;
+use openagents_runtime_service::config::StorageBackend;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::database::fresh_schema;
+use support::database::{Schema, fresh_schema};
 use support::process::Server;
+use support::{TestService, assert_error};
 
 /// How long the writers write while backends are being terminated.
 const CHAOS: Duration = Duration::from_secs(6);
@@ -230,4 +239,167 @@ fn terminated_backends_never_turn_a_commit_into_a_503_storage_unavailable() {
     );
     assert!(terminated > 0, "the loop terminated no backend");
     assert!(get(Answer::Ok) > 0, "nothing was acknowledged at all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_answer_past_the_deadline_is_unknown_and_the_retry_finds_it() {
+    let Some(schema) = fresh_schema("a_lost_commit_answer_past_the_deadline_is_unknown") else {
+        return;
+    };
+    let cutter = cutter::CommitCutter::start(Schema::server_addr());
+    let url = schema.url_through("127.0.0.1", cutter.port());
+    let service = TestService::start_on(Arc::clone(&schema), |config| {
+        config.storage_backend = StorageBackend::Postgres { url };
+        // No checkpoint transaction may meet the armed cutter.
+        config.checkpoint_flush_interval = Duration::from_secs(3600);
+    });
+    let run = service.create_run(json!({})).await;
+    let keyed = json!({"event_type": "note", "payload": {"n": 1}, "idempotency_key": "k1"});
+
+    cutter.arm();
+    let started = Instant::now();
+    let (status, body) = service.append(&run, keyed.clone()).await;
+    assert_error(
+        status,
+        &body,
+        503,
+        "unavailable",
+        Some("commit_outcome_unknown"),
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("same idempotency key")),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        schema.count("SELECT count(*) FROM events WHERE idempotency_key = 'k1'"),
+        1,
+        "the batch did commit"
+    );
+
+    cutter.forward();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while service.get("/readyz").await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "readiness did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, again) = service.append(&run, keyed).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["idempotent_replay"], true, "{again}");
+    assert_eq!(again["event"]["seq"], 2);
+    let (status, next) = service
+        .append(&run, json!({"event_type": "note", "payload": {"n": 2}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    assert_eq!(next["event"]["seq"], 3, "the index took the lost commit in");
+    let (_, read) = service.get(&format!("/internal/v1/runs/{run}")).await;
+    assert_eq!(read["run"]["latest_seq"], 3);
+    assert_eq!(schema.count("SELECT count(*) FROM events"), 3);
+}
+
+/// A TCP proxy in front of PostgreSQL that, once armed, lets the next
+/// `COMMIT` through, swallows the database's answer, closes that
+/// connection and refuses every new one until told to forward again.
+mod cutter {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::time::Duration;
+
+    const FORWARD: u8 = 0;
+    const ARMED: u8 = 1;
+    const REFUSE: u8 = 2;
+
+    pub struct CommitCutter {
+        port: u16,
+        mode: Arc<AtomicU8>,
+    }
+
+    impl CommitCutter {
+        pub fn start(target: String) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mode = Arc::new(AtomicU8::new(FORWARD));
+            let shared = Arc::clone(&mode);
+            std::thread::spawn(move || {
+                for client in listener.incoming().flatten() {
+                    if shared.load(Ordering::Acquire) == REFUSE {
+                        continue;
+                    }
+                    let Ok(server) = TcpStream::connect(&target) else {
+                        continue;
+                    };
+                    relay(client, server, Arc::clone(&shared));
+                }
+            });
+            CommitCutter { port, mode }
+        }
+
+        pub fn port(&self) -> u16 {
+            self.port
+        }
+
+        pub fn arm(&self) {
+            self.mode.store(ARMED, Ordering::Release);
+        }
+
+        pub fn forward(&self) {
+            self.mode.store(FORWARD, Ordering::Release);
+        }
+    }
+
+    /// Copies both ways; the client-to-server half watches for `COMMIT`.
+    fn relay(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>) {
+        let swallow = Arc::new(AtomicU8::new(0));
+        let (mut from_client, mut to_server) =
+            (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let (mut from_server, mut to_client) = (server, client);
+        let cut = Arc::clone(&swallow);
+        std::thread::spawn(move || {
+            let mut buffer = vec![0; 64 * 1024];
+            while let Ok(n) = from_client.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                let chunk = &buffer[..n];
+                let commit = chunk.windows(7).any(|w| w == b"COMMIT\0");
+                if commit
+                    && mode
+                        .compare_exchange(ARMED, REFUSE, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                {
+                    cut.store(1, Ordering::Release);
+                    let _ = to_server.write_all(chunk);
+                    // Let the commit finish, then drop both sides unanswered.
+                    std::thread::sleep(Duration::from_millis(300));
+                    let _ = to_server.shutdown(Shutdown::Both);
+                    let _ = from_client.shutdown(Shutdown::Both);
+                    return;
+                }
+                if to_server.write_all(chunk).is_err() {
+                    break;
+                }
+            }
+            let _ = to_server.shutdown(Shutdown::Both);
+        });
+        std::thread::spawn(move || {
+            let mut buffer = vec![0; 64 * 1024];
+            while let Ok(n) = from_server.read(&mut buffer) {
+                if n == 0 || swallow.load(Ordering::Acquire) == 1 {
+                    break;
+                }
+                if to_client.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to_client.shutdown(Shutdown::Both);
+        });
+    }
 }

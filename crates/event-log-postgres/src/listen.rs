@@ -5,7 +5,9 @@
 //! Notifications name the schema, since instances of different deployments
 //! may share one database. While the connection is down the listener nudges
 //! the writer every retry, so the log notices the outage (and its end) even
-//! when no request arrives.
+//! when no request arrives; so it does while its own connection is up but
+//! the writer's last attempt failed (only the writer's connection died, say
+//! during a `COMMIT`), so that readiness returns without a request.
 
 use crate::connect::{Connector, error_text};
 use openagents_event_log::{Refresher, StreamState};
@@ -67,6 +69,9 @@ fn listen<S: StreamState>(connector: &Connector, refresher: &Refresher<S>) -> Re
         }
         // A quiet connection may be a dead one: ask the server.
         client.simple_query("").map_err(|e| error_text(&e))?;
+        if refresher.medium_unavailable() {
+            refresher.nudge(None);
+        }
     }
     Ok(())
 }

@@ -328,6 +328,15 @@ impl<S: StreamState> Refresher<S> {
         self.shared.closed.load(Ordering::Acquire)
     }
 
+    /// Whether the writer's last attempt to reach the medium failed.
+    pub fn medium_unavailable(&self) -> bool {
+        self.shared
+            .unavailable
+            .lock()
+            .expect("unavailable lock poisoned")
+            .is_some()
+    }
+
     /// Queues one refresh unless one is already queued or the index already
     /// reaches `lsn`.
     pub fn nudge(&self, lsn: Option<u64>) {
