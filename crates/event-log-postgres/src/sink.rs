@@ -210,7 +210,7 @@ impl Sink for PgSink {
     fn commit(&mut self, batch: StagedBatch<'_>) -> Result<Vec<RecordPos>, SinkFailure> {
         let from = self.locked_head;
         let columns = Columns::of(batch.records, from);
-        self.with_conn(|conn| {
+        let committed = self.with_conn(|conn| {
             let moved = conn
                 .client
                 .execute(&conn.append, &columns.params())
@@ -220,13 +220,10 @@ impl Sink for PgSink {
                 // than commit records decided against a stale log.
                 return Err(format!("log head is no longer at lsn {from}"));
             }
-            Ok(())
+            // Until here a failure rolled the batch back; a failed COMMIT may
+            // not have, so it is not the step's failure but its outcome.
+            Ok(conn.client.batch_execute("COMMIT").map_err(text))
         })?;
-        // Until here a failure rolled the batch back; from here it may not.
-        let committed = match self.conn.as_mut() {
-            Some(conn) => conn.client.batch_execute("COMMIT").map_err(text),
-            None => Err("the connection was lost before COMMIT".to_string()),
-        };
         if let Err(lost) = committed {
             self.conn = None;
             self.learn_outcome(batch.records, from, lost)?;
