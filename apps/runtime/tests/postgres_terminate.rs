@@ -9,7 +9,10 @@
 //!   idempotency key lands it exactly once;
 //! - the service's own view (its index, served by `GET`) equals the database.
 //!
-//! A second test loses the answer to one `COMMIT` that did commit and keeps
+//! Two more tests cut one `COMMIT` through a proxy: with its answer lost but
+//! the database reachable, a committed batch is answered 200 and one that
+//! never reached the database 503 `storage_unavailable`. Then one loses the
+//! answer to a `COMMIT` that did commit and keeps
 //! the database out of reach past the writer's deadline: the request gets
 //! 503 `commit_outcome_unknown`, and once the database is back the next
 //! batch takes the committed record into the index, so the retry with the
@@ -21,6 +24,7 @@
 mod support;
 
 use axum::http::StatusCode;
+use cutter::Cut;
 use openagents_runtime_service::config::StorageBackend;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -241,6 +245,62 @@ fn terminated_backends_never_turn_a_commit_into_a_503_storage_unavailable() {
     assert!(get(Answer::Ok) > 0, "nothing was acknowledged at all");
 }
 
+/// A `COMMIT` that went through but whose answer was lost is found in the
+/// table and answered 200, once; one that never reached the database is
+/// answered 503 `storage_unavailable` with nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_answer_is_looked_up_before_the_reply() {
+    let Some(schema) = fresh_schema("a_lost_commit_answer_is_looked_up_before_the_reply") else {
+        return;
+    };
+    let cutter = cutter::CommitCutter::start(Schema::server_addr());
+    let url = schema.url_through("127.0.0.1", cutter.port());
+    let service = TestService::start_on(Arc::clone(&schema), |config| {
+        config.storage_backend = StorageBackend::Postgres { url };
+        config.checkpoint_flush_interval = Duration::from_secs(3600);
+    });
+    let run = service.create_run(json!({})).await;
+    let stored = |key: &str| {
+        schema.count(&format!(
+            "SELECT count(*) FROM events WHERE idempotency_key = '{key}'"
+        ))
+    };
+
+    cutter.arm(Cut::SwallowAnswer);
+    let committed = json!({"event_type": "note", "payload": {"n": 1}, "idempotency_key": "k1"});
+    let (status, body) = service.append(&run, committed.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["event"]["seq"], 2);
+    assert_eq!(stored("k1"), 1);
+
+    cutter.arm(Cut::DropCommit);
+    let dropped = json!({"event_type": "note", "payload": {"n": 2}, "idempotency_key": "k2"});
+    let (status, body) = service.append(&run, dropped.clone()).await;
+    assert_error(
+        status,
+        &body,
+        503,
+        "unavailable",
+        Some("storage_unavailable"),
+    );
+    assert_eq!(
+        stored("k2"),
+        0,
+        "storage_unavailable means nothing was written"
+    );
+
+    let (status, again) = service.append(&run, committed).await;
+    assert_eq!(
+        (status, again["idempotent_replay"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    let (status, retried) = service.append(&run, dropped).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried["idempotent_replay"], false);
+    assert_eq!(retried["event"]["seq"], 3);
+    assert_eq!(schema.count("SELECT count(*) FROM events"), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_commit_answer_past_the_deadline_is_unknown_and_the_retry_finds_it() {
     let Some(schema) = fresh_schema("a_lost_commit_answer_past_the_deadline_is_unknown") else {
@@ -256,7 +316,7 @@ async fn a_lost_commit_answer_past_the_deadline_is_unknown_and_the_retry_finds_i
     let run = service.create_run(json!({})).await;
     let keyed = json!({"event_type": "note", "payload": {"n": 1}, "idempotency_key": "k1"});
 
-    cutter.arm();
+    cutter.arm(Cut::SwallowAnswerThenRefuse);
     let started = Instant::now();
     let (status, body) = service.append(&run, keyed.clone()).await;
     assert_error(
@@ -303,9 +363,10 @@ async fn a_lost_commit_answer_past_the_deadline_is_unknown_and_the_retry_finds_i
     assert_eq!(schema.count("SELECT count(*) FROM events"), 3);
 }
 
-/// A TCP proxy in front of PostgreSQL that, once armed, lets the next
-/// `COMMIT` through, swallows the database's answer, closes that
-/// connection and refuses every new one until told to forward again.
+/// A TCP proxy in front of PostgreSQL that, once armed, cuts the next
+/// connection that sends `COMMIT`: either it lets the `COMMIT` through and
+/// swallows the database's answer, or it drops the `COMMIT` unsent; then it
+/// forwards again, or refuses every new connection until told to forward.
 mod cutter {
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
@@ -314,8 +375,21 @@ mod cutter {
     use std::time::Duration;
 
     const FORWARD: u8 = 0;
-    const ARMED: u8 = 1;
-    const REFUSE: u8 = 2;
+    const REFUSE: u8 = 1;
+    const SWALLOW_THEN_REFUSE: u8 = 2;
+    const SWALLOW: u8 = 3;
+    const DROP: u8 = 4;
+
+    /// What the armed proxy does to the next `COMMIT`.
+    #[derive(Clone, Copy)]
+    pub enum Cut {
+        /// Send it, swallow the answer, then refuse new connections.
+        SwallowAnswerThenRefuse,
+        /// Send it, swallow the answer, then go on forwarding.
+        SwallowAnswer,
+        /// Do not send it (the transaction dies with the connection).
+        DropCommit,
+    }
 
     pub struct CommitCutter {
         port: u16,
@@ -346,8 +420,13 @@ mod cutter {
             self.port
         }
 
-        pub fn arm(&self) {
-            self.mode.store(ARMED, Ordering::Release);
+        pub fn arm(&self, cut: Cut) {
+            let mode = match cut {
+                Cut::SwallowAnswerThenRefuse => SWALLOW_THEN_REFUSE,
+                Cut::SwallowAnswer => SWALLOW,
+                Cut::DropCommit => DROP,
+            };
+            self.mode.store(mode, Ordering::Release);
         }
 
         pub fn forward(&self) {
@@ -369,16 +448,24 @@ mod cutter {
                     break;
                 }
                 let chunk = &buffer[..n];
-                let commit = chunk.windows(7).any(|w| w == b"COMMIT\0");
-                if commit
+                let armed = mode.load(Ordering::Acquire);
+                let next = match armed {
+                    SWALLOW_THEN_REFUSE => REFUSE,
+                    SWALLOW | DROP => FORWARD,
+                    _ => armed,
+                };
+                if next != armed
+                    && chunk.windows(7).any(|w| w == b"COMMIT\0")
                     && mode
-                        .compare_exchange(ARMED, REFUSE, Ordering::AcqRel, Ordering::Acquire)
+                        .compare_exchange(armed, next, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                 {
                     cut.store(1, Ordering::Release);
-                    let _ = to_server.write_all(chunk);
-                    // Let the commit finish, then drop both sides unanswered.
-                    std::thread::sleep(Duration::from_millis(300));
+                    if armed != DROP {
+                        let _ = to_server.write_all(chunk);
+                        // Let the commit finish before the connection goes.
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
                     let _ = to_server.shutdown(Shutdown::Both);
                     let _ = from_client.shutdown(Shutdown::Both);
                     return;
