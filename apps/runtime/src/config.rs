@@ -6,9 +6,11 @@
 
 use crate::credentials::CredentialSet;
 use openagents_artifacts::ReceiptSigner;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Smallest segment of the embedded log, so that rolls (a file creation and
 /// a folder sync) stay rare next to batches.
@@ -58,7 +60,7 @@ impl FromStr for AuthorityWriteMode {
 
 /// Where the event log, the projection checkpoint and (through them) every
 /// run and worker are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StorageBackend {
     /// The embedded JSONL log and checkpoint file: one instance.
     Jsonl,
@@ -77,6 +79,41 @@ impl StorageBackend {
             Self::Postgres { .. } => "postgres",
         }
     }
+}
+
+/// Shows the database URL without its password.
+impl fmt::Debug for StorageBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Jsonl => f.write_str("Jsonl"),
+            Self::Postgres { url } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_url_password(url))
+                .finish(),
+        }
+    }
+}
+
+/// `url` with the password of a `scheme://user:password@host` URL, or the
+/// `password=` of a key-value connection string, replaced.
+fn redact_url_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        if let Some((credentials, host)) = authority.rsplit_once('@')
+            && let Some((user, _password)) = credentials.split_once(':')
+        {
+            return format!("{scheme}://{user}:<redacted>@{host}{tail}");
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=<redacted>"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Where Khala topic windows are fed from.
@@ -104,11 +141,52 @@ impl FanoutDriverKind {
 pub struct ConfigError {
     variable: &'static str,
     value: String,
-    expected: &'static str,
+    expected: String,
 }
 
-/// Everything the service reads from its environment.
-#[derive(Debug, Clone)]
+/// Longest `RUNTIME_SERVICE_NAME` or `RUNTIME_BUILD_SHA`, in characters.
+const MAX_LABEL_CHARS: usize = 256;
+
+/// Fails unless `path` can be a file this process writes: not a directory,
+/// in a directory where files can be created.
+fn check_writable_file(variable: &'static str, path: &std::path::Path) -> Result<(), ConfigError> {
+    let refuse = |expected: String| ConfigError {
+        variable,
+        value: path.display().to_string(),
+        expected,
+    };
+    if path.is_dir() {
+        return Err(refuse("a file path, not a directory".into()));
+    }
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::create_dir_all(parent).map_err(|error| {
+        refuse(format!(
+            "a file in a directory that can be created ({error})"
+        ))
+    })?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let probe = parent.join(format!(".{name}.probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|error| refuse(format!("a file in a writable directory ({error})")))?;
+    let _ = std::fs::remove_file(&probe);
+    if path.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|error| refuse(format!("a writable file ({error})")))?;
+    }
+    Ok(())
+}
+
+/// Everything the service reads from its environment. Its `Debug` output
+/// never shows a secret (signing key, internal token, database password).
+#[derive(Clone)]
 pub struct Config {
     /// Address the HTTP server listens on.
     pub bind_addr: SocketAddr,
@@ -138,6 +216,19 @@ pub struct Config {
     pub shutdown_grace: std::time::Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Bytes of request bodies all requests together may hold at once.
+    pub max_body_bytes_in_flight: usize,
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Longest pause allowed between two parts of a request body.
+    pub body_read_timeout: Duration,
+    /// Slowest average rate a request body may arrive at, once the first
+    /// `body_read_timeout` has passed.
+    pub body_min_bytes_per_sec: u64,
+    /// Longest a response write may wait for the client to read.
+    pub write_timeout: Duration,
     /// Heartbeat age after which a live worker is `stale`.
     pub worker_heartbeat_stale_after_ms: u64,
     /// Khala fanout driver; follows the storage backend.
@@ -179,6 +270,63 @@ pub struct Config {
     /// The key receipts are signed with (`RUNTIME_RECEIPT_SIGNING_KEY_FILE`);
     /// receipts carry no signature without it.
     pub receipt_signer: Option<ReceiptSigner>,
+    /// Settings that were ignored, logged as warnings at start.
+    pub warnings: Vec<String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Config")
+            .field("bind_addr", &self.bind_addr)
+            .field("service_name", &self.service_name)
+            .field("build_sha", &self.build_sha)
+            .field("storage_backend", &self.storage_backend)
+            .field("event_log_path", &self.event_log_path)
+            .field("event_log_segment_bytes", &self.event_log_segment_bytes)
+            .field("checkpoint_path", &self.checkpoint_path)
+            .field("authority_write_mode", &self.authority_write_mode)
+            .field("legacy_write_freeze", &self.legacy_write_freeze)
+            .field("parity_report_path", &self.parity_report_path)
+            .field("checkpoint_flush_interval", &self.checkpoint_flush_interval)
+            .field("internal_auth_token", &redacted(&self.internal_auth_token))
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_body_bytes_in_flight", &self.max_body_bytes_in_flight)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("body_min_bytes_per_sec", &self.body_min_bytes_per_sec)
+            .field("write_timeout", &self.write_timeout)
+            .field(
+                "worker_heartbeat_stale_after_ms",
+                &self.worker_heartbeat_stale_after_ms,
+            )
+            .field("fanout_driver", &self.fanout_driver)
+            .field("fanout_queue_capacity", &self.fanout_queue_capacity)
+            .field("fanout_max_topics", &self.fanout_max_topics)
+            .field("khala_max_waiters", &self.khala_max_waiters)
+            .field(
+                "sync_token_signing_key",
+                &redacted(&self.sync_token_signing_key),
+            )
+            .field("sync_token_issuer", &self.sync_token_issuer)
+            .field("sync_token_audience", &self.sync_token_audience)
+            .field("sync_revoked_jtis", &self.sync_revoked_jtis)
+            .field(
+                "sync_token_previous_signing_key",
+                &redacted(&self.sync_token_previous_signing_key),
+            )
+            .field("sync_token_jwks_path", &self.sync_token_jwks_path)
+            .field("sync_revoked_jtis_path", &self.sync_revoked_jtis_path)
+            .field("credentials_path", &self.credentials_path)
+            .field(
+                "receipt_signer",
+                &self.receipt_signer.as_ref().map(|_| "<redacted>"),
+            )
+            .field("warnings", &self.warnings)
+            .finish()
+    }
 }
 
 impl Config {
@@ -206,7 +354,29 @@ impl Config {
             return Err(ConfigError {
                 variable: "RUNTIME_FANOUT_MAX_TOTAL_BYTES",
                 value: fanout_max_total_bytes.to_string(),
-                expected: "at least RUNTIME_FANOUT_WINDOW_MAX_BYTES",
+                expected: "at least RUNTIME_FANOUT_WINDOW_MAX_BYTES".into(),
+            });
+        }
+        let mut warnings = Vec::new();
+        if storage_backend == StorageBackend::Jsonl
+            && vars.optional("RUNTIME_DATABASE_URL").is_some()
+        {
+            warnings.push(
+                "RUNTIME_DATABASE_URL is set but ignored: RUNTIME_STORAGE_BACKEND is jsonl"
+                    .to_owned(),
+            );
+        }
+        let max_body_bytes = vars.bounded("RUNTIME_MAX_BODY_BYTES", 1_048_576, 1024..=64 << 20)?;
+        let max_body_bytes_in_flight = vars.bounded(
+            "RUNTIME_MAX_BODY_BYTES_IN_FLIGHT",
+            64 << 20,
+            1024..=16 << 30,
+        )?;
+        if max_body_bytes_in_flight < max_body_bytes {
+            return Err(ConfigError {
+                variable: "RUNTIME_MAX_BODY_BYTES_IN_FLIGHT",
+                value: max_body_bytes_in_flight.to_string(),
+                expected: "at least RUNTIME_MAX_BODY_BYTES".into(),
             });
         }
         Ok(Config {
@@ -215,10 +385,10 @@ impl Config {
                 "127.0.0.1:4100",
                 "a socket address like 127.0.0.1:4100",
             )?,
-            service_name: vars.text("RUNTIME_SERVICE_NAME", "runtime"),
+            service_name: vars.label("RUNTIME_SERVICE_NAME", "runtime")?,
             fanout_driver: vars.fanout_driver(&storage_backend)?,
             storage_backend,
-            build_sha: vars.text("RUNTIME_BUILD_SHA", "dev"),
+            build_sha: vars.label("RUNTIME_BUILD_SHA", "dev")?,
             event_log_path: vars
                 .text(
                     "RUNTIME_EVENT_LOG_PATH",
@@ -250,13 +420,35 @@ impl Config {
                 5_000,
                 10..=3_600_000,
             )?),
-            internal_auth_token: vars.optional("RUNTIME_INTERNAL_AUTH_TOKEN"),
+            internal_auth_token: vars.secret("RUNTIME_INTERNAL_AUTH_TOKEN")?,
             shutdown_grace: std::time::Duration::from_millis(vars.bounded(
                 "RUNTIME_SHUTDOWN_GRACE_MS",
                 10_000,
                 0..=600_000,
             )?),
-            max_body_bytes: vars.bounded("RUNTIME_MAX_BODY_BYTES", 1_048_576, 1024..=64 << 20)?,
+            max_body_bytes,
+            max_body_bytes_in_flight,
+            max_connections: vars.bounded("RUNTIME_MAX_CONNECTIONS", 10_000, 1..=1_000_000)?,
+            header_read_timeout: Duration::from_millis(vars.bounded(
+                "RUNTIME_HEADER_READ_TIMEOUT_MS",
+                10_000,
+                100..=600_000,
+            )?),
+            body_read_timeout: Duration::from_millis(vars.bounded(
+                "RUNTIME_BODY_READ_TIMEOUT_MS",
+                10_000,
+                100..=600_000,
+            )?),
+            body_min_bytes_per_sec: vars.bounded(
+                "RUNTIME_BODY_MIN_BYTES_PER_SEC",
+                1024,
+                1..=1 << 30,
+            )?,
+            write_timeout: Duration::from_millis(vars.bounded(
+                "RUNTIME_WRITE_TIMEOUT_MS",
+                30_000,
+                100..=600_000,
+            )?),
             worker_heartbeat_stale_after_ms: vars.bounded(
                 "RUNTIME_WORKER_HEARTBEAT_STALE_AFTER_MS",
                 120_000,
@@ -276,9 +468,11 @@ impl Config {
                 64 << 10..=256 << 20,
             )?,
             khala_max_waiters: vars.bounded("RUNTIME_KHALA_MAX_WAITERS", 10_000, 1..=1_000_000)?,
-            sync_token_signing_key: vars.optional("RUNTIME_SYNC_TOKEN_SIGNING_KEY"),
-            sync_token_issuer: vars.text("RUNTIME_SYNC_TOKEN_ISSUER", "https://openagents.com"),
-            sync_token_audience: vars.text("RUNTIME_SYNC_TOKEN_AUDIENCE", "openagents-sync"),
+            sync_token_signing_key: vars.secret("RUNTIME_SYNC_TOKEN_SIGNING_KEY")?,
+            sync_token_issuer: vars
+                .not_blank("RUNTIME_SYNC_TOKEN_ISSUER", "https://openagents.com")?,
+            sync_token_audience: vars
+                .not_blank("RUNTIME_SYNC_TOKEN_AUDIENCE", "openagents-sync")?,
             sync_revoked_jtis: vars
                 .optional("RUNTIME_SYNC_REVOKED_JTIS")
                 .map(|list| {
@@ -299,7 +493,36 @@ impl Config {
                 .map(PathBuf::from),
             credentials_path: vars.credentials_path()?,
             receipt_signer: vars.receipt_signer()?,
+            warnings,
         })
+    }
+
+    /// The variable naming where the log is kept, with its value (the
+    /// database password redacted), for start-up errors.
+    pub fn describe_storage(&self) -> String {
+        match &self.storage_backend {
+            StorageBackend::Jsonl => {
+                format!(
+                    "RUNTIME_EVENT_LOG_PATH={:?}",
+                    self.event_log_path.display().to_string()
+                )
+            }
+            StorageBackend::Postgres { url } => {
+                format!("RUNTIME_DATABASE_URL={:?}", redact_url_password(url))
+            }
+        }
+    }
+
+    /// Checks, on the embedded backend, that the log and checkpoint paths
+    /// name files that can be written (not directories, in a directory this
+    /// process can create files in), creating missing parent directories as
+    /// the service would. Touches no existing file.
+    pub fn check_paths(&self) -> Result<(), ConfigError> {
+        if self.storage_backend != StorageBackend::Jsonl {
+            return Ok(());
+        }
+        check_writable_file("RUNTIME_EVENT_LOG_PATH", &self.event_log_path)?;
+        check_writable_file("RUNTIME_CHECKPOINT_PATH", &self.checkpoint_path)
     }
 
     /// The configuration tests start from: every default, data under `dir`.
@@ -327,13 +550,13 @@ impl Vars<'_> {
                 None => Err(ConfigError {
                     variable: "RUNTIME_DATABASE_URL",
                     value: String::new(),
-                    expected: "a PostgreSQL URL when RUNTIME_STORAGE_BACKEND=postgres",
+                    expected: "a PostgreSQL URL when RUNTIME_STORAGE_BACKEND=postgres".into(),
                 }),
             },
             other => Err(ConfigError {
                 variable: "RUNTIME_STORAGE_BACKEND",
                 value: other.to_owned(),
-                expected: "jsonl or postgres",
+                expected: "jsonl or postgres".into(),
             }),
         }
     }
@@ -357,7 +580,7 @@ impl Vars<'_> {
             Some(value) => Err(ConfigError {
                 variable: "RUNTIME_FANOUT_DRIVER",
                 value,
-                expected,
+                expected: expected.into(),
             }),
         }
     }
@@ -375,7 +598,7 @@ impl Vars<'_> {
             .map_err(|reason| ConfigError {
                 variable: VARIABLE,
                 value: format!("{path} ({reason})"),
-                expected: "a readable credentials file (see README)",
+                expected: "a readable credentials file (see README)".into(),
             })?;
         Ok(Some(path.into()))
     }
@@ -390,7 +613,7 @@ impl Vars<'_> {
         let text = std::fs::read_to_string(&path).map_err(|_| ConfigError {
             variable: VARIABLE,
             value: path.clone(),
-            expected: "a readable file holding a secp256k1 secret key in hex",
+            expected: "a readable file holding a secp256k1 secret key in hex".into(),
         })?;
         match ReceiptSigner::from_hex(&text) {
             Ok(signer) => Ok(Some(signer)),
@@ -398,9 +621,49 @@ impl Vars<'_> {
                 variable: VARIABLE,
                 value: path,
                 expected: "a file holding a 32-byte secp256k1 secret key as 64 hex digits \
-                           (nonzero, below the curve order)",
+                           (nonzero, below the curve order)"
+                    .into(),
             }),
         }
+    }
+
+    /// A secret that may be absent; set, it may not be empty or blank.
+    fn secret(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        match (self.lookup)(name) {
+            None => Ok(None),
+            Some(value) if value.trim().is_empty() => Err(ConfigError {
+                variable: name,
+                value: String::new(),
+                expected: "a value that is not empty or only whitespace (or leave it unset)".into(),
+            }),
+            Some(value) => Ok(Some(value)),
+        }
+    }
+
+    /// Text with a default that, when set, may not be empty or blank.
+    fn not_blank(&self, name: &'static str, default: &str) -> Result<String, ConfigError> {
+        match (self.lookup)(name) {
+            None => Ok(default.to_owned()),
+            Some(value) if value.trim().is_empty() => Err(ConfigError {
+                variable: name,
+                value,
+                expected: "a value that is not empty or only whitespace".into(),
+            }),
+            Some(value) => Ok(value),
+        }
+    }
+
+    /// A name shown on `/healthz`: printable, at most 256 characters.
+    fn label(&self, name: &'static str, default: &str) -> Result<String, ConfigError> {
+        let value = self.text(name, default);
+        if value.chars().count() > MAX_LABEL_CHARS || value.chars().any(char::is_control) {
+            return Err(ConfigError {
+                variable: name,
+                value: crate::error::clip(&value),
+                expected: "at most 256 characters, none of them control characters".into(),
+            });
+        }
+        Ok(value)
     }
 
     fn optional(&self, name: &str) -> Option<String> {
@@ -421,7 +684,7 @@ impl Vars<'_> {
         value.parse().map_err(|_| ConfigError {
             variable: name,
             value,
-            expected,
+            expected: expected.into(),
         })
     }
 
@@ -433,7 +696,7 @@ impl Vars<'_> {
             Some(other) => Err(ConfigError {
                 variable: name,
                 value: other.to_owned(),
-                expected: "true or false",
+                expected: "true or false".into(),
             }),
         }
     }
@@ -445,7 +708,7 @@ impl Vars<'_> {
         range: std::ops::RangeInclusive<T>,
     ) -> Result<T, ConfigError>
     where
-        T: FromStr + PartialOrd + Copy,
+        T: FromStr + PartialOrd + Copy + fmt::Display,
     {
         let Some(value) = self.optional(name) else {
             return Ok(default);
@@ -455,7 +718,7 @@ impl Vars<'_> {
             _ => Err(ConfigError {
                 variable: name,
                 value,
-                expected: "a whole number in the allowed range (see README)",
+                expected: format!("a whole number from {} to {}", range.start(), range.end()),
             }),
         }
     }
@@ -620,6 +883,111 @@ mod tests {
             error.contains("RUNTIME_FANOUT_MAX_TOTAL_BYTES") && error.contains("at least"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let config = with(&[
+            ("RUNTIME_STORAGE_BACKEND", "postgres"),
+            (
+                "RUNTIME_DATABASE_URL",
+                "postgres://user:pa55word@db:5432/x?sslmode=off",
+            ),
+            ("RUNTIME_SYNC_TOKEN_SIGNING_KEY", "signing-secret"),
+            ("RUNTIME_INTERNAL_AUTH_TOKEN", "internal-secret"),
+        ])
+        .unwrap();
+        let debug = format!("{config:?}");
+        for secret in ["pa55word", "signing-secret", "internal-secret"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert!(
+            debug.contains("postgres://user:<redacted>@db:5432/x?sslmode=off"),
+            "{debug}"
+        );
+        assert_eq!(
+            redact_url_password("host=db user=u password=p dbname=x"),
+            "host=db user=u password=<redacted> dbname=x"
+        );
+        assert_eq!(redact_url_password("postgres://db/x"), "postgres://db/x");
+    }
+
+    #[test]
+    fn set_secrets_and_names_may_not_be_blank() {
+        for variable in [
+            "RUNTIME_INTERNAL_AUTH_TOKEN",
+            "RUNTIME_SYNC_TOKEN_SIGNING_KEY",
+            "RUNTIME_SYNC_TOKEN_ISSUER",
+            "RUNTIME_SYNC_TOKEN_AUDIENCE",
+        ] {
+            for blank in ["", " ", "\t\n"] {
+                let error = with(&[(variable, blank)]).unwrap_err().to_string();
+                assert!(error.contains(variable), "{error}");
+            }
+        }
+        assert!(with(&[]).unwrap().internal_auth_token.is_none());
+    }
+
+    #[test]
+    fn labels_are_short_and_printable() {
+        for variable in ["RUNTIME_SERVICE_NAME", "RUNTIME_BUILD_SHA"] {
+            assert!(with(&[(variable, &"x".repeat(256))]).is_ok());
+            for bad in ["x".repeat(257), "a\u{1b}[31m".into(), "a\nb".into()] {
+                let error = with(&[(variable, &bad)]).unwrap_err().to_string();
+                assert!(error.contains(variable) && error.len() < 300, "{error}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_body_budget_holds_at_least_one_body() {
+        let error = with(&[
+            ("RUNTIME_MAX_BODY_BYTES", "65536"),
+            ("RUNTIME_MAX_BODY_BYTES_IN_FLIGHT", "65535"),
+        ])
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("RUNTIME_MAX_BODY_BYTES_IN_FLIGHT")
+        );
+        let error = with(&[("RUNTIME_HEADER_READ_TIMEOUT_MS", "50")]).unwrap_err();
+        assert!(error.to_string().contains("from 100 to 600000"), "{error}");
+    }
+
+    #[test]
+    fn a_database_url_on_the_embedded_log_is_a_warning() {
+        let config = with(&[("RUNTIME_DATABASE_URL", "postgres://db/x")]).unwrap();
+        assert_eq!(config.warnings.len(), 1);
+        assert!(config.warnings[0].contains("RUNTIME_DATABASE_URL"));
+    }
+
+    #[test]
+    fn paths_that_cannot_be_written_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_tests(dir.path());
+        config.check_paths().unwrap();
+        config.checkpoint_path = dir.path().to_owned();
+        assert!(
+            config
+                .check_paths()
+                .unwrap_err()
+                .to_string()
+                .contains("RUNTIME_CHECKPOINT_PATH")
+        );
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        config.checkpoint_path = dir.path().join("p.json");
+        config.event_log_path = file.join("events.jsonl");
+        assert!(
+            config
+                .check_paths()
+                .unwrap_err()
+                .to_string()
+                .contains("RUNTIME_EVENT_LOG_PATH")
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "the probe files are removed");
     }
 
     #[test]

@@ -12,6 +12,26 @@ use openagents_authority::DecisionError;
 use openagents_event_log::{LogFailure, ReadError};
 use serde_json::{Value, json};
 
+/// Characters of client input that a message or a log line may repeat.
+const ECHO_CHARS: usize = 64;
+/// Characters of an error message; longer ones (a framework's sentence that
+/// quotes the input) are cut.
+const MESSAGE_CHARS: usize = 256;
+
+/// `input` as messages and logs may repeat it: at most 64 characters, and
+/// when cut, the prefix followed by `…(N bytes)` naming the whole length.
+/// The one helper every echo of client input goes through.
+pub(crate) fn clip(input: &str) -> String {
+    clip_to(input, ECHO_CHARS)
+}
+
+fn clip_to(input: &str, chars: usize) -> String {
+    match input.char_indices().nth(chars) {
+        None => input.to_owned(),
+        Some((cut, _)) => format!("{}…({} bytes)", &input[..cut], input.len()),
+    }
+}
+
 /// A failed request as the client will see it.
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -27,7 +47,7 @@ impl ApiError {
         ApiError {
             status,
             error,
-            message: message.into(),
+            message: clip_to(&message.into(), MESSAGE_CHARS),
             reason_code: None,
             details: json!({}),
         }
@@ -85,6 +105,72 @@ impl ApiError {
             .with_reason("storage_unavailable")
     }
 
+    /// 408: the client stopped sending its request body, or sent it slower
+    /// than the service accepts.
+    pub(crate) fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time (RUNTIME_BODY_READ_TIMEOUT_MS, RUNTIME_BODY_MIN_BYTES_PER_SEC)",
+        )
+    }
+
+    /// 503 `reason_code: body_budget_exhausted`: request bodies in flight
+    /// already hold `RUNTIME_MAX_BODY_BYTES_IN_FLIGHT`; retry shortly.
+    pub(crate) fn body_budget_exhausted() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "too many request bodies are in flight; retry shortly",
+        )
+        .with_reason("body_budget_exhausted")
+    }
+
+    /// 501 `reason_code: unsupported_transfer_coding`: a transfer coding
+    /// other than `chunked` (RFC 9112 §6.1).
+    pub(crate) fn unsupported_transfer_coding() -> Self {
+        Self::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "the only transfer coding accepted is chunked",
+        )
+        .with_reason("unsupported_transfer_coding")
+    }
+
+    /// What answers a request that hyper could not parse, before routing:
+    /// 414 (request target too long), 431 (header section too large) or
+    /// 400 (anything else malformed, such as a NUL byte in a header).
+    pub(crate) fn unparsable(status: StatusCode) -> Self {
+        match status {
+            StatusCode::URI_TOO_LONG => Self::new(
+                status,
+                "uri_too_long",
+                "the request target is longer than the service accepts",
+            ),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Self::new(
+                status,
+                "headers_too_large",
+                "the request header section is larger than the service accepts",
+            ),
+            _ => Self::invalid_request("the request is not well-formed HTTP/1.1")
+                .with_reason("malformed_http"),
+        }
+    }
+
+    /// The envelope as JSON bytes, for answers written below the router.
+    pub(crate) fn to_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.body()).unwrap_or_default()
+    }
+
+    fn body(&self) -> Value {
+        let mut body =
+            json!({"error": self.error, "message": self.message, "details": self.details});
+        if let Some(reason) = self.reason_code {
+            body["reason_code"] = json!(reason);
+        }
+        body
+    }
+
     /// 500: a bug or an I/O failure; the message names it.
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -113,12 +199,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body =
-            json!({"error": self.error, "message": self.message, "details": self.details});
-        if let Some(reason) = self.reason_code {
-            body["reason_code"] = json!(reason);
-        }
-        (self.status, axum::Json(body)).into_response()
+        (self.status, axum::Json(self.body())).into_response()
     }
 }
 
@@ -221,5 +302,26 @@ impl From<KhalaError> for ApiError {
             }
             KhalaError::Read(error) => error.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_short_input_and_cuts_long_input_on_a_character() {
+        assert_eq!(clip("abc"), "abc");
+        let long = "é".repeat(30_000);
+        let clipped = clip(&long);
+        assert!(clipped.starts_with(&"é".repeat(64)), "{clipped}");
+        assert!(clipped.ends_with("…(60000 bytes)"), "{clipped}");
+        assert!(clipped.len() < 200);
+    }
+
+    #[test]
+    fn messages_are_clipped() {
+        let error = ApiError::invalid_request("x".repeat(900_000));
+        assert!(error.message.len() < 400, "{}", error.message.len());
     }
 }

@@ -150,10 +150,11 @@ impl Khala {
     /// Verifies a sync token from the `Authorization` header.
     pub(crate) fn authenticate(
         &self,
-        authorization: Option<&[u8]>,
+        authorization: &[Box<[u8]>],
     ) -> Result<Principal, KhalaError> {
         let verifier = self.verifier.as_ref().ok_or(KhalaError::NotConfigured)?;
-        Ok(verifier.verify_header_bytes(authorization, unix_now_secs())?)
+        let values = authorization.iter().map(|value| &value[..]);
+        Ok(verifier.verify_header_values(values, unix_now_secs())?)
     }
 
     /// Checks the principal's scopes and ownership of the topic.

@@ -58,7 +58,13 @@ pub async fn serve(
     let state = AppState::new(config.clone(), Arc::clone(&metrics));
     let app = server::router(state.clone());
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::connections::serve(listener, app, stopped));
+    let server = tokio::spawn(server::connections::serve(
+        listener,
+        app,
+        server::connections::ConnectionLimits::of(&config),
+        Arc::clone(&metrics),
+        stopped,
+    ));
     let recovery_config = config.clone();
     let (core, recovery) =
         tokio::task::spawn_blocking(move || Core::open_with(&recovery_config, metrics))
@@ -68,7 +74,12 @@ pub async fn serve(
         records = recovery.log.records,
         streams = recovery.log.streams,
         truncated_bytes = recovery.log.truncated_bytes,
-        projections_rebuilt = recovery.projections.rebuilt_from_scratch,
+        // True whenever projections were rebuilt from the log, in part or
+        // whole: a missing checkpoint file rebuilds them all.
+        projections_rebuilt =
+            recovery.projections.rebuilt_from_scratch || recovery.projections.streams_caught_up > 0,
+        projection_checkpoint_discarded = recovery.projections.rebuilt_from_scratch,
+        projection_streams_caught_up = recovery.projections.streams_caught_up,
         projection_records_applied = recovery.projections.records_applied,
         location = core.authority.log().location(),
         "event log recovered"

@@ -14,15 +14,38 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::time::Duration;
 
-/// Labels of a served request.
+/// Labels of a served request. Every label has a bounded set of values,
+/// whatever clients send: see [`method_label`] and [`UNMATCHED_ROUTE`].
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
-    /// The route template, e.g. `/internal/v1/runs/{run_id}/events`.
+    /// The route template, e.g. `/internal/v1/runs/{run_id}/events`, or
+    /// [`UNMATCHED_ROUTE`].
     pub(crate) route: String,
-    /// HTTP method.
-    pub(crate) method: String,
+    /// HTTP method, from [`method_label`].
+    pub(crate) method: &'static str,
     /// Response status code.
     pub(crate) status: u16,
+}
+
+/// The route label of a request that matched no route.
+pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The method as a label: the methods of RFC 9110 by name, any other
+/// method (clients may send any token) as `other`.
+pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Labels of a latency histogram per route.
@@ -65,6 +88,7 @@ pub struct Metrics {
     khala_denials: Family<ReasonLabels, Counter>,
     sync_key_set_version: Gauge,
     file_reloads: Family<ReloadLabels, Counter>,
+    connections_shed: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -144,10 +168,17 @@ impl Default for Metrics {
             "Reloads of the JWKS, revoked-jti and credentials files, by file and outcome",
             file_reloads.clone(),
         );
+        let connections_shed = Counter::default();
+        registry.register(
+            "http_connections_shed",
+            "Connections closed on arrival because RUNTIME_MAX_CONNECTIONS were open",
+            connections_shed.clone(),
+        );
         Metrics {
             sync_key_set_version,
             file_reloads,
             registry,
+            connections_shed,
             requests,
             request_seconds,
             batch_records,
@@ -172,6 +203,11 @@ impl Metrics {
         self.request_seconds
             .get_or_create(&route)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a connection closed on arrival (the limit was reached).
+    pub(crate) fn connection_shed(&self) {
+        self.connections_shed.inc();
     }
 
     /// Records one durable batch of the log.

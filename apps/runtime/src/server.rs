@@ -5,6 +5,7 @@
 //! service modules, and map typed errors through `ApiError`. Nothing here
 //! decides a rule of the contract.
 
+mod body;
 pub(crate) mod connections;
 mod extract;
 mod health;
@@ -27,6 +28,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// What every handler can reach.
@@ -44,6 +46,8 @@ struct Shared {
     config: Config,
     metrics: Arc<Metrics>,
     started: Instant,
+    /// Bytes of request bodies in flight (`RUNTIME_MAX_BODY_BYTES_IN_FLIGHT`).
+    body_budget: Arc<Semaphore>,
     /// Set once recovery finished; routes needing state answer 503 before.
     core: OnceLock<Arc<Core>>,
 }
@@ -72,6 +76,7 @@ impl AppState {
             inner: Arc::new(Shared {
                 credentials,
                 reloader,
+                body_budget: Arc::new(Semaphore::new(config.max_body_bytes_in_flight)),
                 config,
                 metrics,
                 started: Instant::now(),
@@ -119,6 +124,10 @@ impl AppState {
     /// The configuration read at start.
     pub(crate) fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    fn body_budget(&self) -> &Arc<Semaphore> {
+        &self.inner.body_budget
     }
 
     fn uptime(&self) -> Duration {
@@ -232,7 +241,14 @@ pub fn router(state: AppState) -> Router {
         .layer(panic_envelope())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            body::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             middleware::internal_auth,
+        ))
+        .layer(axum::middleware::from_fn(
+            middleware::refuse_transfer_codings,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -30,7 +30,9 @@ pub use runs::{
     AppendEvent, CreateRun, ImportRun, RunWrite, decide_append, decide_create, decide_import,
 };
 pub use stream::{Stream, lifecycle_event};
-pub use stream_id::{StreamId, StreamIdError, StreamKind, split_topic, topic_name, write_topic};
+pub use stream_id::{
+    StreamId, StreamIdError, StreamKind, parse_run_id, split_topic, topic_name, write_topic,
+};
 pub use workers::{
     WorkerAfter, WorkerClock, WorkerCommand, decide_worker, unix_ms, worker_liveness,
 };

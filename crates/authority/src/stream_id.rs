@@ -195,8 +195,9 @@ fn strip_topic(topic: &str) -> Option<(StreamKind, &str)> {
         })
 }
 
-/// Accepts only the spelling `Display` produces, so names round-trip.
-fn parse_run_id(id: &str) -> Result<Uuid, StreamIdError> {
+/// Accepts only the spelling `Display` produces, so names round-trip; the
+/// service's routes take run ids through it too.
+pub fn parse_run_id(id: &str) -> Result<Uuid, StreamIdError> {
     let canonical_shape =
         id.len() == HYPHENATED_UUID_LEN && !id.bytes().any(|b| b.is_ascii_uppercase());
     match Uuid::try_parse(id) {

@@ -125,6 +125,22 @@ impl SyncTokenVerifier {
         self.verify_header_bytes(authorization.map(str::as_bytes), now_unix_secs)
     }
 
+    /// Verifies every `Authorization` header value a request carries: none
+    /// is `missing_authorization`, more than one is `invalid_token` (two
+    /// headers could name two principals).
+    pub fn verify_header_values<'a>(
+        &self,
+        values: impl IntoIterator<Item = &'a [u8]>,
+        now_unix_secs: u64,
+    ) -> Result<Principal, AuthDenial> {
+        let mut values = values.into_iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(AuthDenial::InvalidToken(TokenDefect::RepeatedHeader));
+        }
+        self.verify_header_bytes(first, now_unix_secs)
+    }
+
     /// Like [`SyncTokenVerifier::verify`], for a raw header value that may not
     /// be UTF-8 (HTTP allows any bytes there).
     pub fn verify_header_bytes(
@@ -134,6 +150,7 @@ impl SyncTokenVerifier {
     ) -> Result<Principal, AuthDenial> {
         let token = bearer_token(authorization)?;
         let claims = self.verified_claims(token)?;
+        check_segments(token).map_err(AuthDenial::InvalidToken)?;
         let claims = Claims::parse(&claims).map_err(AuthDenial::InvalidToken)?;
         self.check(&claims, now_unix_secs)?;
         Ok(claims.principal)
@@ -211,9 +228,13 @@ fn signature_defect(kind: &ErrorKind) -> TokenDefect {
     }
 }
 
-/// The token of a `Bearer` header: scheme word case-insensitive, separated
-/// from the token by ASCII whitespace, surrounding whitespace ignored.
-fn bearer_token(header: Option<&[u8]>) -> Result<&str, AuthDenial> {
+/// The credentials of a `Bearer` header value, the one rule for every route
+/// that takes a bearer token (Khala's sync tokens and the service's internal
+/// token): the scheme word is case-insensitive and separated from the
+/// credentials by ASCII whitespace (spaces or tabs); surrounding whitespace
+/// is ignored. The credentials may be empty; the caller decides what that
+/// means.
+pub fn bearer_credentials(header: Option<&[u8]>) -> Result<&[u8], AuthDenial> {
     let header = header
         .map(<[u8]>::trim_ascii)
         .filter(|h| !h.is_empty())
@@ -226,7 +247,13 @@ fn bearer_token(header: Option<&[u8]>) -> Result<&str, AuthDenial> {
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(AuthDenial::InvalidAuthorizationScheme);
     }
-    let token = rest.trim_ascii();
+    Ok(rest.trim_ascii())
+}
+
+/// The sync token of a `Bearer` header ([`bearer_credentials`]), at most
+/// [`MAX_TOKEN_BYTES`] long and UTF-8.
+fn bearer_token(header: Option<&[u8]>) -> Result<&str, AuthDenial> {
+    let token = bearer_credentials(header)?;
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthDenial::InvalidToken(TokenDefect::TooLong));
     }
@@ -234,6 +261,109 @@ fn bearer_token(header: Option<&[u8]>) -> Result<&str, AuthDenial> {
         return Err(AuthDenial::InvalidToken(TokenDefect::Malformed));
     }
     std::str::from_utf8(token).map_err(|_| AuthDenial::InvalidToken(TokenDefect::Malformed))
+}
+
+/// What `jsonwebtoken` does not check in a signature-verified token: a
+/// `crit` header member (RFC 7515 §4.1.11: an extension this verifier does
+/// not understand must be refused, and it understands none), and member
+/// names repeated in the header or the claims (`serde_json` keeps the last
+/// one silently, where another parser may keep the first).
+fn check_segments(token: &str) -> Result<(), TokenDefect> {
+    use base64::Engine;
+    let mut segments = token.split('.');
+    for index in 0..2 {
+        let segment = segments.next().ok_or(TokenDefect::Malformed)?;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(segment)
+            .map_err(|_| TokenDefect::Malformed)?;
+        let members = serde_json::from_slice::<UniqueMembers>(&json).map_err(|error| {
+            if error.to_string().starts_with(DUPLICATE_MEMBER) {
+                TokenDefect::DuplicateMember
+            } else {
+                TokenDefect::Malformed
+            }
+        })?;
+        if index == 0 && members.0.iter().any(|name| name == "crit") {
+            return Err(TokenDefect::CriticalHeader);
+        }
+    }
+    Ok(())
+}
+
+/// Start of the error [`UniqueMembers`] raises on a repeated member name.
+const DUPLICATE_MEMBER: &str = "duplicate member";
+
+/// A JSON object whose member names, at every depth, are each used once;
+/// holds the top-level names.
+struct UniqueMembers(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for UniqueMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match deserializer.deserialize_any(UniqueVisitor)? {
+            Some(names) => Ok(UniqueMembers(names)),
+            None => Err(serde::de::Error::custom("expected a JSON object")),
+        }
+    }
+}
+
+/// Visits any JSON value; objects answer their member names, after
+/// checking every member value the same way.
+struct UniqueVisitor;
+
+/// Any JSON value, checked by [`UniqueVisitor`].
+struct UniqueValue;
+
+impl<'de> serde::Deserialize<'de> for UniqueValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueVisitor)
+            .map(|_| UniqueValue)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Option<Vec<String>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<UniqueValue>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut names = Vec::new();
+        let mut seen = HashSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            map.next_value::<UniqueValue>()?;
+            if !seen.insert(name.clone()) {
+                return Err(serde::de::Error::custom(DUPLICATE_MEMBER));
+            }
+            names.push(name);
+        }
+        Ok(Some(names))
+    }
 }
 
 /// The claims of a signature-verified token, typed.
@@ -391,6 +521,102 @@ mod tests {
 
     fn verify(claims: &Value, now: u64) -> Result<Principal, AuthDenial> {
         verifier().verify(Some(&format!("Bearer {}", sign(claims))), now)
+    }
+
+    /// A token signed with `KEY` whose header and claims segments are the
+    /// given JSON texts, byte for byte.
+    fn sign_raw(header: &str, claims: &str) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let message = format!("{}.{}", b64.encode(header), b64.encode(claims));
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(KEY),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{message}.{signature}")
+    }
+
+    fn verify_raw(header: &str, claims: &str) -> Result<Principal, AuthDenial> {
+        verifier().verify(Some(&format!("Bearer {}", sign_raw(header, claims))), NOW)
+    }
+
+    #[test]
+    fn raw_tokens_verify_like_encoded_ones() {
+        let claims = r#"{"iss":"https://openagents.com","aud":"openagents-sync","exp":1700000060,"oa_user_id":1}"#;
+        let principal = verify_raw(r#"{"alg":"HS256","typ":"JWT"}"#, claims).unwrap();
+        assert_eq!(principal.user_id, Some(1));
+    }
+
+    #[test]
+    fn a_critical_header_is_refused() {
+        let claims = r#"{"iss":"https://openagents.com","aud":"openagents-sync","exp":1700000060}"#;
+        for header in [
+            r#"{"alg":"HS256","crit":["exp"],"exp":1}"#,
+            r#"{"alg":"HS256","crit":[]}"#,
+        ] {
+            assert_eq!(
+                verify_raw(header, claims).unwrap_err(),
+                AuthDenial::InvalidToken(TokenDefect::CriticalHeader),
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_member_names_are_refused() {
+        let twice = r#"{"iss":"https://openagents.com","aud":"openagents-sync","exp":1700000060,"oa_user_id":2,"oa_user_id":1}"#;
+        let nested = r#"{"iss":"https://openagents.com","aud":"openagents-sync","exp":1700000060,"x":[{"a":1,"a":2}]}"#;
+        for claims in [twice, nested] {
+            assert_eq!(
+                verify_raw(r#"{"alg":"HS256"}"#, claims).unwrap_err(),
+                AuthDenial::InvalidToken(TokenDefect::DuplicateMember),
+                "{claims}"
+            );
+        }
+        // A repeated header member: `jsonwebtoken`'s own header parser
+        // already refuses a repeated `alg`; any other name is caught here.
+        let claims = r#"{"iss":"https://openagents.com","aud":"openagents-sync","exp":1700000060}"#;
+        assert_eq!(
+            verify_raw(r#"{"alg":"HS256","alg":"HS256"}"#, claims).unwrap_err(),
+            AuthDenial::InvalidToken(TokenDefect::Malformed)
+        );
+        assert_eq!(
+            verify_raw(r#"{"alg":"HS256","x":1,"x":2}"#, claims).unwrap_err(),
+            AuthDenial::InvalidToken(TokenDefect::DuplicateMember)
+        );
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused() {
+        let header = format!("Bearer {}", sign(&base_claims()));
+        let v = verifier();
+        assert!(v.verify_header_values([header.as_bytes()], NOW).is_ok());
+        assert_eq!(
+            v.verify_header_values([header.as_bytes(), header.as_bytes()], NOW)
+                .unwrap_err(),
+            AuthDenial::InvalidToken(TokenDefect::RepeatedHeader)
+        );
+        assert_eq!(
+            v.verify_header_values(std::iter::empty(), NOW).unwrap_err(),
+            AuthDenial::MissingAuthorization
+        );
+    }
+
+    #[test]
+    fn the_bearer_separator_is_any_ascii_whitespace() {
+        assert_eq!(bearer_credentials(Some(b"Bearer\tabc")).unwrap(), b"abc");
+        assert_eq!(bearer_credentials(Some(b"bearer  abc ")).unwrap(), b"abc");
+        assert_eq!(bearer_credentials(Some(b"Bearer")).unwrap(), b"");
+        assert_eq!(
+            bearer_credentials(Some(b"Bearerabc")).unwrap_err(),
+            AuthDenial::InvalidAuthorizationScheme
+        );
+        assert_eq!(
+            bearer_credentials(Some(b" ")).unwrap_err(),
+            AuthDenial::MissingAuthorization
+        );
     }
 
     #[test]

@@ -95,6 +95,17 @@ pub enum TokenDefect {
     /// A claim has a type or value the verifier does not accept.
     #[error("token claim `{0}` is malformed")]
     InvalidClaim(&'static str),
+    /// The header names critical extensions (`crit`); this verifier knows
+    /// none, and RFC 7515 requires refusing them.
+    #[error("token header names critical extensions this service does not support")]
+    CriticalHeader,
+    /// The header or the claims repeat a member name, which two parsers may
+    /// read as two different values.
+    #[error("token header or claims repeat a member name")]
+    DuplicateMember,
+    /// The request carries more than one `Authorization` header.
+    #[error("the request carries more than one Authorization header")]
+    RepeatedHeader,
 }
 
 #[cfg(test)]

@@ -133,10 +133,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     }
 }
 
-/// The `Authorization` header's bytes, copied out of the request, so that a
+/// Every `Authorization` header's bytes (a request may repeat the header,
+/// which the verifier refuses), copied out of the request, so that a
 /// handler which waits (a long-poll) does not keep the connection's read
 /// buffer alive through a cloned header map.
-pub(crate) struct Authorization(pub Option<Box<[u8]>>);
+pub(crate) struct Authorization(pub Vec<Box<[u8]>>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Authorization {
     type Rejection = std::convert::Infallible;
@@ -145,8 +146,31 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorization {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Self, std::convert::Infallible> {
-        let value = parts.headers.get(axum::http::header::AUTHORIZATION);
-        Ok(Authorization(value.map(|value| value.as_bytes().into())))
+        let values = parts.headers.get_all(axum::http::header::AUTHORIZATION);
+        Ok(Authorization(
+            values.iter().map(|value| value.as_bytes().into()).collect(),
+        ))
+    }
+}
+
+/// A run id path segment in the one spelling every route accepts
+/// (`openagents_authority::parse_run_id`: lowercase, hyphenated, as in
+/// stream and topic names); any other text is 400 `invalid_request`.
+pub(crate) struct RunId(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for RunId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(text) = Path::<String>::from_request_parts(parts, state).await?;
+        openagents_authority::parse_run_id(&text)
+            .map(RunId)
+            .map_err(|_| {
+                ApiError::invalid_request(format!(
+                    "run id {:?} is not a lowercase hyphenated UUID",
+                    crate::error::clip(&text)
+                ))
+            })
     }
 }
 

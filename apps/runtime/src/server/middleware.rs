@@ -1,10 +1,11 @@
 //! Middleware around every route: request ids, the one log line and the
-//! metrics of each request, and the credentials and scopes of the internal
+//! metrics of each request, the refusal of transfer codings the service
+//! does not implement, and the credentials and scopes of the internal
 //! routes.
 
 use crate::credentials::{Scope, WrittenBy};
 use crate::error::ApiError;
-use crate::metrics::RequestLabels;
+use crate::metrics::{RequestLabels, UNMATCHED_ROUTE, method_label};
 use crate::server::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -27,17 +28,17 @@ pub(crate) async fn observe(
     let started = Instant::now();
     let request_id =
         client_request_id(&request).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = method_label(request.method());
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || UNMATCHED_ROUTE.to_owned(),
+        |path| path.as_str().to_owned(),
+    );
     let mut response = next.run(request).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     tracing::info!(
         request_id = %request_id,
-        method = %method,
+        method,
         route = %route,
         status,
         latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
@@ -63,6 +64,23 @@ fn client_request_id(request: &Request) -> Option<String> {
         && value.len() <= MAX_REQUEST_ID_LEN
         && value.bytes().all(|byte| byte.is_ascii_graphic());
     sane.then(|| value.to_owned())
+}
+
+/// Refuses a request whose `Transfer-Encoding` names any coding other than
+/// `chunked` (`gzip, chunked`, say) with 501: the service implements no other
+/// coding and must not read such a body as if it were plain (RFC 9112 §6.1).
+pub(crate) async fn refuse_transfer_codings(request: Request, next: Next) -> Response {
+    let unsupported = request
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked"));
+    if unsupported {
+        return ApiError::unsupported_transfer_coding().into_response();
+    }
+    next.run(request).await
 }
 
 /// With credentials configured (`RUNTIME_INTERNAL_AUTH_TOKEN`,
@@ -132,16 +150,16 @@ fn required_scope(method: &Method, path: &str) -> Option<Option<Scope>> {
     Some(Some(scope))
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
+/// The token of the request's one `Authorization` header, read by the same
+/// `Bearer` rule as Khala's (`openagents_khala::auth::bearer_credentials`):
+/// none with no header, two headers, another scheme or an empty token.
 fn bearer_token(request: &Request) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+    let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    let token = openagents_khala::auth::bearer_credentials(Some(value.as_bytes())).ok()?;
+    std::str::from_utf8(token)
+        .ok()
         .filter(|token| !token.is_empty())
 }

@@ -1,6 +1,6 @@
 //! Handlers of the projector routes.
 
-use super::extract::{Path, Query};
+use super::extract::{Query, RunId};
 use crate::error::ApiError;
 use crate::server::AppState;
 use axum::Json;
@@ -8,12 +8,11 @@ use axum::extract::State;
 use openagents_authority::StreamId;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 /// `GET /internal/v1/projectors/checkpoints/{run_id}`.
 pub(crate) async fn checkpoint(
     State(state): State<AppState>,
-    Path(run_id): Path<Uuid>,
+    RunId(run_id): RunId,
 ) -> Result<Json<Value>, ApiError> {
     let core = state.fresh_core().await?;
     let checkpoint = core
@@ -26,7 +25,7 @@ pub(crate) async fn checkpoint(
 /// `GET /internal/v1/projectors/run-summary/{run_id}`.
 pub(crate) async fn run_summary(
     State(state): State<AppState>,
-    Path(run_id): Path<Uuid>,
+    RunId(run_id): RunId,
 ) -> Result<Json<Value>, ApiError> {
     let core = state.fresh_core().await?;
     let summary = core

@@ -1,6 +1,6 @@
 //! Handlers of the run routes.
 
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Query, RunId};
 use crate::credentials::WrittenBy;
 use crate::error::ApiError;
 use crate::orchestration;
@@ -13,7 +13,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use openagents_artifacts::{SIGNATURE_SCHEMA, SIGNATURE_SCHEME};
 use serde_json::json;
-use uuid::Uuid;
 
 /// `POST /internal/v1/runs`: 201 for a new run, 200 for a replayed creation.
 pub(crate) async fn create(
@@ -35,7 +34,7 @@ pub(crate) async fn create(
 pub(crate) async fn append(
     State(state): State<AppState>,
     writer: Option<Extension<WrittenBy>>,
-    Path(run_id): Path<Uuid>,
+    RunId(run_id): RunId,
     Json(body): Json<AppendEventBody>,
 ) -> Result<Response, ApiError> {
     let core = state.core()?;
@@ -55,7 +54,7 @@ pub(crate) async fn append(
 /// `GET /internal/v1/runs/{run_id}`.
 pub(crate) async fn get(
     State(state): State<AppState>,
-    Path(run_id): Path<Uuid>,
+    RunId(run_id): RunId,
 ) -> Result<Response, ApiError> {
     let core = state.fresh_core().await?.clone();
     // Unknown runs answer 404 before any byte of the body is sent.
@@ -69,7 +68,7 @@ pub(crate) async fn get(
 /// `GET /internal/v1/runs/{run_id}/events?after_seq=&limit=`.
 pub(crate) async fn events(
     State(state): State<AppState>,
-    Path(run_id): Path<Uuid>,
+    RunId(run_id): RunId,
     Query(query): Query<EventsPageQuery>,
 ) -> Result<Response, ApiError> {
     let core = state.fresh_core().await?.clone();
@@ -86,7 +85,7 @@ pub(crate) async fn events(
 /// `GET /internal/v1/runs/{run_id}/receipt`.
 pub(crate) async fn receipt(
     State(state): State<AppState>,
-    Path(run_id): Path<Uuid>,
+    RunId(run_id): RunId,
 ) -> Result<Response, ApiError> {
     let core = state.fresh_core().await?.clone();
     let signer = state.config().receipt_signer.clone();
@@ -116,7 +115,7 @@ pub(crate) async fn signing_key(State(state): State<AppState>) -> Result<Respons
 /// `GET /internal/v1/runs/{run_id}/replay` as `application/x-ndjson`.
 pub(crate) async fn replay(
     State(state): State<AppState>,
-    Path(run_id): Path<Uuid>,
+    RunId(run_id): RunId,
 ) -> Result<Response, ApiError> {
     let core = state.fresh_core().await?.clone();
     // Unknown runs answer 404 before any byte of the body is sent.

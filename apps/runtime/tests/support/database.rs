@@ -5,6 +5,10 @@
 //! (`RUNTIME_TEST_DATABASE_URL`, default the local `test` database). Tests
 //! that need PostgreSQL skip with a printed note when it does not answer,
 //! unless `RUNTIME_TEST_REQUIRE_POSTGRES=1`, which `.ci/run` sets.
+//!
+//! The note is visible in the default `cargo test` output: the test harness
+//! captures what `print!`/`eprint!` write for a test that passes, but not
+//! writes to the stderr handle itself, which [`note_skip`] uses.
 
 use std::sync::Arc;
 
@@ -29,14 +33,22 @@ pub fn fresh_schema(test: &str) -> Option<Arc<Schema>> {
     match Schema::create() {
         Ok(schema) => Some(Arc::new(schema)),
         Err(error) if !required() => {
-            eprintln!(
-                "skipping {test}: PostgreSQL does not answer at {}: {error}",
+            note_skip(&format!(
+                "{test}: PostgreSQL does not answer at {}: {error}",
                 base_url()
-            );
+            ));
             None
         }
         Err(error) => panic!("PostgreSQL is required but does not answer: {error}"),
     }
+}
+
+/// Prints `skipped: <why>` past the harness's output capture, so that a
+/// skipped test is seen in the default output, not only with
+/// `--nocapture`.
+pub fn note_skip(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
 }
 
 /// A schema of the test database, dropped with everything in it when the

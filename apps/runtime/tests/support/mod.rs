@@ -172,7 +172,9 @@ fn on_postgres(config: &mut Config, schema: &Schema) {
 pub fn skip_unless_jsonl(test: &str) -> bool {
     let skip = database::suite_on_postgres();
     if skip {
-        eprintln!("skipping {test} on the postgres suite: it is about the embedded log's files");
+        database::note_skip(&format!(
+            "{test} on the postgres suite: it is about the embedded log's files"
+        ));
     }
     skip
 }
