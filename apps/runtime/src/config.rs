@@ -305,6 +305,9 @@ impl fmt::Debug for Config {
             .field("fanout_driver", &self.fanout_driver)
             .field("fanout_queue_capacity", &self.fanout_queue_capacity)
             .field("fanout_max_topics", &self.fanout_max_topics)
+            .field("fanout_window_max_bytes", &self.fanout_window_max_bytes)
+            .field("fanout_max_total_bytes", &self.fanout_max_total_bytes)
+            .field("khala_max_response_bytes", &self.khala_max_response_bytes)
             .field("khala_max_waiters", &self.khala_max_waiters)
             .field(
                 "sync_token_signing_key",

@@ -262,7 +262,8 @@ impl From<LogFailure> for ApiError {
             LogFailure::OutcomeUnknown(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                format!("{failure}; retry with the same idempotency key"),
+                // The advice first: long messages are clipped at their end.
+                format!("retry with the same idempotency key: {failure}"),
             )
             .with_reason("commit_outcome_unknown"),
         }

@@ -56,6 +56,9 @@ the ranges); a bad value refuses to start with one line naming the variable.
   RUNTIME_FANOUT_DRIVER                    memory on jsonl, postgres_notify on postgres
   RUNTIME_FANOUT_QUEUE_CAPACITY            messages kept per Khala topic (1024)
   RUNTIME_FANOUT_MAX_TOPICS                Khala topics held in memory (10000)
+  RUNTIME_FANOUT_WINDOW_MAX_BYTES          message bytes one Khala topic holds (8388608)
+  RUNTIME_FANOUT_MAX_TOTAL_BYTES           message bytes all Khala topics hold (268435456)
+  RUNTIME_KHALA_MAX_RESPONSE_BYTES         message bytes one Khala poll returns (4194304)
   RUNTIME_KHALA_MAX_WAITERS                long-polls waiting at once (10000)
   RUNTIME_SYNC_TOKEN_SIGNING_KEY           HS256 key of sync tokens (none: Khala answers 503)
   RUNTIME_SYNC_TOKEN_ISSUER                required iss (https://openagents.com)
