@@ -309,11 +309,11 @@ async fn a_long_poll_wakes_on_append_and_an_idle_one_times_out() {
     service.append(&run, json!({"event_type": "note"})).await;
     let (status, body, answered_at) = waiting.await.unwrap();
     assert_eq!((status, seqs(&body)), (StatusCode::OK, vec![2]));
+    // Woken by the append, not by the 10 s wait running out; how fast is the
+    // bench's figure (khala-longpoll), not a test's: the append's own fsync
+    // counts here, and it is slow on a loaded machine.
     let latency = answered_at.saturating_duration_since(appended_at);
-    assert!(
-        latency < Duration::from_millis(50),
-        "woke after {latency:?}"
-    );
+    assert!(latency < Duration::from_secs(2), "woke after {latency:?}");
 
     let started = Instant::now();
     let (status, body) = poll(&service, &topic, "after_seq=2&wait_ms=300", Some(&bearer)).await;
