@@ -247,6 +247,16 @@ pub struct Config {
     pub khala_max_response_bytes: usize,
     /// Khala long-polls allowed to wait at once.
     pub khala_max_waiters: usize,
+    /// Khala live streams (SSE) open at once, in total.
+    pub khala_max_streams: usize,
+    /// Khala live streams one principal may hold open at once.
+    pub khala_max_streams_per_principal: usize,
+    /// Messages a live stream may fall behind its topic's head before it is
+    /// ended with `slow_consumer`.
+    pub khala_max_stream_lag: u64,
+    /// Browser origins allowed on Khala routes; a request naming another
+    /// `Origin` is refused.
+    pub khala_allowed_origins: Vec<String>,
     /// HS256 key of sync tokens; Khala routes answer 503 without it.
     pub sync_token_signing_key: Option<String>,
     /// Required `iss` of sync tokens.
@@ -471,21 +481,24 @@ impl Config {
                 64 << 10..=256 << 20,
             )?,
             khala_max_waiters: vars.bounded("RUNTIME_KHALA_MAX_WAITERS", 10_000, 1..=1_000_000)?,
+            khala_max_streams: vars.bounded("RUNTIME_KHALA_MAX_STREAMS", 10_000, 1..=1_000_000)?,
+            khala_max_streams_per_principal: vars.bounded(
+                "RUNTIME_KHALA_MAX_STREAMS_PER_PRINCIPAL",
+                16,
+                1..=100_000,
+            )?,
+            khala_max_stream_lag: vars.bounded(
+                "RUNTIME_KHALA_MAX_STREAM_LAG",
+                1000,
+                1..=1_000_000,
+            )?,
+            khala_allowed_origins: comma_list(vars.optional("RUNTIME_KHALA_ALLOWED_ORIGINS")),
             sync_token_signing_key: vars.secret("RUNTIME_SYNC_TOKEN_SIGNING_KEY")?,
             sync_token_issuer: vars
                 .not_blank("RUNTIME_SYNC_TOKEN_ISSUER", "https://openagents.com")?,
             sync_token_audience: vars
                 .not_blank("RUNTIME_SYNC_TOKEN_AUDIENCE", "openagents-sync")?,
-            sync_revoked_jtis: vars
-                .optional("RUNTIME_SYNC_REVOKED_JTIS")
-                .map(|list| {
-                    list.split(',')
-                        .map(str::trim)
-                        .filter(|jti| !jti.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            sync_revoked_jtis: comma_list(vars.optional("RUNTIME_SYNC_REVOKED_JTIS")),
             sync_token_previous_signing_key: vars
                 .optional("RUNTIME_SYNC_TOKEN_SIGNING_KEY_PREVIOUS"),
             sync_token_jwks_path: vars
@@ -536,6 +549,18 @@ impl Config {
         config.checkpoint_path = dir.join("projection-state.json");
         config
     }
+}
+
+/// A comma-separated list, its items trimmed, empty items left out.
+fn comma_list(list: Option<String>) -> Vec<String> {
+    list.map(|list| {
+        list.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Typed access to the variables, each failure naming its variable.

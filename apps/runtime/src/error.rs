@@ -294,6 +294,9 @@ impl From<KhalaError> for ApiError {
             KhalaError::TooManyWaiters => {
                 coded(openagents_khala::reason::ReasonCode::TooManyWaiters)
             }
+            KhalaError::TooManyStreams => {
+                coded(openagents_khala::reason::ReasonCode::TooManyStreams)
+            }
             KhalaError::Denied(denial) => coded(denial.reason()),
             KhalaError::Topic(error) => coded(error.reason()),
             KhalaError::Params(error) => coded(error.reason()),

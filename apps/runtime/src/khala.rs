@@ -18,7 +18,7 @@ use openagents_khala::auth::SyncTokenVerifier;
 use openagents_khala::denial::AuthDenial;
 use openagents_khala::message::Message;
 use openagents_khala::poll::{
-    PageBuilder, PollPage, PollParamError, PollParams, PollPlan, Polled, StaleCursor,
+    Limit, PageBuilder, PollPage, PollParamError, PollParams, PollPlan, Polled, StaleCursor,
 };
 use openagents_khala::topic::{Topic, TopicError};
 use openagents_khala::window::TopicWindow;
@@ -57,6 +57,9 @@ pub(crate) enum KhalaError {
     /// Too many long-polls are waiting.
     #[error("too many long-polls are waiting; retry shortly")]
     TooManyWaiters,
+    /// Too many live streams are open, in all or for this principal.
+    #[error("too many live streams are open; retry shortly")]
+    TooManyStreams,
     /// The log could not be read.
     #[error(transparent)]
     Read(#[from] ReadError),
@@ -83,9 +86,13 @@ pub(crate) struct Khala {
     /// The aggregate lane is always held: rebuilding it means merging every
     /// worker stream, so it is built once at start and kept.
     aggregate: Mutex<TopicWindow>,
-    wakers: Mutex<HashMap<String, watch::Sender<u64>>>,
-    waiters: AtomicUsize,
+    wakers: Wakers,
+    waiters: Arc<AtomicUsize>,
     max_waiters: usize,
+    streams: Arc<Mutex<StreamCounts>>,
+    max_streams: usize,
+    max_streams_per_principal: usize,
+    max_stream_lag: u64,
     verifier: Option<Arc<SyncTokenVerifier>>,
     /// Set at shutdown: waiting long-polls answer at once.
     closing: watch::Sender<bool>,
@@ -102,9 +109,13 @@ impl Khala {
             capacity,
             max_response_bytes: config.khala_max_response_bytes,
             aggregate: Mutex::new(TopicWindow::new(Topic::CodexWorkerEvents, capacity)),
-            wakers: Mutex::new(HashMap::new()),
-            waiters: AtomicUsize::new(0),
+            wakers: Wakers::default(),
+            waiters: Arc::new(AtomicUsize::new(0)),
             max_waiters: config.khala_max_waiters,
+            streams: Arc::default(),
+            max_streams: config.khala_max_streams,
+            max_streams_per_principal: config.khala_max_streams_per_principal,
+            max_stream_lag: config.khala_max_stream_lag,
             verifier,
             closing: watch::channel(false).0,
         })
@@ -190,21 +201,22 @@ impl Khala {
     ) -> Result<PollResponse, KhalaError> {
         let name = topic.to_string();
         let mut wait = if params.wait_ms() > 0 {
-            Some(self.subscribe(&name)?)
+            Some(self.wait_slot(&name)?)
         } else {
             None
         };
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(u64::from(params.wait_ms()));
-        let mut closing = self.closing.subscribe();
-        let mut page = self.read(log, topic, params)?;
+        let mut closing = self.closing();
+        let (after_seq, limit) = (params.after_seq(), params.limit());
+        let mut page = self.read(log, topic, after_seq, limit)?;
         while page.messages().is_empty()
-            && let Some(waiter) = wait.as_mut()
+            && let Some((waiter, _)) = wait.as_mut()
         {
             tokio::select! {
-                changed = tokio::time::timeout_at(deadline, waiter.receiver.changed()) => {
+                changed = tokio::time::timeout_at(deadline, waiter.changed()) => {
                     match changed {
-                        Ok(Ok(())) => page = self.read(log, topic, params)?,
+                        Ok(Ok(())) => page = self.read(log, topic, after_seq, limit)?,
                         // Deadline reached, or the topic's sender went away.
                         _ => break,
                     }
@@ -214,12 +226,7 @@ impl Khala {
             }
         }
         drop(wait);
-        if access == Access::OwnedWorkersOnly {
-            let index = log.index();
-            page.retain(|message| {
-                acl::aggregate_message_visible(principal, message, |id| worker_owner(&index, id))
-            });
-        }
+        self.filter(log, principal, access, &mut page);
         let plan = page.plan();
         Ok(PollResponse {
             topic: name,
@@ -232,13 +239,38 @@ impl Khala {
         })
     }
 
-    fn read(
+    /// A receiver that changes when the service starts shutting down.
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Hides, on the aggregate lane, the messages of workers the principal
+    /// does not own; other topics are shown whole.
+    pub(crate) fn filter(
+        &self,
+        log: &EventLog<Stream>,
+        principal: &Principal,
+        access: Access,
+        page: &mut PollPage,
+    ) {
+        if access == Access::OwnedWorkersOnly {
+            let index = log.index();
+            page.retain(|message| {
+                acl::aggregate_message_visible(principal, message, |id| worker_owner(&index, id))
+            });
+        }
+    }
+
+    /// The page of `topic` after `after_seq`: from its window, rebuilt from
+    /// the log when not held, or read from the log below the held messages.
+    /// The one reader behind long-polls and live streams.
+    pub(crate) fn read(
         &self,
         log: &EventLog<Stream>,
         topic: &Topic,
-        params: &PollParams,
+        after_seq: u64,
+        limit: Limit,
     ) -> Result<PollPage, KhalaError> {
-        let (after_seq, limit) = (params.after_seq(), params.limit());
         if *topic == Topic::CodexWorkerEvents {
             let window = self.aggregate.lock().expect("aggregate lock");
             let polled = window
@@ -328,12 +360,41 @@ impl Khala {
         Ok(())
     }
 
-    fn subscribe(&self, topic: &str) -> Result<Waiter<'_>, KhalaError> {
+    /// A long-poll's registration, counted against the waiter limit.
+    fn wait_slot(&self, topic: &str) -> Result<(Waker, WaiterSlot), KhalaError> {
         let previous = self.waiters.fetch_add(1, Ordering::AcqRel);
+        let slot = WaiterSlot(Arc::clone(&self.waiters));
         if previous >= self.max_waiters {
-            self.waiters.fetch_sub(1, Ordering::AcqRel);
             return Err(KhalaError::TooManyWaiters);
         }
+        Ok((self.waker(topic), slot))
+    }
+
+    /// A live stream's registration, counted against the stream limits in
+    /// all and per principal.
+    pub(crate) fn stream_slot(
+        &self,
+        principal: &Principal,
+        topic: &str,
+    ) -> Result<(Waker, StreamSlot), KhalaError> {
+        let key = principal_key(principal);
+        {
+            let mut counts = self.streams.lock().expect("streams lock");
+            let mine = counts.per_principal.get(&key).copied().unwrap_or(0);
+            if counts.total >= self.max_streams || mine >= self.max_streams_per_principal {
+                return Err(KhalaError::TooManyStreams);
+            }
+            counts.total += 1;
+            counts.per_principal.insert(key.clone(), mine + 1);
+        }
+        let slot = StreamSlot {
+            counts: Arc::clone(&self.streams),
+            key,
+        };
+        Ok((self.waker(topic), slot))
+    }
+
+    fn waker(&self, topic: &str) -> Waker {
         let receiver = {
             let mut wakers = self.wakers.lock().expect("wakers lock");
             wakers
@@ -341,11 +402,21 @@ impl Khala {
                 .or_insert_with(|| watch::channel(0).0)
                 .subscribe()
         };
-        Ok(Waiter {
-            khala: self,
+        Waker {
+            wakers: Arc::clone(&self.wakers),
             topic: topic.to_owned(),
             receiver,
-        })
+        }
+    }
+
+    /// Messages a live stream may fall behind its topic's head.
+    pub(crate) fn max_stream_lag(&self) -> u64 {
+        self.max_stream_lag
+    }
+
+    /// Live streams currently open.
+    pub(crate) fn streaming(&self) -> usize {
+        self.streams.lock().expect("streams lock").total
     }
 
     /// Long-polls currently waiting.
@@ -397,17 +468,74 @@ impl CommitObserver<Stream> for Khala {
     }
 }
 
-/// A long-poll's registration; counts against the waiter limit until dropped.
-struct Waiter<'a> {
-    khala: &'a Khala,
+/// The wake-up senders, one per topic someone waits on.
+type Wakers = Arc<Mutex<HashMap<String, watch::Sender<u64>>>>;
+
+/// Open live streams, in all and per principal.
+#[derive(Default)]
+struct StreamCounts {
+    total: usize,
+    per_principal: HashMap<String, usize>,
+}
+
+/// Who a stream counts against: the user, else the guest scope, else the
+/// device the token was issued to.
+fn principal_key(principal: &Principal) -> String {
+    match (&principal.user_id, &principal.org_id, &principal.device_id) {
+        (Some(user), _, _) => format!("user:{user}"),
+        (None, Some(org), _) => format!("org:{org}"),
+        (None, None, Some(device)) => format!("device:{device}"),
+        (None, None, None) => "anonymous".to_owned(),
+    }
+}
+
+/// A long-poll's place under the waiter limit, given back when dropped.
+struct WaiterSlot(Arc<AtomicUsize>);
+
+impl Drop for WaiterSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A live stream's place under the stream limits, given back when dropped.
+pub(crate) struct StreamSlot {
+    counts: Arc<Mutex<StreamCounts>>,
+    key: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().expect("streams lock");
+        counts.total -= 1;
+        if let Some(mine) = counts.per_principal.get_mut(&self.key) {
+            *mine -= 1;
+            if *mine == 0 {
+                counts.per_principal.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Wakes when a record of its topic is committed; the topic's sender is
+/// dropped with its last waker.
+pub(crate) struct Waker {
+    wakers: Wakers,
     topic: String,
     receiver: watch::Receiver<u64>,
 }
 
-impl Drop for Waiter<'_> {
+impl Waker {
+    /// Resolves at the topic's next commit (or at once if one came since
+    /// the last call).
+    pub(crate) async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        self.receiver.changed().await
+    }
+}
+
+impl Drop for Waker {
     fn drop(&mut self) {
-        self.khala.waiters.fetch_sub(1, Ordering::AcqRel);
-        let mut wakers = self.khala.wakers.lock().expect("wakers lock");
+        let mut wakers = self.wakers.lock().expect("wakers lock");
         // This receiver still counts; the sender is dropped with the last one.
         if wakers
             .get(&self.topic)

@@ -32,6 +32,7 @@ pub mod projectors;
 pub(crate) mod reload;
 pub mod server;
 pub mod storage;
+pub(crate) mod subscription;
 pub(crate) mod sync_auth;
 pub mod types;
 pub(crate) mod workers;

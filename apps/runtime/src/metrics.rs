@@ -85,6 +85,7 @@ pub struct Metrics {
     khala_polls: Counter,
     khala_stale_cursors: Counter,
     khala_waiters: Gauge,
+    khala_streams: Gauge,
     khala_denials: Family<ReasonLabels, Counter>,
     sync_key_set_version: Gauge,
     file_reloads: Family<ReloadLabels, Counter>,
@@ -150,6 +151,12 @@ impl Default for Metrics {
             "Khala long-polls waiting now",
             khala_waiters.clone(),
         );
+        let khala_streams = Gauge::default();
+        registry.register(
+            "khala_streams",
+            "Khala live streams open now",
+            khala_streams.clone(),
+        );
         let khala_denials = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "khala_auth_denials",
@@ -188,6 +195,7 @@ impl Default for Metrics {
             khala_polls,
             khala_stale_cursors,
             khala_waiters,
+            khala_streams,
             khala_denials,
         }
     }
@@ -251,11 +259,18 @@ impl Metrics {
     }
 
     /// Renders every metric, after setting the gauges read at scrape time.
-    pub(crate) fn render(&self, projector_lag: u64, khala_waiters: usize) -> String {
+    pub(crate) fn render(
+        &self,
+        projector_lag: u64,
+        khala_waiters: usize,
+        khala_streams: usize,
+    ) -> String {
         self.projector_lag
             .set(i64::try_from(projector_lag).unwrap_or(i64::MAX));
         self.khala_waiters
             .set(i64::try_from(khala_waiters).unwrap_or(i64::MAX));
+        self.khala_streams
+            .set(i64::try_from(khala_streams).unwrap_or(i64::MAX));
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text

@@ -358,6 +358,11 @@ impl PollPage {
         &self.plan
     }
 
+    /// The messages, taken out of the page.
+    pub fn into_messages(self) -> Vec<Message> {
+        self.messages
+    }
+
     /// Drops the messages `keep` refuses, leaving the cursors as they are, so
     /// the aggregate lane's `next_cursor` still moves past filtered messages.
     pub fn retain(&mut self, keep: impl FnMut(&Message) -> bool) {

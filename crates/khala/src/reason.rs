@@ -38,6 +38,11 @@ pub enum ReasonCode {
     SyncAuthNotConfigured,
     /// The service already holds as many long-poll waiters as it allows.
     TooManyWaiters,
+    /// The service, or the principal, already holds as many live streams as
+    /// it allows.
+    TooManyStreams,
+    /// The request's `Origin` is not on the allowed list.
+    OriginNotAllowed,
     /// The cursor is older than the retained window.
     StaleCursor,
     /// `after_seq` is not a non-negative integer.
@@ -64,6 +69,8 @@ impl ReasonCode {
             Self::OwnerMismatch => "owner_mismatch",
             Self::SyncAuthNotConfigured => "sync_auth_not_configured",
             Self::TooManyWaiters => "too_many_waiters",
+            Self::TooManyStreams => "too_many_streams",
+            Self::OriginNotAllowed => "origin_not_allowed",
             Self::StaleCursor => "stale_cursor",
             Self::InvalidCursor => "invalid_cursor",
             Self::InvalidLimit => "invalid_limit",
@@ -76,7 +83,7 @@ impl ReasonCode {
         match self.class() {
             Class::BadRequest => 400,
             Class::Unauthorized => 401,
-            Class::Forbidden => 403,
+            Class::Forbidden | Class::ForbiddenOrigin => 403,
             Class::Gone => 410,
             Class::Unavailable => 503,
         }
@@ -88,6 +95,8 @@ impl ReasonCode {
             Class::BadRequest => "invalid_request",
             Class::Unauthorized => "unauthorized",
             Class::Forbidden => "forbidden_topic",
+            // Not about a topic: the request came from a page it may not.
+            Class::ForbiddenOrigin => "forbidden",
             Class::Gone => "stale_cursor",
             // The contract names no `error` code for these 503s; one generic
             // code keeps `reason_code` the only field clients must branch on.
@@ -109,7 +118,10 @@ impl ReasonCode {
             | Self::UnknownKey => Class::Unauthorized,
             Self::MissingScope | Self::ForbiddenTopic | Self::OwnerMismatch => Class::Forbidden,
             Self::StaleCursor => Class::Gone,
-            Self::SyncAuthNotConfigured | Self::TooManyWaiters => Class::Unavailable,
+            Self::OriginNotAllowed => Class::ForbiddenOrigin,
+            Self::SyncAuthNotConfigured | Self::TooManyWaiters | Self::TooManyStreams => {
+                Class::Unavailable
+            }
         }
     }
 }
@@ -125,6 +137,7 @@ enum Class {
     BadRequest,
     Unauthorized,
     Forbidden,
+    ForbiddenOrigin,
     Gone,
     Unavailable,
 }
@@ -133,7 +146,7 @@ enum Class {
 mod tests {
     use super::*;
 
-    const ALL: [ReasonCode; 16] = [
+    const ALL: [ReasonCode; 18] = [
         ReasonCode::MissingAuthorization,
         ReasonCode::InvalidAuthorizationScheme,
         ReasonCode::InvalidToken,
@@ -146,6 +159,8 @@ mod tests {
         ReasonCode::OwnerMismatch,
         ReasonCode::SyncAuthNotConfigured,
         ReasonCode::TooManyWaiters,
+        ReasonCode::TooManyStreams,
+        ReasonCode::OriginNotAllowed,
         ReasonCode::StaleCursor,
         ReasonCode::InvalidCursor,
         ReasonCode::InvalidLimit,
@@ -173,6 +188,8 @@ mod tests {
                 ("owner_mismatch", 403, "forbidden_topic"),
                 ("sync_auth_not_configured", 503, "service_unavailable"),
                 ("too_many_waiters", 503, "service_unavailable"),
+                ("too_many_streams", 503, "service_unavailable"),
+                ("origin_not_allowed", 403, "forbidden"),
                 ("stale_cursor", 410, "stale_cursor"),
                 ("invalid_cursor", 400, "invalid_request"),
                 ("invalid_limit", 400, "invalid_request"),

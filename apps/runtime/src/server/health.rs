@@ -57,11 +57,15 @@ pub(crate) async fn cutover_status(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let (lag, waiters) = match state.core() {
-        Ok(core) => (core.projector_lag(), core.khala.waiting()),
-        Err(_) => (0, 0),
+    let (lag, waiters, streams) = match state.core() {
+        Ok(core) => (
+            core.projector_lag(),
+            core.khala.waiting(),
+            core.khala.streaming(),
+        ),
+        Err(_) => (0, 0, 0),
     };
-    let text = state.metrics().render(lag, waiters);
+    let text = state.metrics().render(lag, waiters, streams);
     (
         [(
             header::CONTENT_TYPE,

@@ -1,16 +1,27 @@
-//! Handlers of the Khala routes.
+//! Handlers of the Khala routes: the poll route and the SSE lane.
 
-use super::extract::{Authorization, Path};
+use super::extract::{Authorization, Path, Query};
 use crate::error::ApiError;
 use crate::khala::KhalaError;
 use crate::server::AppState;
+use crate::subscription::{Ended, Subscription};
 use axum::Json;
 use axum::extract::State;
-use axum::http::Uri;
+use axum::http::{HeaderMap, Uri};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use openagents_khala::message::Message;
 use openagents_khala::poll::PollParams;
 use openagents_khala::topic::Topic;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often an idle SSE stream sends a comment, so proxies keep it open.
+const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The poll query, kept as text so the Khala crate's rules judge it.
 #[derive(Debug, Deserialize)]
@@ -51,6 +62,115 @@ pub(crate) async fn messages(
     Ok(Json(
         serde_json::to_value(response).map_err(|e| ApiError::internal(e.to_string()))?,
     ))
+}
+
+/// Records a refused Khala request: its reason code only, never the token.
+fn observe_refusal(state: &AppState, topic: &str, error: &ApiError) {
+    if matches!(error.status().as_u16(), 401 | 403)
+        || error.reason_code() == Some("sync_auth_not_configured")
+    {
+        let reason = error.reason_code().unwrap_or_default();
+        let topic = crate::error::clip(topic);
+        tracing::warn!(%topic, reason, "khala request denied");
+        state.metrics().khala_outcome(Some(reason));
+    }
+}
+
+/// The SSE query: the poll route's cursor and page size, and the token for
+/// clients (browsers' `EventSource`) that cannot send a header.
+#[derive(Debug, Deserialize)]
+pub(crate) struct StreamQuery {
+    after_seq: Option<String>,
+    limit: Option<String>,
+    access_token: Option<String>,
+}
+
+/// `GET /internal/v1/khala/topics/{topic}/stream`: the topic's messages
+/// after the cursor (`Last-Event-ID`, else `after_seq`), then live.
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    Query(query): Query<StreamQuery>,
+    Authorization(authorization): Authorization,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let core = Arc::clone(state.fresh_core().await?);
+    // The header wins; the query token is for clients that cannot send one.
+    let authorization = if authorization.is_empty() {
+        query
+            .access_token
+            .iter()
+            .map(|token| format!("Bearer {token}").into_bytes().into_boxed_slice())
+            .collect()
+    } else {
+        authorization
+    };
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    let after_seq = last_event_id.as_deref().or(query.after_seq.as_deref());
+    let subscription = Subscription::open(
+        core,
+        &authorization,
+        &topic,
+        after_seq,
+        query.limit.as_deref(),
+    )
+    .map_err(ApiError::from)
+    .inspect_err(|error| observe_refusal(&state, &topic, error))?;
+    state.metrics().khala_outcome(None);
+    let events =
+        futures_util::stream::unfold(Some((subscription, VecDeque::new())), |open| async move {
+            let (mut subscription, mut queue) = open?;
+            loop {
+                if let Some(message) = queue.pop_front() {
+                    let event = message_event(&message);
+                    return Some((Ok::<_, Infallible>(event), Some((subscription, queue))));
+                }
+                match subscription.next().await {
+                    Ok(messages) => queue.extend(messages),
+                    Err(ended) => return Some((Ok(final_event(ended)), None)),
+                }
+            }
+        });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
+        .into_response())
+}
+
+/// `OPTIONS` on a Khala topic route: a browser's preflight, answered 204;
+/// the origin policy adds the CORS headers.
+pub(crate) async fn preflight() -> axum::http::StatusCode {
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// `id:` the message's sequence, `data:` the message as the poll route
+/// shows it.
+fn message_event(message: &Message) -> Event {
+    let data = serde_json::to_string(message).unwrap_or_default();
+    Event::default().id(message.sequence.to_string()).data(data)
+}
+
+/// The event that ends a stream: the stale cursor's 410 details, or an
+/// `error` event with its code.
+fn final_event(ended: Ended) -> Event {
+    let (code, message) = match ended {
+        Ended::Stale(stale) => {
+            let details = serde_json::to_string(&stale).unwrap_or_default();
+            return Event::default().event("stale_cursor").data(details);
+        }
+        Ended::SlowConsumer => (
+            "slow_consumer",
+            "the stream fell too far behind the topic; resume from the last id".to_owned(),
+        ),
+        Ended::Closing => (
+            "shutting_down",
+            "the service is shutting down; resume from the last id".to_owned(),
+        ),
+        Ended::Failed(error) => ("unavailable", error.to_string()),
+    };
+    let data = json!({"code": code, "message": message}).to_string();
+    Event::default().event("error").data(data)
 }
 
 /// The checks in `docs/KHALA.md`'s order: token, topic, query (read here,

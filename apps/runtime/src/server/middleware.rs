@@ -1,7 +1,7 @@
 //! Middleware around every route: request ids, the one log line and the
 //! metrics of each request, the refusal of transfer codings the service
 //! does not implement, and the credentials and scopes of the internal
-//! routes.
+//! routes; and around the Khala topic routes, the origin policy.
 
 use crate::credentials::{Scope, WrittenBy};
 use crate::error::ApiError;
@@ -162,4 +162,59 @@ fn bearer_token(request: &Request) -> Option<&str> {
     std::str::from_utf8(token)
         .ok()
         .filter(|token| !token.is_empty())
+}
+
+/// How long a browser may cache a Khala preflight answer, in seconds.
+const PREFLIGHT_MAX_AGE: &str = "600";
+
+/// The origin policy of the Khala topic routes: a request naming an
+/// `Origin` outside `RUNTIME_KHALA_ALLOWED_ORIGINS` is refused with 403
+/// `origin_not_allowed`; a request naming none (not from a browser page) is
+/// let through. An allowed origin gets the CORS headers, on its preflight
+/// (`OPTIONS`, answered 204 by `khala::preflight`) the allowed methods and
+/// headers too.
+pub(crate) async fn khala_origin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
+        return next.run(request).await;
+    };
+    let allowed = state
+        .config()
+        .khala_allowed_origins
+        .iter()
+        .any(|listed| listed.as_bytes() == origin.as_bytes());
+    if !allowed {
+        let reason = openagents_khala::reason::ReasonCode::OriginNotAllowed;
+        return ApiError::custom(
+            StatusCode::FORBIDDEN,
+            reason.error_code(),
+            "this origin may not use the Khala routes",
+        )
+        .with_reason(reason.as_str())
+        .into_response();
+    }
+    let preflight = request.method() == Method::OPTIONS;
+    let mut response = next.run(request).await;
+    if preflight {
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, last-event-id"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static(PREFLIGHT_MAX_AGE),
+        );
+    }
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    response
 }

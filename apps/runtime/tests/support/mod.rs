@@ -6,6 +6,7 @@
 
 pub mod database;
 pub mod process;
+pub mod sse;
 pub mod tokens;
 
 use axum::Router;

@@ -76,6 +76,17 @@ impl Server {
         self.request("GET", path, None, &header).unwrap()
     }
 
+    /// A request with extra header lines, each ending in CRLF.
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &str,
+    ) -> (u16, Value) {
+        self.request(method, path, body, headers).unwrap()
+    }
+
     /// One request on a new connection; `headers` are extra header lines,
     /// each ending in CRLF.
     fn request(
