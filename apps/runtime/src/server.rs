@@ -230,7 +230,14 @@ pub fn router(state: AppState) -> Router {
             "/internal/v1/workers/{worker_id}/checkpoint",
             get(workers::checkpoint),
         )
-        .merge(khala_routes(&state))
+        .route(
+            "/internal/v1/khala/topics/{topic}/messages",
+            get(khala::messages).options(khala::preflight),
+        )
+        .route(
+            "/internal/v1/khala/topics/{topic}/stream",
+            get(khala::stream).options(khala::preflight),
+        )
         .route("/internal/v1/khala/fanout/hooks", get(khala::hooks))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
@@ -239,6 +246,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             body::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::khala_origin,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -252,24 +263,6 @@ pub fn router(state: AppState) -> Router {
             middleware::observe,
         ))
         .with_state(state)
-}
-
-/// The Khala topic routes, behind the origin policy
-/// (`RUNTIME_KHALA_ALLOWED_ORIGINS`).
-fn khala_routes(state: &AppState) -> Router<AppState> {
-    Router::new()
-        .route(
-            "/internal/v1/khala/topics/{topic}/messages",
-            get(khala::messages).options(khala::preflight),
-        )
-        .route(
-            "/internal/v1/khala/topics/{topic}/stream",
-            get(khala::stream).options(khala::preflight),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::khala_origin,
-        ))
 }
 
 /// What a panic in a handler (a bug) answers: the 500 envelope instead of a
