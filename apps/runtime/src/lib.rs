@@ -44,11 +44,14 @@ use std::future::Future;
 use std::sync::{Arc, Weak};
 use tokio::net::TcpListener;
 
+/// How often shutdown checks whether every live stream has ended.
+const STREAM_DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Serves on `listener` until `shutdown` resolves: the listener answers
 /// `/healthz` and `/readyz` (503) at once, while the log is recovered in the
 /// background; then every route is served. On shutdown the listener stops
-/// accepting, waiting long-polls are answered at once, in-flight requests
-/// get `RUNTIME_SHUTDOWN_GRACE_MS` to finish, then the log's writer drains
+/// accepting, waiting long-polls are answered at once, live streams end
+/// with a frame that says so, in-flight requests and streams get `RUNTIME_SHUTDOWN_GRACE_MS` to finish, then the log's writer drains
 /// and the projections are written.
 pub async fn serve(
     config: Config,
@@ -93,7 +96,16 @@ pub async fn serve(
     // Long-polls answer now rather than at their deadlines.
     core.khala.close();
     let _ = stop_accepting.send(());
-    match tokio::time::timeout(config.shutdown_grace, server).await {
+    // Upgraded WebSockets left their connections: wait for their last
+    // frames as well.
+    let drained = async {
+        let served = server.await;
+        while core.khala.streaming() > 0 {
+            tokio::time::sleep(STREAM_DRAIN_POLL).await;
+        }
+        served
+    };
+    match tokio::time::timeout(config.shutdown_grace, drained).await {
         Ok(Err(error)) => tracing::error!(%error, "http server stopped with an error"),
         Ok(Ok(())) => {}
         Err(_) => tracing::warn!(

@@ -238,6 +238,7 @@ pub fn router(state: AppState) -> Router {
             "/internal/v1/khala/topics/{topic}/stream",
             get(khala::stream).options(khala::preflight),
         )
+        .route("/internal/v1/khala/topics/{topic}/ws", get(khala::ws))
         .route("/internal/v1/khala/fanout/hooks", get(khala::hooks))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

@@ -1,4 +1,5 @@
-//! One live subscription, the core behind every streaming lane (SSE today):
+//! One live subscription, the core behind both streaming lanes (SSE and
+//! WebSocket):
 //! catch-up from a cursor, then live delivery as records are committed.
 //!
 //! A subscription is opened with the poll route's checks, in its order
@@ -87,6 +88,21 @@ impl Subscription {
             closing,
             _slot: slot,
         })
+    }
+
+    /// The topic subscribed to.
+    pub(crate) fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    /// The last sequence delivered (or the starting cursor).
+    pub(crate) fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The page size.
+    pub(crate) fn limit(&self) -> Limit {
+        self.limit
     }
 
     /// Waits for, then returns, the messages that follow the cursor, in

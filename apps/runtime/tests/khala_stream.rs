@@ -1,7 +1,7 @@
-//! The Khala SSE lane against the real binary over TCP: ordering under
-//! concurrent writers, resuming with `Last-Event-ID` across a restart, the
-//! origin policy, the token matrix, the stale cursor, slow consumers, the
-//! stream limits, and shutdown.
+//! The Khala SSE and WebSocket lanes against the real binary over TCP:
+//! ordering under concurrent writers, resuming with `Last-Event-ID` across a
+//! restart, the origin policy, the token matrix, the stale cursor, slow
+//! consumers, the stream limits, and shutdown.
 
 mod support;
 
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use support::process::Server;
 use support::sse::{self, Opened};
 use support::tokens::{KEY, claims, now, token, user_token};
+use support::ws;
 
 fn start(data: &Path, extra: &[(&str, String)]) -> Server {
     let mut env = vec![
@@ -56,6 +57,10 @@ fn stream_path(run: &str, query: &str) -> String {
     format!("/internal/v1/khala/topics/run:{run}:events/stream?{query}")
 }
 
+fn ws_path(run: &str, query: &str) -> String {
+    format!("/internal/v1/khala/topics/run:{run}:events/ws?{query}")
+}
+
 #[test]
 fn a_stream_sees_every_event_once_in_order_under_32_writers() {
     let data = tempfile::tempdir().unwrap();
@@ -67,6 +72,23 @@ fn a_stream_sees_every_event_once_in_order_under_32_writers() {
         &bearer(&user_token(1)),
     )
     .stream();
+    let mut socket = ws::open(
+        &server.addr,
+        &ws_path(&run, "after_seq=0&limit=7"),
+        Some(&user_token(1)),
+    )
+    .socket();
+    let hello = socket.next_frame().unwrap();
+    assert_eq!(
+        hello,
+        json!({
+            "type": "hello",
+            "topic": format!("run:{run}:events"),
+            "after_seq": 0,
+            "limit": 7,
+            "recommended_reconnect_backoff_ms": 1000,
+        })
+    );
     let content_type = stream
         .headers
         .iter()
@@ -87,10 +109,13 @@ fn a_stream_sees_every_event_once_in_order_under_32_writers() {
         .collect();
     let total = 1 + 32 * per_writer;
     let seen = stream.sequences(total as usize);
+    let seen_over_ws = socket.sequences(total as usize);
     for writer in writers {
         writer.join().unwrap();
     }
     assert_eq!(seen, (1..=total).collect::<Vec<_>>());
+    assert_eq!(seen_over_ws, (1..=total).collect::<Vec<_>>());
+    socket.close();
 }
 
 #[test]
@@ -195,6 +220,30 @@ fn the_token_matrix_on_the_stream() {
             Opened::Stream(_) => panic!("{reason}: a stream was opened"),
         }
     }
+    // The same refusals on the WebSocket lane, before the upgrade.
+    let mut expired_ws = claims(1, &["runtime.run_events"]);
+    expired_ws["exp"] = json!(now() - 3600);
+    let mut revoked_ws = claims(1, &["runtime.run_events"]);
+    revoked_ws["jti"] = json!("revoked-1");
+    let ws_cases = [
+        (None, 401, "missing_authorization"),
+        (Some(token(expired_ws)), 401, "token_expired"),
+        (Some(token(revoked_ws)), 401, "token_revoked"),
+        (Some(user_token(2)), 403, "owner_mismatch"),
+        (Some(token(claims(1, &[]))), 403, "missing_scope"),
+    ];
+    for (bearer, status, reason) in ws_cases {
+        match ws::open(&server.addr, &ws_path(&run, ""), bearer.as_deref()) {
+            ws::Opened::Refused(got, body) => {
+                assert_eq!(
+                    (got, body["reason_code"].as_str()),
+                    (status, Some(reason)),
+                    "{body}"
+                );
+            }
+            ws::Opened::Socket(_) => panic!("{reason}: a socket was opened"),
+        }
+    }
     // The query token is checked the same way.
     let path = stream_path(&run, &format!("access_token={}", token(expired)));
     match sse::open(&server.addr, &path, "") {
@@ -242,6 +291,23 @@ fn a_stale_cursor_ends_the_stream_with_its_details() {
         })
     );
     assert!(stream.next_event().is_none(), "the stream ends");
+    // The same on the WebSocket lane: the details, then the close code.
+    let mut socket = ws::open(
+        &server.addr,
+        &ws_path(&run, "after_seq=2"),
+        Some(&user_token(1)),
+    )
+    .socket();
+    assert_eq!(socket.next_frame().unwrap()["type"], "hello");
+    let frame = socket.next_frame().unwrap();
+    assert_eq!(frame["type"], "stale_cursor");
+    assert_eq!(frame["oldest_available_cursor"], 6);
+    assert_eq!(
+        frame["recovery"],
+        "reset_local_watermark_and_replay_bootstrap"
+    );
+    assert!(socket.next_frame().is_none(), "the socket closes");
+    assert_eq!(socket.closed_with, Some(4410));
     // From the floor it is served.
     let mut stream = sse::open(
         &server.addr,
@@ -358,8 +424,18 @@ fn shutdown_ends_every_stream_with_a_frame_that_says_so() {
     for stream in &mut streams {
         assert_eq!(stream.sequences(1), vec![1]);
     }
+    let mut socket = ws::open(&server.addr, &ws_path(&run, ""), Some(&user_token(1))).socket();
+    assert_eq!(socket.next_frame().unwrap()["type"], "hello");
+    assert_eq!(socket.sequences(1), vec![1]);
     let started = std::time::Instant::now();
     server.signal("-TERM");
+    let frame = socket.next_frame().unwrap();
+    assert_eq!(
+        (frame["type"].as_str(), frame["code"].as_str()),
+        (Some("error"), Some("shutting_down"))
+    );
+    assert!(socket.next_frame().is_none());
+    assert_eq!(socket.closed_with, Some(1001));
     for stream in &mut streams {
         let event = stream.next_event().unwrap();
         assert_eq!(event.event, "error");

@@ -1,5 +1,6 @@
 //! The accept loop: one HTTP/1.1 connection per socket, served by hyper
-//! directly, and tracked so that a shutdown lets in-flight requests finish.
+//! directly (with upgrades, for the Khala WebSocket lane), and tracked so
+//! that a shutdown lets in-flight requests finish.
 //!
 //! hyper is driven directly rather than through `axum::serve`, whose
 //! per-connection machinery (protocol detection, upgrades) costs memory for
@@ -38,7 +39,6 @@ use axum::Router;
 use axum::http::StatusCode;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::io;
 use std::pin::Pin;
@@ -47,7 +47,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep};
 
 /// First pause after an accept error that is not about one connection
@@ -99,7 +99,11 @@ pub(crate) async fn serve(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(READ_BUFFER_BYTES);
     let open = Arc::new(Semaphore::new(limits.max_connections));
-    let connections = GracefulShutdown::new();
+    // hyper-util's `GracefulShutdown` cannot watch a connection with
+    // upgrades, so the same two signals are kept here: `closing` asks every
+    // connection to finish, and each holds a `done` sender until it has.
+    let (closing, closing_watch) = watch::channel(false);
+    let (done, mut all_done) = mpsc::channel::<()>(1);
     let mut pause = ACCEPT_PAUSE_MIN;
     let mut last_shed_warning: Option<Instant> = None;
     loop {
@@ -124,13 +128,29 @@ pub(crate) async fn serve(
                     let _ = stream.set_nodelay(true);
                     let stream = GuardedStream::new(stream, limits.write_timeout);
                     let service = TowerToHyperService::new(app.clone());
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    let connection = connections.watch(connection);
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    let mut closing = closing_watch.clone();
+                    let done = done.clone();
                     tokio::spawn(async move {
-                        if let Err(error) = connection.await {
+                        let mut connection = std::pin::pin!(connection);
+                        let finished = tokio::select! {
+                            result = connection.as_mut() => Some(result),
+                            _ = closing.wait_for(|closing| *closing) => None,
+                        };
+                        let result = match finished {
+                            Some(result) => result,
+                            None => {
+                                connection.as_mut().graceful_shutdown();
+                                connection.await
+                            }
+                        };
+                        if let Err(error) = result {
                             tracing::debug!(%error, "connection ended with an error");
                         }
                         drop(permit);
+                        drop(done);
                     });
                 }
                 Err(error) if is_per_connection(&error) => {}
@@ -146,7 +166,10 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
-    connections.shutdown().await;
+    closing.send_replace(true);
+    drop(done);
+    // Every sender is gone once every connection has finished.
+    let _ = all_done.recv().await;
 }
 
 /// Errors that concern one connection that went away before it was

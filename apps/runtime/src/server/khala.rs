@@ -1,4 +1,5 @@
-//! Handlers of the Khala routes: the poll route and the SSE lane.
+//! Handlers of the Khala routes: the poll route and the SSE and WebSocket
+//! lanes, both over one `Subscription`.
 
 use super::extract::{Authorization, Path, Query};
 use crate::error::ApiError;
@@ -7,6 +8,8 @@ use crate::server::AppState;
 use crate::subscription::{Ended, Subscription};
 use axum::Json;
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +25,15 @@ use std::time::Duration;
 
 /// How often an idle SSE stream sends a comment, so proxies keep it open.
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often a WebSocket is pinged, so proxies keep it open.
+const WS_PING: Duration = Duration::from_secs(15);
+/// The reconnect delay a WebSocket's `hello` recommends.
+const RECONNECT_BACKOFF_MS: u64 = 1000;
+/// Close codes of the WebSocket lane, by how the stream ended.
+const CLOSE_STALE_CURSOR: u16 = 4410;
+const CLOSE_SLOW_CONSUMER: u16 = 4429;
+const CLOSE_SHUTTING_DOWN: u16 = 1001;
+const CLOSE_UNAVAILABLE: u16 = 1011;
 
 /// The poll query, kept as text so the Khala crate's rules judge it.
 #[derive(Debug, Deserialize)]
@@ -94,31 +106,10 @@ pub(crate) async fn stream(
     Authorization(authorization): Authorization,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let core = Arc::clone(state.fresh_core().await?);
-    // The header wins; the query token is for clients that cannot send one.
-    let authorization = if authorization.is_empty() {
-        query
-            .access_token
-            .iter()
-            .map(|token| format!("Bearer {token}").into_bytes().into_boxed_slice())
-            .collect()
-    } else {
-        authorization
-    };
     let last_event_id = headers
         .get("last-event-id")
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-    let after_seq = last_event_id.as_deref().or(query.after_seq.as_deref());
-    let subscription = Subscription::open(
-        core,
-        &authorization,
-        &topic,
-        after_seq,
-        query.limit.as_deref(),
-    )
-    .map_err(ApiError::from)
-    .inspect_err(|error| observe_refusal(&state, &topic, error))?;
-    state.metrics().khala_outcome(None);
+    let subscription = open(&state, &topic, &query, authorization, last_event_id).await?;
     let events =
         futures_util::stream::unfold(Some((subscription, VecDeque::new())), |open| async move {
             let (mut subscription, mut queue) = open?;
@@ -136,6 +127,141 @@ pub(crate) async fn stream(
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
         .into_response())
+}
+
+/// Opens a subscription for a streaming lane: `cursor` (a resuming
+/// client's last id) wins over `after_seq`, the header token over the query
+/// token.
+async fn open(
+    state: &AppState,
+    topic: &str,
+    query: &StreamQuery,
+    authorization: Vec<Box<[u8]>>,
+    cursor: Option<String>,
+) -> Result<Subscription, ApiError> {
+    let core = Arc::clone(state.fresh_core().await?);
+    let authorization = if authorization.is_empty() {
+        query
+            .access_token
+            .iter()
+            .map(|token| format!("Bearer {token}").into_bytes().into_boxed_slice())
+            .collect()
+    } else {
+        authorization
+    };
+    let after_seq = cursor.as_deref().or(query.after_seq.as_deref());
+    let subscription = Subscription::open(
+        core,
+        &authorization,
+        topic,
+        after_seq,
+        query.limit.as_deref(),
+    )
+    .map_err(ApiError::from)
+    .inspect_err(|error| observe_refusal(state, topic, error))?;
+    state.metrics().khala_outcome(None);
+    Ok(subscription)
+}
+
+/// `GET /internal/v1/khala/topics/{topic}/ws`: the stream as WebSocket
+/// text frames, each a JSON object tagged by `type`.
+pub(crate) async fn ws(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    Query(query): Query<StreamQuery>,
+    Authorization(authorization): Authorization,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let subscription = open(&state, &topic, &query, authorization, None).await?;
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::custom(
+            rejection.status(),
+            "invalid_request",
+            "this route needs a WebSocket upgrade request",
+        )
+        .with_reason("websocket_upgrade_required")
+    })?;
+    let hello = json!({
+        "type": "hello",
+        "topic": subscription.topic(),
+        "after_seq": subscription.cursor(),
+        "limit": subscription.limit().get(),
+        "recommended_reconnect_backoff_ms": RECONNECT_BACKOFF_MS,
+    });
+    Ok(upgrade.on_upgrade(move |socket| follow(socket, subscription, hello)))
+}
+
+/// Drives one WebSocket: `hello`, then a `message` frame per message, pings
+/// while idle, and a last frame and close code when the stream ends.
+async fn follow(mut socket: WebSocket, mut subscription: Subscription, hello: Value) {
+    if send_json(&mut socket, &hello).await.is_err() {
+        return;
+    }
+    let mut ping = tokio::time::interval(WS_PING);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            next = subscription.next() => match next {
+                Ok(messages) => {
+                    for message in messages {
+                        let frame = json!({"type": "message", "message": message});
+                        if send_json(&mut socket, &frame).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(ended) => {
+                    let (frame, code) = final_frame(ended);
+                    let reason = frame["type"].as_str().unwrap_or_default().to_owned();
+                    if send_json(&mut socket, &frame).await.is_ok() {
+                        let close = CloseFrame { code, reason: reason.into() };
+                        let _ = socket.send(WsMessage::Close(Some(close))).await;
+                    }
+                    return;
+                }
+            },
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return,
+                // Pongs and client frames carry nothing for the stream.
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if socket.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn send_json(socket: &mut WebSocket, value: &Value) -> Result<(), axum::Error> {
+    socket.send(WsMessage::Text(value.to_string().into())).await
+}
+
+/// The last frame of a WebSocket stream, and its close code.
+fn final_frame(ended: Ended) -> (Value, u16) {
+    let (code, message, close) = match ended {
+        Ended::Stale(stale) => {
+            let mut frame = serde_json::to_value(&stale).unwrap_or_else(|_| json!({}));
+            frame["type"] = json!("stale_cursor");
+            return (frame, CLOSE_STALE_CURSOR);
+        }
+        Ended::SlowConsumer => (
+            "slow_consumer",
+            "the stream fell too far behind the topic; resume from the last sequence".to_owned(),
+            CLOSE_SLOW_CONSUMER,
+        ),
+        Ended::Closing => (
+            "shutting_down",
+            "the service is shutting down; resume from the last sequence".to_owned(),
+            CLOSE_SHUTTING_DOWN,
+        ),
+        Ended::Failed(error) => ("unavailable", error.to_string(), CLOSE_UNAVAILABLE),
+    };
+    (
+        json!({"type": "error", "code": code, "message": message}),
+        close,
+    )
 }
 
 /// `OPTIONS` on a Khala topic route: a browser's preflight, answered 204;

@@ -8,6 +8,7 @@ pub mod database;
 pub mod process;
 pub mod sse;
 pub mod tokens;
+pub mod ws;
 
 use axum::Router;
 use axum::body::Body;
