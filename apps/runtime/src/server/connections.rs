@@ -3,9 +3,10 @@
 //! that a shutdown lets in-flight requests finish.
 //!
 //! hyper is driven directly rather than through `axum::serve`, whose
-//! per-connection machinery (protocol detection, upgrades) costs memory for
+//! per-connection machinery (protocol detection, HTTP/2) costs memory for
 //! every open connection: with thousands of idle long-polls that is most of
-//! the service's memory (`docs/PERFORMANCE.md`, khala-longpoll).
+//! the service's memory (`docs/PERFORMANCE.md`, khala-longpoll). Upgrades
+//! cost one small wrapper per connection (hyper's `with_upgrades`).
 //!
 //! Slow or hostile clients are bounded here (request bodies are bounded in
 //! `server/body.rs`):
