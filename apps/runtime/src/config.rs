@@ -319,6 +319,13 @@ impl fmt::Debug for Config {
             .field("fanout_max_total_bytes", &self.fanout_max_total_bytes)
             .field("khala_max_response_bytes", &self.khala_max_response_bytes)
             .field("khala_max_waiters", &self.khala_max_waiters)
+            .field("khala_max_streams", &self.khala_max_streams)
+            .field(
+                "khala_max_streams_per_principal",
+                &self.khala_max_streams_per_principal,
+            )
+            .field("khala_max_stream_lag", &self.khala_max_stream_lag)
+            .field("khala_allowed_origins", &self.khala_allowed_origins)
             .field(
                 "sync_token_signing_key",
                 &redacted(&self.sync_token_signing_key),
