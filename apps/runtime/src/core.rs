@@ -12,7 +12,8 @@ use crate::storage::{self, CheckpointMedium};
 use crate::sync_auth;
 use openagents_authority::Stream;
 use openagents_event_log::{
-    BatchStats, CommitObserver, Index, LogOptions, OpenError, OpenReport, RecordRef,
+    BatchStats, CommitObserver, EventLog, ExtensionEncoder, Index, LogOptions, OpenError,
+    OpenReport, RecordRef,
 };
 use openagents_event_log_postgres::PgError;
 use std::num::NonZeroUsize;
@@ -94,16 +95,18 @@ impl Core {
         };
         let (log, log_report) = storage::open_log(config, options)?;
         let catch_up = projections.recover(&log).map_err(StartError::Projections)?;
-        // Write what the catch-up applied now, so that a crash soon after
-        // start does not make the next start replay the same records again.
-        if let Err(error) = projections.flush() {
-            tracing::warn!(%error, "writing the projection checkpoint after catch-up failed; will retry");
-        }
         khala.recover(&log).map_err(StartError::Khala)?;
+        let log = Arc::new(log);
         let core = Core {
             khala,
-            authority: Authority::new(Arc::new(log), config.authority_write_mode),
-            flusher: Flusher::start(Arc::clone(&projections), config.checkpoint_flush_interval),
+            // The flusher writes what the catch-up applied right away, so a
+            // crash soon after start does not replay the same records again.
+            flusher: Flusher::start(
+                Arc::clone(&projections),
+                Arc::clone(&log),
+                config.checkpoint_flush_interval,
+            ),
+            authority: Authority::new(log, config.authority_write_mode),
             projections,
             heartbeat_stale_after_ms: config.worker_heartbeat_stale_after_ms,
             sync_auth_reloader,
@@ -130,14 +133,15 @@ impl Core {
         last.saturating_sub(self.projections.applied_lsn())
     }
 
-    /// Stops the writer after the writes already queued, then writes the
-    /// projections a last time.
+    /// Writes the snapshot (or checkpoint) a last time, then stops the
+    /// writer after the writes already queued; what they add is replayed at
+    /// the next start.
     pub fn shutdown(&self) {
-        self.authority.log().shutdown();
         self.flusher.stop();
-        if let Err(error) = self.projections.flush() {
-            tracing::error!(%error, "writing the projection checkpoint at shutdown failed");
+        if let Err(error) = self.projections.flush(self.authority.log()) {
+            tracing::error!(%error, "writing the snapshot at shutdown failed");
         }
+        self.authority.log().shutdown();
     }
 }
 
@@ -177,29 +181,38 @@ impl CommitObserver<Stream> for CommitFeed {
         self.projections.committed(records, index);
         self.khala.committed(records, index);
     }
+
+    fn snapshot_extension(&self) -> Option<ExtensionEncoder> {
+        Some(self.projections.snapshot_extension())
+    }
 }
 
-/// The background thread that writes changed projections once per interval.
+/// The background thread that writes the snapshot (or the projection
+/// checkpoint) once per interval when something changed, first right away.
 struct Flusher {
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Flusher {
-    fn start(projections: Arc<ProjectionStore>, interval: Duration) -> Self {
+    fn start(
+        projections: Arc<ProjectionStore>,
+        log: Arc<EventLog<Stream>>,
+        interval: Duration,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
-            .name("projection-flusher".into())
+            .name("snapshot-flusher".into())
             .spawn(move || {
                 while !stopping.load(Ordering::Acquire) {
-                    std::thread::park_timeout(interval);
-                    if let Err(error) = projections.flush() {
-                        tracing::error!(%error, "writing the projection checkpoint failed; will retry");
+                    if let Err(error) = projections.flush(&log) {
+                        tracing::error!(%error, "writing the snapshot failed; will retry");
                     }
+                    std::thread::park_timeout(interval);
                 }
             })
-            .expect("spawning the projection flusher");
+            .expect("spawning the snapshot flusher");
         Flusher {
             stop,
             thread: Mutex::new(Some(thread)),

@@ -136,10 +136,7 @@ impl Khala {
     /// their ends.
     pub(crate) fn recover(&self, log: &EventLog<Stream>) -> Result<(), String> {
         let capacity = self.capacity.get();
-        let (total, newest) = {
-            let index = log.index();
-            newest_worker_records(&index, capacity)
-        };
+        let (total, newest) = newest_worker_records(log, capacity).map_err(|e| e.to_string())?;
         let first_sequence = total - newest.len() as u64 + 1;
         let mut tail = Vec::with_capacity(newest.len());
         for (offset, (stream, seq)) in newest.into_iter().enumerate() {
@@ -601,33 +598,46 @@ fn stream_message(record: &RecordRef<'_>, topic: &str, sequence: u64) -> Result<
 
 /// The number of worker records in the log, and the newest `limit` of them
 /// as (stream, seq), oldest first.
-fn newest_worker_records(index: &Index<Stream>, limit: usize) -> (u64, Vec<(String, u64)>) {
-    let workers: Vec<(&str, &openagents_event_log::StreamEntry<Stream>)> = index
+fn newest_worker_records(
+    log: &EventLog<Stream>,
+    limit: usize,
+) -> Result<(u64, Vec<(String, u64)>), ReadError> {
+    let workers: Vec<(String, u64)> = log
+        .index()
         .streams()
         .filter(|(_, entry)| entry.state().as_worker().is_some())
+        .map(|(name, entry)| (name.to_owned(), entry.head()))
         .collect();
-    let total = workers.iter().map(|(_, entry)| entry.head()).sum();
-    // Max-heap of each stream's newest record not taken yet, by file offset
-    // (log order).
-    let mut heap: BinaryHeap<(u64, usize, u64)> = workers
-        .iter()
-        .enumerate()
-        .filter_map(|(slot, (_, entry))| {
-            Some((entry.position(entry.head())?.offset, slot, entry.head()))
-        })
-        .collect();
+    let total = workers.iter().map(|(_, head)| head).sum();
+    let lsn_of = |slot: usize, seq: u64| -> Result<Option<u64>, ReadError> {
+        Ok(log
+            .read_stream(&workers[slot].0, seq - 1, 1, |record| record.lsn)?
+            .pop())
+    };
+    // Max-heap of each stream's newest record not taken yet, by log
+    // position; each step reads one record's position.
+    let mut heap = BinaryHeap::new();
+    for (slot, (_, head)) in workers.iter().enumerate() {
+        if *head > 0
+            && let Some(lsn) = lsn_of(slot, *head)?
+        {
+            heap.push((lsn, slot, *head));
+        }
+    }
     let mut newest = Vec::with_capacity(limit);
     while newest.len() < limit {
         let Some((_, slot, seq)) = heap.pop() else {
             break;
         };
-        newest.push((workers[slot].0.to_owned(), seq));
-        if let Some(pos) = workers[slot].1.position(seq - 1) {
-            heap.push((pos.offset, slot, seq - 1));
+        newest.push((workers[slot].0.clone(), seq));
+        if seq > 1
+            && let Some(lsn) = lsn_of(slot, seq - 1)?
+        {
+            heap.push((lsn, slot, seq - 1));
         }
     }
     newest.reverse();
-    (total, newest)
+    Ok((total, newest))
 }
 
 fn khala_owner(owner: &openagents_workers::Owner) -> acl::Owner {

@@ -274,13 +274,19 @@ fn reproject(config: &Config) -> anyhow::Result<()> {
     use openagents_event_log::LogOptions;
     use openagents_runtime_service::projectors::{ProjectionStore, describe_changes};
     use openagents_runtime_service::storage::{self, CheckpointMedium};
-    let (log, report) = storage::open_log(config, LogOptions::default()).with_context(|| {
+    // The store observes the log so that the snapshot it writes carries the
+    // rebuilt projections.
+    let store = std::sync::Arc::new(ProjectionStore::new(CheckpointMedium::of(config)?));
+    let options = LogOptions {
+        observer: Some(store.clone()),
+        ..LogOptions::default()
+    };
+    let (log, report) = storage::open_log(config, options).with_context(|| {
         format!(
             "opening the event log of {} (is the service still running?)",
             config.describe_storage()
         )
     })?;
-    let store = ProjectionStore::new(CheckpointMedium::of(config)?);
     let (before, after) = store.reproject(&log).map_err(anyhow::Error::msg)?;
     let changes = describe_changes(&before, &after);
     for change in &changes {

@@ -1,9 +1,10 @@
 //! Projections kept behind the log: applied to every committed batch on the
-//! writer thread, persisted to the checkpoint (`RUNTIME_CHECKPOINT_PATH`, or
-//! the shared table on PostgreSQL) in the background, and caught up from the
-//! log at start.
+//! writer thread, persisted in the background, and caught up from the log at
+//! start. On the embedded log they are persisted inside the log's index
+//! snapshot (at `RUNTIME_CHECKPOINT_PATH`), cut at the same log position as
+//! the index; on PostgreSQL, in the shared checkpoint table.
 //!
-//! The checkpoint is written whole but rarely (at most once per
+//! They are written whole but rarely (at most once per
 //! `RUNTIME_CHECKPOINT_FLUSH_MS`, and at shutdown), atomically; the
 //! per-event cost is the projector step alone, whatever the number of runs.
 //! A missing, unreadable or inconsistent checkpoint is replaced by a rebuild
@@ -12,8 +13,9 @@
 
 use crate::storage::CheckpointMedium;
 use openagents_authority::{Stream, StreamId, WorkerAfter, lifecycle_event, transition_event};
-use openagents_event_log::{CommitObserver, EventLog, Index, RecordRef};
+use openagents_event_log::{CommitObserver, EventLog, ExtensionEncoder, Index, RecordRef};
 use openagents_projectors::{Checkpoint, DriftReport, ProjectionSnapshot, Projections, RunSummary};
+use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -63,7 +65,7 @@ impl ProjectionStore {
     /// Loads the checkpoint file (or starts empty when it is unusable), then
     /// applies every record of the log the file does not cover.
     pub(crate) fn recover(&self, log: &EventLog<Stream>) -> Result<CatchUp, String> {
-        let rebuilt_from_scratch = match self.load_checkpoint() {
+        let rebuilt_from_scratch = match self.load_checkpoint(log) {
             Ok(projections) => {
                 *self.lock() = projections;
                 false
@@ -128,19 +130,27 @@ impl ProjectionStore {
         &self,
         log: &EventLog<Stream>,
     ) -> Result<(ProjectionSnapshot, ProjectionSnapshot), String> {
-        let before = self.load_checkpoint().unwrap_or_default().snapshot();
+        let before = self.load_checkpoint(log).unwrap_or_default().snapshot();
         *self.lock() = Projections::new();
         self.catch_up(log)?;
         self.dirty.store(true, Ordering::Release);
-        self.flush()?;
+        self.flush(log)?;
         Ok((before, self.snapshot()))
     }
 
-    fn load_checkpoint(&self) -> Result<Projections, String> {
-        let Some(bytes) = self.checkpoint.load()? else {
-            return Ok(Projections::new());
+    /// The saved projections: the extension of the snapshot the log started
+    /// from, or the checkpoint table's row.
+    fn load_checkpoint(&self, log: &EventLog<Stream>) -> Result<Projections, String> {
+        let snapshot = match &self.checkpoint {
+            CheckpointMedium::LogSnapshot(_) => match log.take_restored_extension() {
+                Some(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string())?,
+                None => return Ok(Projections::new()),
+            },
+            CheckpointMedium::Postgres(table) => match table.load().map_err(|e| e.to_string())? {
+                Some(bytes) => ProjectionSnapshot::from_bytes(&bytes).map_err(|e| e.to_string())?,
+                None => return Ok(Projections::new()),
+            },
         };
-        let snapshot = ProjectionSnapshot::from_bytes(&bytes).map_err(|e| e.to_string())?;
         Projections::from_snapshot(snapshot).map_err(|e| e.to_string())
     }
 
@@ -199,21 +209,42 @@ impl ProjectionStore {
         Ok(applied)
     }
 
-    /// Writes the checkpoint if projections changed since the last write.
-    pub(crate) fn flush(&self) -> Result<bool, String> {
+    /// Writes the checkpoint if projections changed since the last write: on
+    /// the embedded log, a new snapshot of the log (which carries them).
+    pub(crate) fn flush(&self, log: &EventLog<Stream>) -> Result<bool, String> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
-        let (snapshot, applied_lsn) = {
-            let projections = self.lock();
-            (projections.snapshot(), self.applied_lsn())
+        let written = match &self.checkpoint {
+            CheckpointMedium::LogSnapshot(_) => {
+                log.write_snapshot().map(drop).map_err(|e| e.to_string())
+            }
+            CheckpointMedium::Postgres(table) => {
+                let (snapshot, applied_lsn) = {
+                    let projections = self.lock();
+                    (projections.snapshot(), self.applied_lsn())
+                };
+                table
+                    .save(applied_lsn, &snapshot.to_bytes())
+                    .map_err(|e| e.to_string())
+            }
         };
-        let bytes = snapshot.to_bytes();
-        if let Err(error) = self.checkpoint.save(applied_lsn, &bytes) {
+        if let Err(error) = written {
             self.dirty.store(true, Ordering::Release);
             return Err(format!("writing {}: {error}", self.checkpoint.describe()));
         }
         Ok(true)
+    }
+
+    /// A copy of the projections as of the last batch, encoded later: the
+    /// extension of the log's snapshot.
+    pub(crate) fn snapshot_extension(&self) -> ExtensionEncoder {
+        let projections = self.lock().clone();
+        Box::new(move || {
+            let json = serde_json::to_string(&projections.snapshot())
+                .expect("projection snapshots serialize");
+            RawValue::from_string(json).expect("serde_json writes valid JSON")
+        })
     }
 
     /// Where the checkpoint is kept, for messages.
@@ -261,6 +292,10 @@ impl CommitObserver<Stream> for ProjectionStore {
             self.applied_lsn.store(last.lsn, Ordering::Release);
         }
         self.dirty.store(true, Ordering::Release);
+    }
+
+    fn snapshot_extension(&self) -> Option<ExtensionEncoder> {
+        Some(ProjectionStore::snapshot_extension(self))
     }
 }
 

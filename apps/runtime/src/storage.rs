@@ -1,6 +1,6 @@
 //! The configured storage backend (`RUNTIME_STORAGE_BACKEND`): where the
-//! event log and the projection checkpoint are kept, and moving an embedded
-//! log into PostgreSQL.
+//! event log, its index snapshot and the projection checkpoint are kept, and
+//! moving an embedded log into PostgreSQL.
 //!
 //! Everything above this module is the same on both backends: the log's
 //! writer, decisions, index and observers come from `openagents-event-log`,
@@ -23,7 +23,13 @@ pub fn open_log(
     options: LogOptions<Stream>,
 ) -> Result<(EventLog<Stream>, OpenReport), StartError> {
     match &config.storage_backend {
-        StorageBackend::Jsonl => Ok(EventLog::open(&config.event_log_path, options)?),
+        StorageBackend::Jsonl => {
+            let options = LogOptions {
+                snapshot_path: Some(config.checkpoint_path.clone()),
+                ..options
+            };
+            Ok(EventLog::open(&config.event_log_path, options)?)
+        }
         StorageBackend::Postgres { url } => {
             let pg = PgOptions {
                 url: url.clone(),
@@ -36,8 +42,9 @@ pub fn open_log(
 
 /// Where the projections' checkpoint is kept.
 pub enum CheckpointMedium {
-    /// `RUNTIME_CHECKPOINT_PATH`.
-    File(PathBuf),
+    /// On the embedded log, inside the log's index snapshot, which is kept
+    /// at `RUNTIME_CHECKPOINT_PATH`: one derived snapshot for both.
+    LogSnapshot(PathBuf),
     /// The `projection_checkpoint` row every instance shares.
     Postgres(Box<CheckpointTable>),
 }
@@ -46,62 +53,20 @@ impl CheckpointMedium {
     /// The medium of the configured backend.
     pub fn of(config: &Config) -> Result<Self, StartError> {
         Ok(match &config.storage_backend {
-            StorageBackend::Jsonl => CheckpointMedium::File(config.checkpoint_path.clone()),
+            StorageBackend::Jsonl => CheckpointMedium::LogSnapshot(config.checkpoint_path.clone()),
             StorageBackend::Postgres { url } => {
                 CheckpointMedium::Postgres(Box::new(CheckpointTable::new(Connector::new(url)?)))
             }
         })
     }
 
-    /// The stored snapshot, `None` when there is none yet.
-    pub(crate) fn load(&self) -> Result<Option<Vec<u8>>, String> {
-        match self {
-            CheckpointMedium::File(path) => match std::fs::read(path) {
-                Ok(bytes) => Ok(Some(bytes)),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(error) => Err(format!("{}: {error}", path.display())),
-            },
-            CheckpointMedium::Postgres(table) => table.load().map_err(|e| e.to_string()),
-        }
-    }
-
-    /// Stores `snapshot`, folded up to `applied_lsn`, so that a crash leaves
-    /// the old or the new one, never a mix.
-    pub(crate) fn save(&self, applied_lsn: u64, snapshot: &[u8]) -> Result<(), String> {
-        match self {
-            CheckpointMedium::File(path) => write_atomically(path, snapshot)
-                .map_err(|error| format!("{}: {error}", path.display())),
-            CheckpointMedium::Postgres(table) => {
-                table.save(applied_lsn, snapshot).map_err(|e| e.to_string())
-            }
-        }
-    }
-
     /// Where it is, for messages.
     pub(crate) fn describe(&self) -> String {
         match self {
-            CheckpointMedium::File(path) => path.display().to_string(),
+            CheckpointMedium::LogSnapshot(path) => path.display().to_string(),
             CheckpointMedium::Postgres(_) => "the projection_checkpoint table".into(),
         }
     }
-}
-
-/// Replaces `path` with `bytes`: temp file, fsync, rename, fsync of the
-/// folder.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let folder = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(folder)?;
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temp, path)?;
-    std::fs::File::open(folder)?.sync_all()
 }
 
 /// Why an embedded log could not be moved into PostgreSQL.

@@ -31,8 +31,8 @@ impl RunAttrs {
 }
 
 /// What answering requests needs to know about a run, folded from its records
-/// (event bodies stay in the log).
-#[derive(Debug, Clone)]
+/// (event bodies stay in the log). Serialized only into index snapshots.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunHead {
     /// The run's id.
     pub id: Uuid,

@@ -177,7 +177,7 @@ pub fn decide_append(
 ) -> Result<RunWrite, DecisionError> {
     let stream = StreamId::Run(run_id).to_string();
     if let Some(key) = &request.idempotency_key
-        && let Some(seq) = txn.seq_for_key(&stream, key)
+        && let Some(seq) = txn.seq_for_key(&stream, key)?
     {
         let hash = event_content_hash(&request.event_type, &request.payload);
         return replay_keyed(txn, &stream, seq, &hash);

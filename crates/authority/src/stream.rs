@@ -8,8 +8,9 @@ use openagents_event_log::{RecordRef, StreamState};
 use openagents_workers::{LifecycleEvent, WorkerEvent, WorkerState};
 use serde_json::Value;
 
-/// The folded state of one stream of the log.
-#[derive(Debug, Clone)]
+/// The folded state of one stream of the log. Serialized only into index
+/// snapshots (see the event log's `snapshot` module).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Stream {
     /// A `run:<uuid>` stream.
@@ -66,6 +67,12 @@ impl StreamState for Stream {
                 Ok(())
             }
         }
+    }
+
+    /// A finished run takes no further event. A stopped worker can start
+    /// again, so it stays live.
+    fn is_sealed(&self) -> bool {
+        self.as_run().is_some_and(RunHead::is_sealed)
     }
 }
 

@@ -106,6 +106,9 @@ pub fn open<S: StreamState>(
         records: index.record_count(),
         streams: index.streams().count(),
         truncated_bytes: 0,
+        snapshot_lsn: None,
+        replayed: index.record_count(),
+        segments: 0,
     };
     let storage = Storage {
         index,
@@ -113,6 +116,8 @@ pub fn open<S: StreamState>(
         source: Arc::new(source::PgSource::start(connector.clone(), options.readers)?),
         last_at,
         location: connector.location().to_owned(),
+        snapshots: None,
+        extension: None,
     };
     let log = EventLog::start(storage, log_options)?;
     listen::spawn(connector, log.refresher())?;
@@ -125,6 +130,9 @@ fn load_index<S: StreamState>(
     connector: &Connector,
 ) -> Result<(Index<S>, SystemTime), PgError> {
     let mut index = Index::default();
+    // The database locates every record by stream and seq: the index keeps
+    // no positions (see `PgSource::archive_floor`).
+    index.archive_below(u64::MAX);
     let mut last_at = SystemTime::UNIX_EPOCH;
     let mut after = 0;
     loop {

@@ -112,6 +112,54 @@ impl Source for PgSource {
         Ok(())
     }
 
+    /// The database finds records by stream and seq itself, so the index
+    /// holds no positions: every read comes here, a page at a time.
+    fn read_archived(
+        &self,
+        stream: &str,
+        first_seq: u64,
+        count: u64,
+        each: &mut dyn FnMut(RecordRef<'_>),
+    ) -> Result<(), ReadError> {
+        let mut seq = first_seq;
+        let end = first_seq + count;
+        while seq < end {
+            let wanted = (end - seq).min(rows::PULL_PAGE as u64) as usize;
+            let owned_stream = stream.to_owned();
+            let records = self.ask(move |conn| conn.stream_range(&owned_stream, seq, wanted))?;
+            if records.len() != wanted {
+                return Err(ReadError::Unavailable(format!(
+                    "the database holds {} of the {wanted} records of {stream} from seq {seq}",
+                    records.len()
+                )));
+            }
+            for record in &records {
+                if record.record.stream != stream || record.seq != seq {
+                    return Err(ReadError::Damaged {
+                        offset: record.lsn,
+                        reason: format!(
+                            "expected {stream} #{seq} but the database returned {} #{}",
+                            record.record.stream, record.seq
+                        ),
+                    });
+                }
+                each(record.as_ref());
+                seq += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn archived_key(&self, stream: &str, key: &str) -> Result<Option<u64>, ReadError> {
+        let (stream, key) = (stream.to_owned(), key.to_owned());
+        self.ask(move |conn| conn.seq_for_key(&stream, &key))
+    }
+
+    /// Every record: the database locates them all.
+    fn archive_floor(&self) -> u64 {
+        u64::MAX
+    }
+
     fn durable_lsn(&self) -> Result<Option<u64>, ReadError> {
         self.ask(|conn| conn.head()).map(Some)
     }
@@ -130,6 +178,7 @@ struct ReaderConn {
 struct ReaderStatements {
     client: Client,
     stream_range: Statement,
+    seq_for_key: Statement,
     head: Statement,
 }
 
@@ -146,6 +195,19 @@ impl ReaderConn {
                 &s.stream_range,
                 &[&stream, &to_i64(first_seq), &(count as i64)],
             )
+        })
+    }
+
+    fn seq_for_key(&mut self, stream: &str, key: &str) -> Result<Option<u64>, String> {
+        self.with(|s| {
+            let row = s
+                .client
+                .query_opt(&s.seq_for_key, &[&stream, &key])
+                .map_err(|e| error_text(&e))?;
+            row.map(|row| {
+                u64::try_from(row.get::<_, i64>(0)).map_err(|_| "negative seq".to_string())
+            })
+            .transpose()
         })
     }
 
@@ -183,6 +245,8 @@ impl ReaderConn {
         let mut client = self.connector.connect()?;
         Ok(ReaderStatements {
             stream_range: client.prepare(&rows::stream_range_sql())?,
+            seq_for_key: client
+                .prepare("SELECT seq FROM events WHERE stream = $1 AND idempotency_key = $2")?,
             head: client.prepare("SELECT lsn FROM log_head WHERE id = 1")?,
             client,
         })

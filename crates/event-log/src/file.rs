@@ -1,14 +1,18 @@
 //! The file medium: an append-only JSONL log in segment files (see
 //! `segments`), locked against a second process, written with one `write`
-//! and one `fdatasync` per batch and read back with `pread`.
+//! and one `fdatasync` per batch and read back with `pread`. Sealed
+//! segments are indexed on disk (see `archive`), and the index snapshot
+//! sits beside the first segment as `<file>.snapshot` (see `snapshot`).
 
 use crate::OpenReport;
+use crate::archive::Archive;
 use crate::error::{OpenError, ReadError};
 use crate::index::{Index, RecordPos, StreamState};
 use crate::record::RecordRef;
 use crate::recovery;
 use crate::segments::{Segment, Segments, later_segments, segment_path};
-use crate::storage::{OwnedRecord, Sink, SinkFailure, Source, StagedBatch, Storage};
+use crate::snapshot::{self, Snapshot, SnapshotError};
+use crate::storage::{OwnedRecord, Sink, SinkFailure, SnapshotStore, Source, StagedBatch, Storage};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -20,15 +24,99 @@ use std::time::SystemTime;
 /// skipped, and largest span read at once.
 const COALESCE_GAP_BYTES: u64 = 16 << 10;
 const COALESCE_SPAN_BYTES: u64 = 4 << 20;
+/// Most archived positions read from a segment index at once, so a long
+/// read holds a bounded number of them.
+const ARCHIVED_READ_RECORDS: u64 = 4096;
 
 /// Opens (creating if needed) and locks the log whose first segment is the
-/// file at `path`, and recovers its index from every segment in order: a
-/// torn final write of the last segment is cut off, anything else wrong
-/// refuses. A segment that reaches `segment_bytes` is followed by a new one.
+/// file at `path`, and recovers its index: every sealed segment gets its
+/// on-disk index (built when missing), then the newest valid snapshot is
+/// loaded and only the records after it are scanned; without one, every
+/// segment is scanned in order. A torn final write of the last segment is
+/// cut off, anything else wrong refuses. A segment that reaches
+/// `segment_bytes` is followed by a new one.
 pub(crate) fn open<S: StreamState>(
     path: &Path,
+    snapshot_file: &Path,
     segment_bytes: u64,
 ) -> Result<(Storage<S>, OpenReport), OpenError> {
+    let files = open_files(path)?;
+    let archive = Arc::new(Archive::new());
+    let mut start = 0;
+    let mut starts = Vec::with_capacity(files.len());
+    let mut next_lsn = 1;
+    for (number, (first_lsn, segment, file)) in files.iter().enumerate() {
+        starts.push(start);
+        start += file
+            .metadata()
+            .map_err(|source| OpenError::Io {
+                path: segment.clone(),
+                source,
+            })?
+            .len();
+        check_first_lsn(next_lsn - 1, *first_lsn, segment)?;
+        if number + 1 < files.len() {
+            let records = archive.add(number as u32, segment, file, *first_lsn, start)?;
+            if records == 0 {
+                return Err(OpenError::Corrupt {
+                    path: segment.clone(),
+                    offset: 0,
+                    reason: "an empty segment is followed by another".into(),
+                });
+            }
+            next_lsn = first_lsn + records;
+        }
+    }
+    let restored = restore_snapshot::<S>(snapshot_file, &files, &starts);
+    let snapshot_lsn = restored
+        .as_ref()
+        .map(|(snapshot, _)| snapshot.index.last_lsn());
+    let (mut index, (from, snapshot_at), extension) = match restored {
+        Some((snapshot, end)) => (snapshot.index, end, snapshot.extension),
+        None => (Index::default(), (0, None), None),
+    };
+    index.archive_below(archive.floor());
+    let mut recovered = recover::<S>(files, index, from)?;
+    recovered.last_at = recovered.last_at.or(snapshot_at);
+    let report = OpenReport {
+        records: recovered.index.record_count(),
+        streams: recovered.index.streams().count(),
+        truncated_bytes: recovered.truncated_bytes,
+        snapshot_lsn,
+        replayed: recovered.replayed,
+        segments: recovered.segments.len(),
+    };
+    let segments = Arc::new(Segments::new(recovered.segments));
+    let storage = Storage {
+        index: recovered.index,
+        sink: Box::new(FileSink {
+            base: path.to_owned(),
+            segments: Arc::clone(&segments),
+            active: recovered.active,
+            active_len: recovered.active_len,
+            end_offset: recovered.end_offset,
+            segment_bytes,
+            indexer: Indexer::start(Arc::clone(&archive), Arc::clone(&segments), path).map_err(
+                |source| OpenError::Io {
+                    path: path.to_owned(),
+                    source,
+                },
+            )?,
+        }),
+        source: Arc::new(FileSource { segments, archive }),
+        last_at: recovered.last_at.unwrap_or(SystemTime::UNIX_EPOCH),
+        location: path.display().to_string(),
+        snapshots: Some(Arc::new(FileSnapshots {
+            path: snapshot_file.to_owned(),
+        })),
+        extension,
+    };
+    Ok((storage, report))
+}
+
+/// Opens and locks the first segment (creating it) and opens every later
+/// one, by first lsn.
+fn open_files(path: &Path) -> Result<Vec<(u64, PathBuf, File)>, OpenError> {
     let io_error = |path: &Path| {
         let path = path.to_owned();
         move |source| OpenError::Io { path, source }
@@ -61,39 +149,88 @@ pub(crate) fn open<S: StreamState>(
             .map_err(io_error(&segment))?;
         files.push((first_lsn, segment, file));
     }
-    let recovered = recover::<S>(files)?;
-    let report = OpenReport {
-        records: recovered.index.record_count(),
-        streams: recovered.index.streams().count(),
-        truncated_bytes: recovered.truncated_bytes,
+    Ok(files)
+}
+
+/// The snapshot beside the log, and where and when its last record ends,
+/// when it is valid for the log as it is; otherwise `None`, with a
+/// warning saying why the start scans the whole log.
+fn restore_snapshot<S: StreamState>(
+    location: &Path,
+    files: &[(u64, PathBuf, File)],
+    starts: &[u64],
+) -> Option<(Snapshot<S>, (u64, Option<SystemTime>))> {
+    let checked = snapshot::read_file(location)
+        .map_err(SnapshotError::from)
+        .and_then(|bytes| match bytes {
+            Some(bytes) => snapshot::decode::<S>(&bytes).map(Some),
+            None => Ok(None),
+        })
+        .and_then(|snapshot| match snapshot {
+            Some(snapshot) => {
+                let end = snapshot_end(&snapshot.index, files, starts)?;
+                Ok(Some((snapshot, end)))
+            }
+            None => Ok(None),
+        });
+    match checked {
+        Ok(Some(restored)) => Some(restored),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(snapshot = %location.display(), %error, "ignoring the index snapshot; scanning the whole log");
+            None
+        }
+    }
+}
+
+/// Where the snapshot's last record ends in the log's byte space, and its
+/// time, after checking that the log holds that record there.
+fn snapshot_end<S: StreamState>(
+    index: &Index<S>,
+    files: &[(u64, PathBuf, File)],
+    starts: &[u64],
+) -> Result<(u64, Option<SystemTime>), SnapshotError> {
+    let Some(pos) = index.last_pos() else {
+        return Ok((0, None));
     };
-    let segments = Arc::new(Segments::new(recovered.segments));
-    let storage = Storage {
-        index: recovered.index,
-        sink: Box::new(FileSink {
-            base: path.to_owned(),
-            segments: Arc::clone(&segments),
-            active: recovered.active,
-            active_len: recovered.active_len,
-            end_offset: recovered.end_offset,
-            segment_bytes,
-        }),
-        source: Arc::new(FileSource { segments }),
-        last_at: recovered.last_at.unwrap_or(SystemTime::UNIX_EPOCH),
-        location: path.display().to_string(),
-    };
-    Ok((storage, report))
+    let ahead = |reason: String| SnapshotError::Ahead(reason);
+    let segment = starts.partition_point(|start| *start <= pos.offset) - 1;
+    let mut line = vec![0; pos.len as usize + 1];
+    files[segment]
+        .2
+        .read_exact_at(&mut line, pos.offset - starts[segment])
+        .map_err(|error| {
+            ahead(format!(
+                "record {} is not in the log: {error}",
+                index.last_lsn()
+            ))
+        })?;
+    let found = (line.pop() == Some(b'\n'))
+        .then(|| RecordRef::decode(&line).ok())
+        .flatten()
+        .filter(|record| record.lsn == index.last_lsn())
+        .ok_or_else(|| {
+            ahead(format!(
+                "the log does not hold record {} at byte {}",
+                index.last_lsn(),
+                pos.offset
+            ))
+        })?;
+    Ok((
+        pos.offset + u64::from(pos.len) + 1,
+        humantime::parse_rfc3339(&found.at).ok(),
+    ))
 }
 
 /// The folder a log file sits in.
-fn folder_of(path: &Path) -> &Path {
+pub(crate) fn folder_of(path: &Path) -> &Path {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
 }
 
 /// Makes the folder's entries durable: a created segment survives a crash.
-fn sync_folder(folder: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_folder(folder: &Path) -> std::io::Result<()> {
     File::open(folder).and_then(|dir| dir.sync_all())
 }
 
@@ -107,15 +244,22 @@ struct Recovered<S> {
     end_offset: u64,
     truncated_bytes: u64,
     last_at: Option<SystemTime>,
+    replayed: u64,
 }
 
-fn recover<S: StreamState>(files: Vec<(u64, PathBuf, File)>) -> Result<Recovered<S>, OpenError> {
-    let total_bytes = files
+/// Scans every segment from byte `from` of the log's byte space on into
+/// `index` (which holds every record before it).
+fn recover<S: StreamState>(
+    files: Vec<(u64, PathBuf, File)>,
+    mut index: Index<S>,
+    from: u64,
+) -> Result<Recovered<S>, OpenError> {
+    let total_bytes: u64 = files
         .iter()
         .map(|(_, _, file)| file.metadata().map_or(0, |m| m.len()))
         .sum();
-    let mut progress = recovery::Progress::new(total_bytes);
-    let mut index = Index::default();
+    let mut progress = recovery::Progress::new(from, total_bytes);
+    let records_before = index.record_count();
     let mut segments = Vec::with_capacity(files.len());
     let mut start = 0u64;
     let mut last_at = None;
@@ -128,18 +272,21 @@ fn recover<S: StreamState>(files: Vec<(u64, PathBuf, File)>) -> Result<Recovered
             source,
         };
         let is_last = position + 1 == count;
-        let expected_first = index.last_lsn() + 1;
-        if first_lsn != expected_first {
-            return Err(OpenError::Corrupt {
-                path: path.clone(),
-                offset: 0,
-                reason: format!(
-                    "the segment is named for log position {first_lsn} but follows position {}",
-                    expected_first - 1
-                ),
-            });
-        }
-        let scanned = recovery::scan::<S>(&file, &path, start, &mut index, &mut progress)?;
+        let file_len = file.metadata().map_err(io_error)?.len();
+        let scanned = if start + file_len <= from && !is_last {
+            // Wholly before the snapshot: its records are in the index.
+            recovery::Scanned {
+                valid_len: file_len,
+                torn_bytes: 0,
+                last_at: None,
+            }
+        } else {
+            let skip = from.saturating_sub(start);
+            if skip == 0 {
+                check_first_lsn(index.last_lsn(), first_lsn, &path)?;
+            }
+            recovery::scan::<S>(&file, &path, start, skip, &mut index, &mut progress)?
+        };
         if scanned.torn_bytes > 0 {
             if !is_last {
                 return Err(OpenError::Corrupt {
@@ -178,6 +325,7 @@ fn recover<S: StreamState>(files: Vec<(u64, PathBuf, File)>) -> Result<Recovered
         }
     }
     let (active, active_len) = active.expect("a log has its first segment");
+    let replayed = index.record_count() - records_before;
     Ok(Recovered {
         index,
         segments,
@@ -186,6 +334,24 @@ fn recover<S: StreamState>(files: Vec<(u64, PathBuf, File)>) -> Result<Recovered
         end_offset: start,
         truncated_bytes,
         last_at,
+        replayed,
+    })
+}
+
+/// A segment must begin right after the records before it (the last of
+/// which is `previous_lsn`), as its name says.
+fn check_first_lsn(previous_lsn: u64, first_lsn: u64, path: &Path) -> Result<(), OpenError> {
+    let expected_first = previous_lsn + 1;
+    if first_lsn == expected_first {
+        return Ok(());
+    }
+    Err(OpenError::Corrupt {
+        path: path.to_owned(),
+        offset: 0,
+        reason: format!(
+            "the segment is named for log position {first_lsn} but follows position {}",
+            expected_first - 1
+        ),
     })
 }
 
@@ -202,12 +368,15 @@ struct FileSink {
     /// Bytes in the whole log: where the next record lands.
     end_offset: u64,
     segment_bytes: u64,
+    /// Indexes each segment once it is sealed.
+    indexer: Indexer,
 }
 
 impl FileSink {
     /// Starts the segment whose first record will have log position
     /// `first_lsn`, once the active one is full. Its folder entry is made
-    /// durable before anything is written into it.
+    /// durable before anything is written into it; the full segment is
+    /// handed to the indexer.
     fn roll(&mut self, first_lsn: u64) -> std::io::Result<()> {
         let path = segment_path(&self.base, first_lsn);
         let file = OpenOptions::new()
@@ -217,6 +386,7 @@ impl FileSink {
             .open(&path)?;
         sync_folder(folder_of(&path))?;
         let reader = file.try_clone()?;
+        let sealed = self.segments.count() - 1;
         self.segments.push(Segment {
             first_lsn,
             start: self.end_offset,
@@ -224,6 +394,7 @@ impl FileSink {
         });
         self.active = file;
         self.active_len = 0;
+        self.indexer.seal(sealed);
         Ok(())
     }
 }
@@ -269,9 +440,98 @@ impl Sink for FileSink {
     }
 }
 
+/// The thread that writes the index of each sealed segment and adds it to
+/// the archive, in order, so a roll never waits for it. Until a segment is
+/// archived its positions stay in the in-memory index; if indexing fails
+/// they stay there (more memory, same answers) and the next start rebuilds
+/// the index file.
+struct Indexer {
+    queue: Option<std::sync::mpsc::Sender<usize>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Indexer {
+    fn start(archive: Arc<Archive>, segments: Arc<Segments>, base: &Path) -> std::io::Result<Self> {
+        let (queue, sealed) = std::sync::mpsc::channel::<usize>();
+        let base = base.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("event-log-indexer".into())
+            .spawn(move || {
+                for number in sealed {
+                    if let Err(error) = index_sealed(&archive, &segments, &base, number) {
+                        tracing::error!(%error, "indexing a sealed segment failed; its positions stay in memory");
+                        return;
+                    }
+                }
+            })?;
+        Ok(Indexer {
+            queue: Some(queue),
+            thread: Some(thread),
+        })
+    }
+
+    /// Segment number `number` is full and will not change again.
+    fn seal(&self, number: usize) {
+        if let Some(queue) = &self.queue {
+            // A stopped indexer already logged why; the next start indexes.
+            let _ = queue.send(number);
+        }
+    }
+}
+
+impl Drop for Indexer {
+    /// Finishes the segments already sealed, so that a log opened again in
+    /// the same process never races a late index write.
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn index_sealed(
+    archive: &Archive,
+    segments: &Segments,
+    base: &Path,
+    number: usize,
+) -> Result<(), OpenError> {
+    let segment = segments.get(number);
+    let path = if number == 0 {
+        base.to_owned()
+    } else {
+        segment_path(base, segment.first_lsn)
+    };
+    let next_start = segments.start_of(number + 1);
+    archive.add(
+        number as u32,
+        &path,
+        &segment.file,
+        segment.first_lsn,
+        next_start,
+    )?;
+    Ok(())
+}
+
+/// The snapshot file beside the log.
+struct FileSnapshots {
+    path: PathBuf,
+}
+
+impl SnapshotStore for FileSnapshots {
+    fn save(&self, bytes: &[u8]) -> std::io::Result<()> {
+        snapshot::write_file(&self.path, bytes)
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
 /// The readers' handle on the segments.
 struct FileSource {
     segments: Arc<Segments>,
+    archive: Arc<Archive>,
 }
 
 impl Source for FileSource {
@@ -308,6 +568,48 @@ impl Source for FileSource {
             }
         }
         Ok(())
+    }
+
+    /// Positions from the sealed segments' index files, a bounded number
+    /// at a time, then read like the index's own.
+    fn read_archived(
+        &self,
+        stream: &str,
+        first_seq: u64,
+        count: u64,
+        each: &mut dyn FnMut(RecordRef<'_>),
+    ) -> Result<(), ReadError> {
+        let mut done = 0;
+        while done < count {
+            let step = (count - done).min(ARCHIVED_READ_RECORDS);
+            let seq = first_seq + done;
+            let positions = self.archive.positions(&self.segments, stream, seq, step)?;
+            self.read(stream, seq, &positions, each)?;
+            done += step;
+        }
+        Ok(())
+    }
+
+    /// Candidates by the key's hash, each confirmed on its record.
+    fn archived_key(&self, stream: &str, key: &str) -> Result<Option<u64>, ReadError> {
+        for seq in self.archive.key_candidates(stream, key)? {
+            let mut matches = false;
+            self.read_archived(stream, seq, 1, &mut |record| {
+                matches = record.key.as_deref() == Some(key);
+            })?;
+            if matches {
+                return Ok(Some(seq));
+            }
+        }
+        Ok(None)
+    }
+
+    fn archive_floor(&self) -> u64 {
+        self.archive.floor()
+    }
+
+    fn segment_count(&self) -> usize {
+        self.segments.count()
     }
 }
 

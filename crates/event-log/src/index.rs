@@ -1,11 +1,21 @@
 //! The in-memory index of the durable log: what answering requests needs,
-//! not the event bodies.
+//! not the event bodies, and no more of it than live work needs.
 //!
-//! Per stream it keeps the domain's folded state, the file position of every
-//! record (so bodies are read from the file on demand) and the stream's
-//! idempotency keys. Log-wide it keeps the stream-creation keys. Everything
-//! here describes records that are already durable: the writer only commits a
-//! batch into the index after its `fdatasync` returned.
+//! Per stream it keeps the domain's folded state, its head, the positions of
+//! its newest records (its *tail*) and its idempotency keys. Log-wide it
+//! keeps the stream-creation keys. Everything here describes records that
+//! are already durable: the writer only commits a batch into the index after
+//! its `fdatasync` returned.
+//!
+//! Memory does not grow with history: the medium can locate the records it
+//! has *archived* (the file medium: those in sealed segments, through their
+//! on-disk indexes; a database: every record) by stream and seq itself, so
+//! the index keeps positions only at or above the medium's archive floor
+//! ([`Index::archive_below`]). Keys stay resident while a stream is live,
+//! because every new append checks its key against all of them; once a
+//! stream is sealed ([`StreamState::is_sealed`]) only a retry can ask, so
+//! the keys of its archived records are dropped and the medium answers
+//! such a retry from disk.
 //!
 //! The order rules of the log live here ([`IndexError`]): log positions
 //! follow each other, a stream's seqs follow each other, and an idempotency
@@ -86,7 +96,9 @@ pub enum IndexError {
 /// Records reaching these functions were validated when they were appended,
 /// so a fold error means the log and the domain disagree: recovery refuses to
 /// open, and the writer refuses to stage the record.
-pub trait StreamState: Clone + Send + Sync + 'static {
+pub trait StreamState:
+    Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static
+{
     /// Why a record does not fold.
     type Error: std::error::Error + Send + Sync + 'static;
     /// Builds the state from the stream's first record.
@@ -94,13 +106,20 @@ pub trait StreamState: Clone + Send + Sync + 'static {
     /// Folds one later record into the state. On error the state must be
     /// left as it was.
     fn apply(&mut self, record: &RecordRef<'_>) -> Result<(), Self::Error>;
+    /// Whether the stream accepts no further record (its fold refuses every
+    /// one). The index then keeps only the idempotency keys of its newest
+    /// records, and a retry's key is looked up in the medium.
+    fn is_sealed(&self) -> bool {
+        false
+    }
 }
 
 /// Where the medium keeps a record. For the file: the byte offset of its
 /// line and the line's length without its `\n`. A medium that finds records
 /// by stream and seq (a database) keeps the record's lsn in `offset` and 0 in
 /// `len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "(u64, u32)", into = "(u64, u32)")]
 pub struct RecordPos {
     /// Byte offset of the first byte of the line.
     pub offset: u64,
@@ -108,15 +127,55 @@ pub struct RecordPos {
     pub len: u32,
 }
 
+// A snapshot holds many positions: a pair is a third of an object's bytes.
+impl From<(u64, u32)> for RecordPos {
+    fn from((offset, len): (u64, u32)) -> Self {
+        RecordPos { offset, len }
+    }
+}
+
+impl From<RecordPos> for (u64, u32) {
+    fn from(pos: RecordPos) -> Self {
+        (pos.offset, pos.len)
+    }
+}
+
 /// One stream of the index.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StreamEntry<S> {
     state: S,
-    positions: Vec<RecordPos>,
+    head: u64,
+    /// Positions of seqs `head - tail.len() + 1 ..= head`; older records
+    /// are archived and located by the medium.
+    tail: Vec<RecordPos>,
     keys: HashMap<Box<str>, u64>,
+    /// Whether keys of archived records were dropped (only once sealed).
+    keys_archived: bool,
+}
+
+/// What the index knows of an idempotency key of one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLookup {
+    /// The key names this seq.
+    Found(u64),
+    /// No record of the stream used the key.
+    Absent,
+    /// The key is not resident: the stream is sealed and its older keys
+    /// are archived, so the medium has to be asked.
+    Archived,
 }
 
 impl<S> StreamEntry<S> {
+    fn new(state: S) -> Self {
+        StreamEntry {
+            state,
+            head: 0,
+            tail: Vec::new(),
+            keys: HashMap::new(),
+            keys_archived: false,
+        }
+    }
+
     /// The domain state folded over every durable record of the stream.
     pub fn state(&self) -> &S {
         &self.state
@@ -124,61 +183,157 @@ impl<S> StreamEntry<S> {
 
     /// The stream's last sequence number (its number of records).
     pub fn head(&self) -> u64 {
-        self.positions.len() as u64
+        self.head
     }
 
-    /// The sequence number of the record that used this idempotency key.
-    pub fn seq_for_key(&self, key: &str) -> Option<u64> {
-        self.keys.get(key).copied()
+    /// The first seq whose position the index holds (`head + 1` when it
+    /// holds none): every seq below it is archived.
+    pub fn tail_start(&self) -> u64 {
+        self.head - self.tail.len() as u64 + 1
     }
 
-    /// Where the record with this sequence number is, if it exists.
-    pub fn position(&self, seq: u64) -> Option<RecordPos> {
-        let index = usize::try_from(seq.checked_sub(1)?).ok()?;
-        self.positions.get(index).copied()
+    /// What the index knows of the record that used this idempotency key.
+    pub fn key(&self, key: &str) -> KeyLookup {
+        match self.keys.get(key) {
+            Some(seq) => KeyLookup::Found(*seq),
+            None if self.keys_archived => KeyLookup::Archived,
+            None => KeyLookup::Absent,
+        }
     }
 
-    /// Records where the stream's next record is and the key it used. The
-    /// caller checked the record against [`StreamEntry::check_next`].
-    fn record(&mut self, record: &RecordRef<'_>, pos: RecordPos) {
-        self.positions.push(pos);
+    /// Positions of the tail records with `after_seq < seq <= after_seq +
+    /// limit`, and the seq of the first of them.
+    pub(crate) fn tail_after(&self, after_seq: u64, limit: usize) -> (u64, &[RecordPos]) {
+        let first = (after_seq + 1).max(self.tail_start());
+        let start = usize::try_from(first - self.tail_start()).unwrap_or(usize::MAX);
+        let start = start.min(self.tail.len());
+        let wanted = after_seq
+            .saturating_add(limit as u64)
+            .saturating_sub(first - 1);
+        let end = start
+            .saturating_add(usize::try_from(wanted).unwrap_or(usize::MAX))
+            .min(self.tail.len());
+        (first, &self.tail[start..end])
+    }
+
+    /// Records the stream's next record: its position when the medium does
+    /// not locate it by itself (at or above `floor`), and its key. The caller
+    /// checked the record against [`StreamEntry::check_next`].
+    fn record(&mut self, record: &RecordRef<'_>, pos: RecordPos, floor: u64) {
+        if pos.offset >= floor {
+            self.tail.push(pos);
+        } else {
+            // Positions grow along a stream, so an archived record has no
+            // tail record before it.
+            assert!(self.tail.is_empty(), "the tail follows the archive");
+        }
+        self.head = record.seq;
         if let Some(key) = &record.key {
             let earlier = self.keys.insert(key.as_ref().into(), record.seq);
             assert!(earlier.is_none(), "an idempotency key names one record");
         }
     }
 
+    /// Drops the positions below `floor`, and the archived keys once the
+    /// stream is sealed.
+    fn archive_below(&mut self, floor: u64)
+    where
+        S: StreamState,
+    {
+        let archived = self.tail.partition_point(|pos| pos.offset < floor);
+        self.tail.drain(..archived);
+        self.drop_archived_keys();
+    }
+
+    fn drop_archived_keys(&mut self)
+    where
+        S: StreamState,
+    {
+        if !self.state.is_sealed() {
+            return;
+        }
+        let tail_start = self.tail_start();
+        let before = self.keys.len();
+        self.keys.retain(|_, seq| *seq >= tail_start);
+        if self.keys.len() < before {
+            self.keys_archived = true;
+            self.keys.shrink_to_fit();
+        }
+    }
+
     /// The stream-order rules for `record` as the stream's next record: the
-    /// next seq, and a key no earlier record of the stream used.
+    /// next seq, and a key no earlier record of the stream used. Only a
+    /// live stream takes records, and a live stream holds all its keys.
     fn check_next(&self, stream: &str, record: &RecordRef<'_>) -> Result<(), IndexError> {
         check_next_seq(stream, self.head(), record.seq)?;
-        match record.key.as_deref().and_then(|key| self.seq_for_key(key)) {
-            Some(seq) => Err(IndexError::DuplicateKey {
+        match record.key.as_deref().map(|key| self.key(key)) {
+            Some(KeyLookup::Found(seq)) => Err(IndexError::DuplicateKey {
                 stream: stream.to_owned(),
                 key: record.key.as_deref().unwrap_or_default().to_owned(),
                 seq,
             }),
-            None => Ok(()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Where a range of one stream's records is: the archived part, read
+/// through the medium by seq, and the tail part, by position. Taken under
+/// the index lock and read after it is released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReadPlan {
+    first_seq: u64,
+    archived: u64,
+    tail: Vec<RecordPos>,
+}
+
+impl ReadPlan {
+    /// The plan for `after_seq < seq <= after_seq + limit` of `entry`.
+    pub(crate) fn of<S>(entry: &StreamEntry<S>, after_seq: u64, limit: usize) -> Self {
+        let last_wanted = after_seq.saturating_add(limit as u64).min(entry.head);
+        let archived_end = (entry.tail_start() - 1).min(last_wanted);
+        let (_, tail) = entry.tail_after(after_seq, limit);
+        ReadPlan {
+            first_seq: after_seq + 1,
+            archived: archived_end.saturating_sub(after_seq),
+            tail: tail.to_vec(),
         }
     }
 
-    /// Positions of the records with `after_seq < seq <= after_seq + limit`.
-    pub(crate) fn positions_after(&self, after_seq: u64, limit: usize) -> &[RecordPos] {
-        let start = usize::try_from(after_seq)
-            .unwrap_or(usize::MAX)
-            .min(self.positions.len());
-        let end = start.saturating_add(limit).min(self.positions.len());
-        &self.positions[start..end]
+    /// How many records the plan reads.
+    pub(crate) fn len(&self) -> usize {
+        self.archived as usize + self.tail.len()
+    }
+
+    /// Reads the planned records of `stream` in seq order.
+    pub(crate) fn read(
+        &self,
+        source: &dyn crate::Source,
+        stream: &str,
+        each: &mut dyn FnMut(RecordRef<'_>),
+    ) -> Result<(), crate::ReadError> {
+        if self.archived > 0 {
+            source.read_archived(stream, self.first_seq, self.archived, each)?;
+        }
+        if !self.tail.is_empty() {
+            source.read(stream, self.first_seq + self.archived, &self.tail, each)?;
+        }
+        Ok(())
     }
 }
 
 /// Every durable stream, by name.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Index<S> {
     streams: HashMap<String, StreamEntry<S>>,
     create_keys: HashMap<String, String>,
     last_lsn: u64,
     records: u64,
+    /// Positions below this offset are located by the medium.
+    archive_floor: u64,
+    /// Where the newest record is, so a snapshot can be checked against the
+    /// log it is loaded with.
+    last_pos: Option<RecordPos>,
 }
 
 impl<S> Default for Index<S> {
@@ -188,6 +343,8 @@ impl<S> Default for Index<S> {
             create_keys: HashMap::new(),
             last_lsn: 0,
             records: 0,
+            archive_floor: 0,
+            last_pos: None,
         }
     }
 }
@@ -220,6 +377,12 @@ impl<S: StreamState> Index<S> {
         self.records
     }
 
+    /// How many record positions the index holds: the records the medium
+    /// does not locate by itself yet.
+    pub fn tail_positions(&self) -> usize {
+        self.streams.values().map(|entry| entry.tail.len()).sum()
+    }
+
     /// Checks one durable record's order against what precedes it, folds it
     /// into its stream and records where it is: one map lookup, since this
     /// runs once per record at every start. Media use it to rebuild the
@@ -248,6 +411,7 @@ impl<S: StreamState> Index<S> {
             seq: record.seq,
             source: Box::new(source),
         };
+        let floor = self.archive_floor;
         let entry = match self.streams.get_mut(name) {
             Some(entry) => {
                 entry.check_next(name, record)?;
@@ -256,16 +420,15 @@ impl<S: StreamState> Index<S> {
             }
             None => {
                 check_next_seq(name, 0, record.seq)?;
-                let entry = StreamEntry {
-                    state: S::open(record).map_err(fold_error)?,
-                    positions: Vec::new(),
-                    keys: HashMap::new(),
-                };
+                let entry = StreamEntry::new(S::open(record).map_err(fold_error)?);
                 self.streams.entry(name.to_owned()).or_insert(entry)
             }
         };
-        entry.record(record, pos);
-        self.count(record);
+        entry.record(record, pos, floor);
+        if entry.state.is_sealed() {
+            entry.drop_archived_keys();
+        }
+        self.count(record, pos);
         Ok(())
     }
 
@@ -273,14 +436,13 @@ impl<S: StreamState> Index<S> {
     /// when it is new.
     pub(crate) fn set_state(&mut self, name: &str, state: S) {
         match self.streams.get_mut(name) {
-            Some(entry) => entry.state = state,
+            Some(entry) => {
+                entry.state = state;
+                entry.drop_archived_keys();
+            }
             None => {
-                let entry = StreamEntry {
-                    state,
-                    positions: Vec::new(),
-                    keys: HashMap::new(),
-                };
-                self.streams.insert(name.to_owned(), entry);
+                self.streams
+                    .insert(name.to_owned(), StreamEntry::new(state));
             }
         }
     }
@@ -291,6 +453,7 @@ impl<S: StreamState> Index<S> {
     /// later read, so this holds in release builds too.
     pub(crate) fn push(&mut self, record: &RecordRef<'_>, pos: RecordPos) {
         let name = record.stream.as_ref();
+        let floor = self.archive_floor;
         let entry = self
             .streams
             .get_mut(name)
@@ -301,17 +464,42 @@ impl<S: StreamState> Index<S> {
             record.lsn,
             "records are pushed in log order"
         );
-        entry.record(record, pos);
-        self.count(record);
+        entry.record(record, pos, floor);
+        self.count(record, pos);
+    }
+
+    /// The medium now locates every record below `floor` by itself: drops
+    /// their positions, and the keys of sealed streams with them. One pass
+    /// over the streams, so the medium raises its floor rarely (once per
+    /// sealed segment).
+    pub fn archive_below(&mut self, floor: u64) {
+        if floor <= self.archive_floor {
+            return;
+        }
+        self.archive_floor = floor;
+        for entry in self.streams.values_mut() {
+            entry.archive_below(floor);
+        }
+    }
+
+    /// Where the newest record is (`None` for an empty log).
+    pub fn last_pos(&self) -> Option<RecordPos> {
+        self.last_pos
+    }
+
+    /// The offset below which the medium locates records by itself.
+    pub fn archive_floor(&self) -> u64 {
+        self.archive_floor
     }
 
     /// The log-wide bookkeeping of one more durable record.
-    fn count(&mut self, record: &RecordRef<'_>) {
+    fn count(&mut self, record: &RecordRef<'_>, pos: RecordPos) {
         if let Some(key) = &record.create_key {
             self.create_keys
                 .insert(key.to_string(), record.stream.to_string());
         }
         self.last_lsn = record.lsn;
+        self.last_pos = Some(pos);
         self.records += 1;
     }
 }

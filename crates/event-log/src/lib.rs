@@ -21,19 +21,23 @@
 //! The crate knows nothing of runs, workers or HTTP: the meaning of a stream
 //! comes from the [`StreamState`] the caller folds records into.
 
+mod archive;
 mod error;
 mod file;
 mod index;
 mod record;
 mod recovery;
 mod segments;
+mod snapshot;
 mod storage;
 mod writer;
 
 pub use error::{LogFailure, OpenError, ReadError};
-pub use index::{Index, IndexError, RecordPos, StreamEntry, StreamState};
+use index::ReadPlan;
+pub use index::{Index, IndexError, KeyLookup, RecordPos, StreamEntry, StreamState};
 pub use record::{DecodeError, NewRecord, RECORD_VERSION, RecordRef};
-pub use storage::{OwnedRecord, Sink, SinkFailure, Source, StagedBatch, Storage};
+pub use snapshot::{ExtensionEncoder, SNAPSHOT_VERSION, SnapshotError};
+pub use storage::{OwnedRecord, Sink, SinkFailure, SnapshotStore, Source, StagedBatch, Storage};
 pub use writer::{AppendError, Appended, StreamView, Txn};
 
 use std::path::Path;
@@ -56,6 +60,13 @@ pub trait CommitObserver<S>: Send + Sync {
     ///
     /// [`committed`]: CommitObserver::committed
     fn synced(&self, _batch: &BatchStats) {}
+
+    /// A copy of the observer's derived state as of the records it has been
+    /// shown, for a snapshot: called on the writer thread between batches,
+    /// so it must only copy; the encoder it returns runs on another thread.
+    fn snapshot_extension(&self) -> Option<ExtensionEncoder> {
+        None
+    }
 }
 
 /// How one group-committed batch was written.
@@ -79,6 +90,9 @@ pub struct LogOptions<S> {
     /// Size at which the file medium's active segment is full and the next
     /// batch starts a new one (see [`DEFAULT_SEGMENT_BYTES`]).
     pub segment_bytes: u64,
+    /// Where the file medium keeps its index snapshot; `None`: beside the
+    /// first segment, as `<file>.snapshot`.
+    pub snapshot_path: Option<std::path::PathBuf>,
 }
 
 /// The default segment size of the file medium: 128 MiB.
@@ -90,6 +104,7 @@ impl<S> Default for LogOptions<S> {
             max_queued_jobs: 65_536,
             observer: None,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            snapshot_path: None,
         }
     }
 }
@@ -103,6 +118,23 @@ pub struct OpenReport {
     pub streams: usize,
     /// Bytes of a torn final write that were cut off (0 when none).
     pub truncated_bytes: u64,
+    /// The position of the snapshot the index started from (`None`: a full
+    /// scan).
+    pub snapshot_lsn: Option<u64>,
+    /// Records read from the medium to rebuild the index: those after the
+    /// snapshot, or all of them.
+    pub replayed: u64,
+    /// Segment files of the log (0 for a medium without segments).
+    pub segments: usize,
+}
+
+/// A snapshot that was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotWritten {
+    /// The log position it describes.
+    pub lsn: u64,
+    /// Its size.
+    pub bytes: u64,
 }
 
 /// State shared by the handle, the readers and the writer thread.
@@ -143,13 +175,19 @@ pub struct EventLog<S: StreamState> {
     source: Arc<dyn Source>,
     queue: SyncSender<Message<S>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
+    extension: Mutex<Option<Box<serde_json::value::RawValue>>>,
 }
 
 impl<S: StreamState> EventLog<S> {
     /// Opens (creating if needed) the log file at `path`, recovers its index
     /// and starts the writer thread.
     pub fn open(path: &Path, options: LogOptions<S>) -> Result<(Self, OpenReport), OpenError> {
-        let (storage, report) = file::open::<S>(path, options.segment_bytes)?;
+        let snapshot_path = options
+            .snapshot_path
+            .clone()
+            .unwrap_or_else(|| snapshot::snapshot_path(path));
+        let (storage, report) = file::open::<S>(path, &snapshot_path, options.segment_bytes)?;
         let log = Self::start(storage, options).map_err(|source| OpenError::Io {
             path: path.to_owned(),
             source,
@@ -183,6 +221,8 @@ impl<S: StreamState> EventLog<S> {
             source: storage.source,
             queue,
             writer: Mutex::new(Some(handle)),
+            snapshots: storage.snapshots,
+            extension: Mutex::new(storage.extension),
         })
     }
 
@@ -286,16 +326,55 @@ impl<S: StreamState> EventLog<S> {
         limit: usize,
         mut map: impl FnMut(RecordRef<'_>) -> T,
     ) -> Result<Vec<T>, ReadError> {
-        let positions: Vec<RecordPos> = match self.index().stream(stream) {
-            Some(entry) => entry.positions_after(after_seq, limit).to_vec(),
+        let plan = match self.index().stream(stream) {
+            Some(entry) => ReadPlan::of(entry, after_seq, limit),
             None => return Ok(Vec::new()),
         };
-        let mut out = Vec::with_capacity(positions.len());
-        self.source
-            .read(stream, after_seq + 1, &positions, &mut |record| {
-                out.push(map(record))
-            })?;
+        let mut out = Vec::with_capacity(plan.len());
+        plan.read(&*self.source, stream, &mut |record| out.push(map(record)))?;
         Ok(out)
+    }
+
+    /// Writes a snapshot of the index as of now: the writer copies the index
+    /// (and asks the observer for its extension) between two batches, then
+    /// this thread encodes and writes it. Blocks while it is written.
+    pub fn write_snapshot(&self) -> Result<SnapshotWritten, SnapshotError> {
+        let store = self.snapshots.as_ref().ok_or(SnapshotError::Unsupported)?;
+        let (cut_sender, cut) = std::sync::mpsc::sync_channel(1);
+        let reply: writer::SnapshotReply<S> = Box::new(move |taken| {
+            let _ = cut_sender.send(taken);
+        });
+        let stopped = || SnapshotError::Writer("the log is closed".into());
+        self.queue
+            .send(Message::Snapshot(reply))
+            .map_err(|_| stopped())?;
+        let cut = cut
+            .recv()
+            .map_err(|_| stopped())?
+            .map_err(SnapshotError::Writer)?;
+        let extension = cut.extension.map(|encode| encode());
+        let bytes = snapshot::encode(&cut.index, extension.as_deref());
+        store.save(&bytes)?;
+        Ok(SnapshotWritten {
+            lsn: cut.index.last_lsn(),
+            bytes: bytes.len() as u64,
+        })
+    }
+
+    /// Where snapshots are written, when the medium keeps them.
+    pub fn snapshot_location(&self) -> Option<String> {
+        self.snapshots.as_ref().map(|store| store.describe())
+    }
+
+    /// The extension of the snapshot the index was restored from, once:
+    /// the caller's derived state at that snapshot's position.
+    pub fn take_restored_extension(&self) -> Option<Box<serde_json::value::RawValue>> {
+        self.extension.lock().expect("extension lock").take()
+    }
+
+    /// How many segment files the medium keeps now.
+    pub fn segment_count(&self) -> usize {
+        self.source.segment_count()
     }
 
     /// Lets the writer finish every job queued so far, then stops it. Later

@@ -35,21 +35,27 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 pub(crate) struct Progress {
     started: Instant,
     last_logged: Instant,
+    /// The log position the scan started at (after a snapshot, or 0).
+    from: u64,
     total_bytes: u64,
 }
 
 impl Progress {
-    pub(crate) fn new(total_bytes: u64) -> Self {
+    /// A scan of the log's bytes from position `from` up to `end`.
+    pub(crate) fn new(from: u64, end: u64) -> Self {
         let now = Instant::now();
         Progress {
             started: now,
             last_logged: now,
-            total_bytes,
+            from,
+            total_bytes: end.saturating_sub(from),
         }
     }
 
-    /// Notes that `scanned` bytes of the log are done and `records` indexed.
-    fn tick(&mut self, scanned: u64, records: u64) {
+    /// Notes that the scan reached log position `position`, with `records`
+    /// indexed.
+    fn tick(&mut self, position: u64, records: u64) {
+        let scanned = position.saturating_sub(self.from);
         if self.last_logged.elapsed() < PROGRESS_EVERY {
             return;
         }
@@ -75,12 +81,13 @@ pub(crate) struct Scanned {
     pub(crate) last_at: Option<SystemTime>,
 }
 
-/// Scans the segment `file` from its start into `index`; its first byte is
-/// at `base` in the log's byte space.
+/// Scans the segment `file` from byte `from` (a record boundary) into
+/// `index`; its first byte is at `base` in the log's byte space.
 pub(crate) fn scan<S: StreamState>(
     file: &File,
     path: &Path,
     base: u64,
+    from: u64,
     index: &mut Index<S>,
     progress: &mut Progress,
 ) -> Result<Scanned, OpenError> {
@@ -93,7 +100,7 @@ pub(crate) fn scan<S: StreamState>(
     let mut chunk = vec![0u8; SCAN_BUFFER_BYTES];
     // Bytes of `chunk` holding data, and the file offset of `chunk[0]`.
     let mut filled = 0usize;
-    let mut chunk_offset = 0u64;
+    let mut chunk_offset = from;
     loop {
         // Read no further than the length the file had when opened: the
         // scan ends there even on files that never report an end.

@@ -61,6 +61,21 @@ impl Segments {
         list.get(index).map(|next| next.start)
     }
 
+    /// How many segments there are.
+    pub(crate) fn count(&self) -> usize {
+        self.list.read().expect("segments lock poisoned").len()
+    }
+
+    /// Segment number `index`.
+    pub(crate) fn get(&self, index: usize) -> Segment {
+        self.list.read().expect("segments lock poisoned")[index].clone()
+    }
+
+    /// Where segment number `index` starts in the log's byte space.
+    pub(crate) fn start_of(&self, index: usize) -> u64 {
+        self.list.read().expect("segments lock poisoned")[index].start
+    }
+
     pub(crate) fn push(&self, segment: Segment) {
         let mut list = self.list.write().expect("segments lock poisoned");
         let last = list.last().expect("a log has its first segment");

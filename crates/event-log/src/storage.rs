@@ -123,6 +123,32 @@ pub trait Source: Send + Sync + 'static {
         each: &mut dyn FnMut(RecordRef<'_>),
     ) -> Result<(), ReadError>;
 
+    /// Reads `count` records of `stream` from seq `first_seq` on, all below
+    /// the archive floor (so the index holds no position for them), and
+    /// calls `each` for every one, in order.
+    fn read_archived(
+        &self,
+        stream: &str,
+        first_seq: u64,
+        count: u64,
+        each: &mut dyn FnMut(RecordRef<'_>),
+    ) -> Result<(), ReadError>;
+
+    /// The seq of the archived record of `stream` that used the idempotency
+    /// key `key`, if one did.
+    fn archived_key(&self, stream: &str, key: &str) -> Result<Option<u64>, ReadError>;
+
+    /// The position below which the medium locates records by stream and
+    /// seq itself. It only rises; the writer drops the index's positions
+    /// below it (see [`Index::archive_below`]).
+    fn archive_floor(&self) -> u64;
+
+    /// How many segment files the medium keeps (0 for a medium without
+    /// segments).
+    fn segment_count(&self) -> usize {
+        0
+    }
+
     /// The newest log position the medium holds, when other processes may
     /// append to it; `None` when this process is its only writer, so the
     /// index is always current.
@@ -135,6 +161,16 @@ pub trait Source: Send + Sync + 'static {
     fn is_shared(&self) -> bool {
         false
     }
+}
+
+/// Where a medium keeps the log's index snapshot (see `snapshot`).
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// Replaces the snapshot atomically: after a crash the old one or the
+    /// new one is there, never a mix.
+    fn save(&self, bytes: &[u8]) -> std::io::Result<()>;
+
+    /// Where the snapshot is, for messages.
+    fn describe(&self) -> String;
 }
 
 /// Everything [`EventLog::start`](crate::EventLog::start) needs: a recovered
@@ -151,4 +187,8 @@ pub struct Storage<S> {
     pub last_at: SystemTime,
     /// Where the records are, for messages (a path, a database name).
     pub location: String,
+    /// Where snapshots are written, when the medium keeps them.
+    pub snapshots: Option<std::sync::Arc<dyn SnapshotStore>>,
+    /// The extension of the snapshot the index was restored from.
+    pub extension: Option<Box<serde_json::value::RawValue>>,
 }

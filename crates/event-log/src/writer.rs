@@ -27,7 +27,7 @@
 //! can no longer write says so instead of looking ready.
 
 use crate::error::{LogFailure, ReadError};
-use crate::index::{Index, RecordPos, StreamState};
+use crate::index::{Index, KeyLookup, ReadPlan, RecordPos, StreamState};
 use crate::record::{NewRecord, RecordRef};
 use crate::storage::{OwnedRecord, Sink, SinkFailure, Source, StagedBatch};
 use crate::{BatchStats, CommitObserver, Shared};
@@ -94,8 +94,20 @@ where
 /// Told when a refresh has taken in other processes' appends.
 pub(crate) type RefreshReply = Box<dyn FnOnce(Result<(), LogFailure>) + Send>;
 
+/// A consistent copy of the index and the observer's state, taken between
+/// two batches.
+pub(crate) struct SnapshotCut<S> {
+    pub(crate) index: Index<S>,
+    pub(crate) extension: Option<crate::ExtensionEncoder>,
+}
+
+/// Receives a snapshot cut, or why none was taken.
+pub(crate) type SnapshotReply<S> = Box<dyn FnOnce(Result<SnapshotCut<S>, String>) + Send>;
+
 /// What the writer thread receives.
 pub(crate) enum Message<S> {
+    /// Copy the index for a snapshot, between two batches.
+    Snapshot(SnapshotReply<S>),
     /// Decide, stage, sync, acknowledge.
     Job(Box<dyn Job<S>>),
     /// Take in other processes' appends; reply when done, if asked to.
@@ -203,6 +215,10 @@ pub enum AppendError {
     /// The stream's fold refused the record.
     #[error("the stream state refused the record: {0}")]
     Refused(String),
+    /// Whether the idempotency key was used before could not be read from
+    /// the medium.
+    #[error("looking up the idempotency key: {0}")]
+    KeyUnreadable(String),
 }
 
 impl<'a, S: StreamState> Txn<'a, S> {
@@ -220,14 +236,23 @@ impl<'a, S: StreamState> Txn<'a, S> {
         })
     }
 
-    /// The sequence number of the record of `stream` that used `key`.
-    pub fn seq_for_key(&self, stream: &str, key: &str) -> Option<u64> {
+    /// The sequence number of the record of `stream` that used `key`. Reads
+    /// the medium only for a sealed stream whose older keys are archived
+    /// (a retry, since a sealed stream takes no new record).
+    pub fn seq_for_key(&self, stream: &str, key: &str) -> Result<Option<u64>, ReadError> {
         let staged = self.staged.iter().rev().find(|staged| {
             staged.record.stream == stream && staged.record.idempotency_key.as_deref() == Some(key)
         });
-        match staged {
-            Some(staged) => Some(staged.seq),
-            None => self.index.stream(stream)?.seq_for_key(key),
+        if let Some(staged) = staged {
+            return Ok(Some(staged.seq));
+        }
+        let Some(entry) = self.index.stream(stream) else {
+            return Ok(None);
+        };
+        match entry.key(key) {
+            KeyLookup::Found(seq) => Ok(Some(seq)),
+            KeyLookup::Absent => Ok(None),
+            KeyLookup::Archived => self.source.archived_key(stream, key),
         }
     }
 
@@ -257,16 +282,13 @@ impl<'a, S: StreamState> Txn<'a, S> {
         if let Some(staged) = staged {
             return Ok(Some(f(staged.as_ref())));
         }
-        let Some(pos) = self
-            .index
-            .stream(stream)
-            .and_then(|entry| entry.position(seq))
-        else {
-            return Ok(None);
+        let plan = match self.index.stream(stream) {
+            Some(entry) if (1..=entry.head()).contains(&seq) => ReadPlan::of(entry, seq - 1, 1),
+            _ => return Ok(None),
         };
         let mut f = Some(f);
         let mut out = None;
-        self.source.read(stream, seq, &[pos], &mut |record| {
+        plan.read(self.source, stream, &mut |record| {
             if let Some(f) = f.take() {
                 out = Some(f(record));
             }
@@ -351,11 +373,12 @@ impl<'a, S: StreamState> Txn<'a, S> {
             return Ok(());
         };
         match self.seq_for_key(&record.stream, key) {
-            Some(seq) => Err(AppendError::KeyTaken {
+            Ok(Some(seq)) => Err(AppendError::KeyTaken {
                 stream: record.stream.clone(),
                 seq,
             }),
-            None => Ok(()),
+            Ok(None) => Ok(()),
+            Err(error) => Err(AppendError::KeyUnreadable(error.to_string())),
         }
     }
 
@@ -407,6 +430,7 @@ struct Batch<S> {
     jobs: Vec<Box<dyn Job<S>>>,
     refreshes: Vec<RefreshReply>,
     refresh: bool,
+    snapshots: Vec<SnapshotReply<S>>,
 }
 
 impl<S: StreamState> Writer<S> {
@@ -419,6 +443,7 @@ impl<S: StreamState> Writer<S> {
                 jobs: Vec::new(),
                 refreshes: Vec::new(),
                 refresh: false,
+                snapshots: Vec::new(),
             };
             let mut next = Some(first);
             while let Some(message) = next.take() {
@@ -428,6 +453,7 @@ impl<S: StreamState> Writer<S> {
                         batch.refresh = true;
                         batch.refreshes.extend(reply);
                     }
+                    Message::Snapshot(reply) => batch.snapshots.push(reply),
                     Message::Stop => {
                         stopping = true;
                         break;
@@ -460,7 +486,26 @@ impl<S: StreamState> Writer<S> {
             for reply in batch.refreshes {
                 reply(refreshed.clone());
             }
+            for reply in batch.snapshots {
+                reply(self.snapshot_cut());
+            }
         }
+    }
+
+    /// Copies the index and asks the observer for its extension: both are
+    /// as of the last batch.
+    fn snapshot_cut(&self) -> Result<SnapshotCut<S>, String> {
+        let index = self
+            .shared
+            .index
+            .read()
+            .expect("index lock poisoned")
+            .clone();
+        let mut extension = None;
+        if let Some(observer) = &self.observer {
+            observe(|| extension = observer.snapshot_extension())?;
+        }
+        Ok(SnapshotCut { index, extension })
     }
 
     /// Takes in other processes' appends without taking the right to append.
@@ -519,6 +564,7 @@ impl<S: StreamState> Writer<S> {
                 return Err(self.poison(reason));
             }
         }
+        index.archive_below(self.source.archive_floor());
         drop(index);
         if let Some(at) = foreign
             .last()
@@ -653,6 +699,7 @@ impl<S: StreamState> Writer<S> {
         for record in staged {
             index.push(&record.as_ref(), record.pos);
         }
+        index.archive_below(self.source.archive_floor());
         drop(index);
         self.show(staged)
     }

@@ -18,7 +18,7 @@ use std::path::Path;
 const AT: &str = "2026-01-01T00:00:00.000000Z";
 
 /// A stream state that only counts records; recovery needs no more.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Count;
 
 impl StreamState for Count {

@@ -29,13 +29,22 @@ fn request(stream: &str, n: u32) -> Request {
     }
 }
 
-/// The segment files beside `path`, the first one included, in name order.
+/// The segment files beside `path`, the first one included, in name order
+/// (not their index files or the snapshot).
 fn segment_files(path: &Path) -> Vec<PathBuf> {
     let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let is_segment = |file: &str| {
+        file == name
+            || file
+                .strip_prefix(&format!("{name}."))
+                .is_some_and(|digits| {
+                    digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())
+                })
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(path.parent().unwrap())
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&name))
+        .filter(|p| is_segment(p.file_name().unwrap().to_str().unwrap()))
         .collect();
     files.sort();
     files

@@ -15,14 +15,15 @@ use crate::id::{WorkerIdError, validate_worker_id};
 use crate::metadata::{MAX_METADATA_KEYS, merge_metadata, merged_key_count};
 use crate::owner::Owner;
 use crate::status::{TransitionError, WorkerStatus};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// A worker as the worker routes show it (the contract's `worker` object).
 ///
 /// Fields are private: the only way to change a worker is to apply a
-/// lifecycle event, which keeps the served state and the log in step.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// lifecycle event, which keeps the served state and the log in step. It
+/// deserializes only from what it serialized, in an index snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerState {
     worker_id: String,
     owner: Owner,

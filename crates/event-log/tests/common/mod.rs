@@ -1,29 +1,52 @@
-//! A tiny domain for the log's tests: streams whose state counts records, and
-//! a decision that applies the log-level rules (idempotency key, expected
-//! previous sequence) the way a real domain does.
+//! A tiny domain for the log's tests: streams whose state counts records and
+//! that a record with the body `"seal"` seals, and a decision that applies
+//! the log-level rules (idempotency key, expected previous sequence, no
+//! append to a sealed stream) the way a real domain does.
 
 #![allow(dead_code, missing_docs)]
 
 use openagents_event_log::{
     EventLog, LogFailure, LogOptions, NewRecord, RecordRef, StreamState, Txn,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::path::Path;
 use std::sync::mpsc;
 
-/// Counts records; the log's tests need no more domain than that.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Count(pub u64);
+/// Counts records, and whether the stream is sealed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Count {
+    pub records: u64,
+    pub sealed: bool,
+}
+
+/// The body that seals a stream.
+pub const SEAL: &str = "\"seal\"";
+
+/// A record offered to a sealed stream.
+#[derive(Debug, thiserror::Error)]
+#[error("the stream is sealed")]
+pub struct Sealed;
 
 impl StreamState for Count {
-    type Error = std::convert::Infallible;
+    type Error = Sealed;
 
-    fn open(_first: &RecordRef<'_>) -> Result<Self, Self::Error> {
-        Ok(Count(1))
+    fn open(first: &RecordRef<'_>) -> Result<Self, Self::Error> {
+        Ok(Count {
+            records: 1,
+            sealed: first.payload.get() == SEAL,
+        })
     }
-    fn apply(&mut self, _record: &RecordRef<'_>) -> Result<(), Self::Error> {
-        self.0 += 1;
+    fn apply(&mut self, record: &RecordRef<'_>) -> Result<(), Self::Error> {
+        if self.sealed {
+            return Err(Sealed);
+        }
+        self.records += 1;
+        self.sealed = record.payload.get() == SEAL;
         Ok(())
+    }
+    fn is_sealed(&self) -> bool {
+        self.sealed
     }
 }
 
@@ -43,12 +66,13 @@ pub enum Outcome {
     Replayed(u64),
     KeyReused,
     SequenceConflict { actual: u64 },
+    Sealed,
 }
 
 pub fn decide(txn: &mut Txn<'_, Count>, request: Request) -> Outcome {
     let head = txn.stream(&request.stream).map_or(0, |view| view.head);
     if let Some(key) = &request.key
-        && let Some(seq) = txn.seq_for_key(&request.stream, key)
+        && let Some(seq) = txn.seq_for_key(&request.stream, key).unwrap()
     {
         let same = txn
             .with_record(&request.stream, seq, |record| {
@@ -66,6 +90,12 @@ pub fn decide(txn: &mut Txn<'_, Count>, request: Request) -> Outcome {
         && expected != head
     {
         return Outcome::SequenceConflict { actual: head };
+    }
+    if txn
+        .stream(&request.stream)
+        .is_some_and(|view| view.state.sealed)
+    {
+        return Outcome::Sealed;
     }
     let appended = txn
         .append(NewRecord {

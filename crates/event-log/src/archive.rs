@@ -1,0 +1,595 @@
+//! The on-disk indexes of sealed segments, and the archive they make: the
+//! file medium locates every record of a sealed segment by stream and seq
+//! without the in-memory index holding a position for it.
+//!
+//! A sealed segment `<segment>` has an index file `<segment>.idx`, written
+//! once (to a temporary name, synced, renamed, folder synced) and never
+//! changed. It groups the segment's records by stream:
+//!
+//! ```text
+//! magic "OAIDX001"
+//! header   first_lsn u64, segment_len u64, records u32, streams u32, keys u32,
+//!          table_len u32 (bytes of the table)
+//! table    per stream: name_len u16, name, first_seq u64, count u32,
+//!          entry_start u32, key_start u32, key_count u32
+//! crc32c   of magic, header and table (u32)
+//! entries  per record, grouped by stream in seq order:
+//!          offset in the segment u64, line length u32
+//! keys     per idempotency key, grouped by stream, sorted by hash:
+//!          FNV-1a hash of the key u64, seq u64
+//! crc32c   of entries and keys (u32)
+//! ```
+//!
+//! Integers are little-endian. The table is read at open and kept as
+//! [`Span`]s: per stream and sealed segment, where its records are. That is
+//! the only per-stream cost of a sealed segment; entries and keys stay on
+//! disk and are read with `pread` when a read or a retry needs them. Their
+//! checksum is verified once per process, at the first such read; every
+//! record read through an entry is still checked to be the stream and seq
+//! it was asked for, and a key found by its hash is confirmed against the
+//! record itself.
+//!
+//! An index file is derived data: a missing or damaged one is rebuilt from
+//! its segment with a warning, at open or after a roll (in the background,
+//! on the indexer thread).
+
+use crate::error::ReadError;
+use crate::record::RecordRef;
+use crate::segments::Segments;
+use crate::{OpenError, RecordPos};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{OnceLock, RwLock};
+
+const MAGIC: &[u8; 8] = b"OAIDX001";
+const HEADER_BYTES: usize = 8 + 8 + 8 + 4 + 4 + 4 + 4;
+const ENTRY_BYTES: u64 = 12;
+const KEY_BYTES: u64 = 16;
+
+/// Where the records of one stream in one sealed segment are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    /// The segment, by its place in the log.
+    segment: u32,
+    first_seq: u64,
+    count: u32,
+    entry_start: u32,
+    key_start: u32,
+    key_count: u32,
+}
+
+/// One stream's records in a segment, as the index file groups them.
+#[derive(Debug, Default)]
+struct Group {
+    first_seq: u64,
+    entries: Vec<(u64, u32)>,
+    keys: Vec<(u64, u64)>,
+}
+
+/// The content of a segment's index file, built from the segment.
+#[derive(Debug)]
+pub(crate) struct SegmentTable {
+    first_lsn: u64,
+    segment_len: u64,
+    groups: Vec<(String, Group)>,
+}
+
+/// One indexed segment's file, open for reading entries and keys.
+struct IndexFile {
+    file: File,
+    path: PathBuf,
+    entries_at: u64,
+    keys_at: u64,
+    body_len: u64,
+    body_crc: u32,
+    verified: OnceLock<Result<(), String>>,
+}
+
+/// Every indexed sealed segment and the spans of every stream in them.
+pub(crate) struct Archive {
+    files: RwLock<Vec<IndexFile>>,
+    spans: RwLock<HashMap<String, Vec<Span>>>,
+    floor: AtomicU64,
+}
+
+/// The index file of segment `segment_path`.
+pub(crate) fn index_path(segment_path: &Path) -> PathBuf {
+    let mut name = OsString::from(segment_path.as_os_str());
+    name.push(".idx");
+    PathBuf::from(name)
+}
+
+/// The FNV-1a hash of an idempotency key: stable across processes, which
+/// the standard library's hasher is not.
+fn key_hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl SegmentTable {
+    /// Reads a sealed segment whole and groups its records by stream. A
+    /// line that does not decode, or a segment that does not end in a
+    /// complete record, is damage of acknowledged history.
+    pub(crate) fn build(file: &File, path: &Path, first_lsn: u64) -> Result<Self, OpenError> {
+        let io_error = |source| OpenError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let segment_len = file.metadata().map_err(io_error)?.len();
+        let mut bytes = vec![0; usize::try_from(segment_len).expect("segments fit in memory")];
+        file.read_exact_at(&mut bytes, 0).map_err(io_error)?;
+        let corrupt = |offset: usize, reason: String| OpenError::Corrupt {
+            path: path.to_owned(),
+            offset: offset as u64,
+            reason,
+        };
+        let mut groups: Vec<(String, Group)> = Vec::new();
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        let mut start = 0usize;
+        let mut lsn = first_lsn;
+        while start < bytes.len() {
+            let Some(newline) = memchr::memchr(b'\n', &bytes[start..]) else {
+                return Err(corrupt(
+                    start,
+                    "a sealed segment ends in an incomplete record".into(),
+                ));
+            };
+            let line = &bytes[start..start + newline];
+            let record =
+                RecordRef::decode(line).map_err(|error| corrupt(start, error.to_string()))?;
+            if record.lsn != lsn {
+                return Err(corrupt(
+                    start,
+                    format!("log position {} where {lsn} was expected", record.lsn),
+                ));
+            }
+            let slot = *by_name.entry(record.stream.to_string()).or_insert_with(|| {
+                groups.push((
+                    record.stream.to_string(),
+                    Group {
+                        first_seq: record.seq,
+                        ..Group::default()
+                    },
+                ));
+                groups.len() - 1
+            });
+            let group = &mut groups[slot].1;
+            if record.seq != group.first_seq + group.entries.len() as u64 {
+                return Err(corrupt(
+                    start,
+                    format!(
+                        "sequence {} of stream {} out of order",
+                        record.seq, record.stream
+                    ),
+                ));
+            }
+            group.entries.push((start as u64, newline as u32));
+            if let Some(key) = &record.key {
+                group.keys.push((key_hash(key), record.seq));
+            }
+            lsn += 1;
+            start += newline + 1;
+        }
+        for (_, group) in &mut groups {
+            group.keys.sort_unstable();
+        }
+        Ok(SegmentTable {
+            first_lsn,
+            segment_len,
+            groups,
+        })
+    }
+
+    /// The index file's bytes.
+    fn encode(&self) -> Vec<u8> {
+        let records: usize = self.groups.iter().map(|(_, g)| g.entries.len()).sum();
+        let keys: usize = self.groups.iter().map(|(_, g)| g.keys.len()).sum();
+        let mut table = Vec::new();
+        let (mut entry_start, mut key_start) = (0u32, 0u32);
+        for (name, group) in &self.groups {
+            table.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            table.extend_from_slice(name.as_bytes());
+            table.extend_from_slice(&group.first_seq.to_le_bytes());
+            table.extend_from_slice(&(group.entries.len() as u32).to_le_bytes());
+            table.extend_from_slice(&entry_start.to_le_bytes());
+            table.extend_from_slice(&key_start.to_le_bytes());
+            table.extend_from_slice(&(group.keys.len() as u32).to_le_bytes());
+            entry_start += group.entries.len() as u32;
+            key_start += group.keys.len() as u32;
+        }
+        let mut out = Vec::with_capacity(HEADER_BYTES + table.len() + 8 + records * 12 + keys * 16);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.first_lsn.to_le_bytes());
+        out.extend_from_slice(&self.segment_len.to_le_bytes());
+        for count in [records, self.groups.len(), keys, table.len()] {
+            out.extend_from_slice(&(count as u32).to_le_bytes());
+        }
+        out.extend_from_slice(&table);
+        let table_crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&table_crc.to_le_bytes());
+        let body = out.len();
+        for (_, group) in &self.groups {
+            for (offset, len) in &group.entries {
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(&len.to_le_bytes());
+            }
+        }
+        for (_, group) in &self.groups {
+            for (hash, seq) in &group.keys {
+                out.extend_from_slice(&hash.to_le_bytes());
+                out.extend_from_slice(&seq.to_le_bytes());
+            }
+        }
+        let body_crc = crc32c::crc32c(&out[body..]);
+        out.extend_from_slice(&body_crc.to_le_bytes());
+        out
+    }
+
+    /// Writes the index file of `segment_path` atomically.
+    pub(crate) fn write(&self, segment_path: &Path) -> std::io::Result<()> {
+        let path = index_path(segment_path);
+        let mut temporary = OsString::from(path.as_os_str());
+        temporary.push(".tmp");
+        let temporary = PathBuf::from(temporary);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
+        file.write_all(&self.encode())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &path)?;
+        crate::file::sync_folder(crate::file::folder_of(&path))
+    }
+}
+
+/// Little-endian reader over a byte slice; `None` past its end.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(len)?;
+        let slice = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(slice)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+/// An index file's table, read and checked against its segment.
+struct Loaded {
+    file: IndexFile,
+    spans: Vec<(String, Span)>,
+    records: u64,
+}
+
+/// Reads the index file of segment number `segment` (at `segment_path`,
+/// `segment_len` bytes, first record `first_lsn`): its header and table
+/// only. `Ok(None)` when it is missing, does not describe that segment, or
+/// its table is damaged: the caller rebuilds it.
+fn load(
+    segment: u32,
+    segment_path: &Path,
+    first_lsn: u64,
+    segment_len: u64,
+) -> std::io::Result<Option<Loaded>> {
+    let path = index_path(segment_path);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let file_len = file.metadata()?.len();
+    if file_len < (HEADER_BYTES + 8) as u64 {
+        return Ok(None);
+    }
+    let mut header = [0; HEADER_BYTES];
+    file.read_exact_at(&mut header, 0)?;
+    let table_len = u32::from_le_bytes(header[HEADER_BYTES - 4..].try_into().expect("4 bytes"));
+    let table_end = HEADER_BYTES as u64 + u64::from(table_len) + 4;
+    if table_end + 4 > file_len {
+        return Ok(None);
+    }
+    let mut head = vec![0; table_end as usize];
+    file.read_exact_at(&mut head, 0)?;
+    let mut body_crc = [0; 4];
+    file.read_exact_at(&mut body_crc, file_len - 4)?;
+    let Some(table) = parse_table(segment, &head, first_lsn, segment_len) else {
+        return Ok(None);
+    };
+    let keys_at = table_end + table.records * ENTRY_BYTES;
+    if keys_at + table.keys * KEY_BYTES + 4 != file_len {
+        return Ok(None);
+    }
+    Ok(Some(Loaded {
+        records: table.records,
+        spans: table.spans,
+        file: IndexFile {
+            file,
+            path,
+            entries_at: table_end,
+            keys_at,
+            body_len: file_len - table_end - 4,
+            body_crc: u32::from_le_bytes(body_crc),
+            verified: OnceLock::new(),
+        },
+    }))
+}
+
+/// An index file's table.
+struct Table {
+    spans: Vec<(String, Span)>,
+    records: u64,
+    keys: u64,
+}
+
+/// Parses the header and table in `bytes` (which end with the table's
+/// checksum) and checks that they describe the segment.
+fn parse_table(segment: u32, bytes: &[u8], first_lsn: u64, segment_len: u64) -> Option<Table> {
+    let mut cursor = Cursor { bytes, at: 0 };
+    if cursor.take(8)? != MAGIC || cursor.u64()? != first_lsn || cursor.u64()? != segment_len {
+        return None;
+    }
+    let (records, streams, keys, _table_len) =
+        (cursor.u32()?, cursor.u32()?, cursor.u32()?, cursor.u32()?);
+    let mut spans = Vec::with_capacity(streams as usize);
+    for _ in 0..streams {
+        let name_len = cursor.u16()? as usize;
+        let name = std::str::from_utf8(cursor.take(name_len)?).ok()?.to_owned();
+        let span = Span {
+            segment,
+            first_seq: cursor.u64()?,
+            count: cursor.u32()?,
+            entry_start: cursor.u32()?,
+            key_start: cursor.u32()?,
+            key_count: cursor.u32()?,
+        };
+        spans.push((name, span));
+    }
+    let table_end = cursor.at;
+    if table_end + 4 != bytes.len() || cursor.u32()? != crc32c::crc32c(&bytes[..table_end]) {
+        return None;
+    }
+    Some(Table {
+        spans,
+        records: u64::from(records),
+        keys: u64::from(keys),
+    })
+}
+
+impl IndexFile {
+    /// Checks the entries' and keys' checksum, once per process.
+    fn verify(&self) -> Result<(), ReadError> {
+        let outcome = self.verified.get_or_init(|| {
+            let mut body = vec![0; self.body_len as usize];
+            self.file
+                .read_exact_at(&mut body, self.entries_at)
+                .map_err(|error| format!("{}: {error}", self.path.display()))?;
+            if crc32c::crc32c(&body) == self.body_crc {
+                Ok(())
+            } else {
+                Err(format!("{}: checksum mismatch", self.path.display()))
+            }
+        });
+        outcome.clone().map_err(|reason| ReadError::Damaged {
+            offset: self.entries_at,
+            reason,
+        })
+    }
+
+    /// The positions (in the segment) of entries `first .. first + count`.
+    fn entries(&self, first: u32, count: u32) -> Result<Vec<(u64, u32)>, ReadError> {
+        self.verify()?;
+        let mut bytes = vec![0; count as usize * ENTRY_BYTES as usize];
+        self.file
+            .read_exact_at(&mut bytes, self.entries_at + u64::from(first) * ENTRY_BYTES)?;
+        Ok(bytes
+            .chunks_exact(ENTRY_BYTES as usize)
+            .map(|entry| {
+                let offset = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
+                let len = u32::from_le_bytes(entry[8..].try_into().expect("4 bytes"));
+                (offset, len)
+            })
+            .collect())
+    }
+
+    /// The key pair at `index`: a key's hash and its seq.
+    fn key_pair(&self, index: u64) -> Result<(u64, u64), ReadError> {
+        let mut pair = [0; KEY_BYTES as usize];
+        self.file
+            .read_exact_at(&mut pair, self.keys_at + index * KEY_BYTES)?;
+        let hash = u64::from_le_bytes(pair[..8].try_into().expect("8 bytes"));
+        let seq = u64::from_le_bytes(pair[8..].try_into().expect("8 bytes"));
+        Ok((hash, seq))
+    }
+
+    /// The seqs whose key has `hash`, among keys `first .. first + count`
+    /// (sorted by hash): a binary search, one `pread` a step.
+    fn seqs_with_hash(&self, first: u32, count: u32, hash: u64) -> Result<Vec<u64>, ReadError> {
+        self.verify()?;
+        let (mut low, mut high) = (u64::from(first), u64::from(first) + u64::from(count));
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.key_pair(middle)?.0 < hash {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        let mut seqs = Vec::new();
+        let end = u64::from(first) + u64::from(count);
+        while low < end {
+            let (candidate, seq) = self.key_pair(low)?;
+            if candidate != hash {
+                break;
+            }
+            seqs.push(seq);
+            low += 1;
+        }
+        Ok(seqs)
+    }
+}
+
+impl Archive {
+    /// An archive of no segment yet.
+    pub(crate) fn new() -> Self {
+        Archive {
+            files: RwLock::new(Vec::new()),
+            spans: RwLock::new(HashMap::new()),
+            floor: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes in the index of the next sealed segment, number `segment`,
+    /// found at `segment_path`; builds and writes it first when it is
+    /// missing or damaged. `next_start` is where the segment after it
+    /// starts in the log's byte space: the archive locates everything below.
+    /// Returns how many records the segment holds.
+    pub(crate) fn add(
+        &self,
+        segment: u32,
+        segment_path: &Path,
+        segment_file: &File,
+        first_lsn: u64,
+        next_start: u64,
+    ) -> Result<u64, OpenError> {
+        let io_error = |path: &Path| {
+            let path = path.to_owned();
+            move |source| OpenError::Io { path, source }
+        };
+        let segment_len = segment_file
+            .metadata()
+            .map_err(io_error(segment_path))?
+            .len();
+        let loaded = load(segment, segment_path, first_lsn, segment_len)
+            .map_err(io_error(&index_path(segment_path)))?;
+        let loaded = match loaded {
+            Some(loaded) => loaded,
+            None => {
+                tracing::warn!(segment = %segment_path.display(), "building the index of a sealed segment");
+                let table = SegmentTable::build(segment_file, segment_path, first_lsn)?;
+                table
+                    .write(segment_path)
+                    .map_err(io_error(&index_path(segment_path)))?;
+                load(segment, segment_path, first_lsn, segment_len)
+                    .map_err(io_error(&index_path(segment_path)))?
+                    .ok_or_else(|| OpenError::Corrupt {
+                        path: index_path(segment_path),
+                        offset: 0,
+                        reason: "a segment index just written does not read back".into(),
+                    })?
+            }
+        };
+        let records = loaded.records;
+        let mut files = self.files.write().expect("archive lock poisoned");
+        assert_eq!(
+            files.len(),
+            segment as usize,
+            "segments are archived in order"
+        );
+        files.push(loaded.file);
+        let mut spans = self.spans.write().expect("archive lock poisoned");
+        for (name, span) in loaded.spans {
+            spans.entry(name).or_default().push(span);
+        }
+        drop(spans);
+        drop(files);
+        self.floor.store(next_start, Ordering::Release);
+        Ok(records)
+    }
+
+    /// Everything below this position of the log's byte space is archived.
+    pub(crate) fn floor(&self) -> u64 {
+        self.floor.load(Ordering::Acquire)
+    }
+
+    /// The spans of `stream` that hold seqs in `first_seq .. first_seq + count`.
+    fn spans_of(&self, stream: &str, first_seq: u64, count: u64) -> Vec<Span> {
+        let spans = self.spans.read().expect("archive lock poisoned");
+        let Some(all) = spans.get(stream) else {
+            return Vec::new();
+        };
+        let end = first_seq + count;
+        let start = all.partition_point(|span| span.first_seq + u64::from(span.count) <= first_seq);
+        all[start..]
+            .iter()
+            .take_while(|span| span.first_seq < end)
+            .copied()
+            .collect()
+    }
+
+    /// The positions, in the log's byte space, of seqs `first_seq ..
+    /// first_seq + count` of `stream`, in order.
+    pub(crate) fn positions(
+        &self,
+        segments: &Segments,
+        stream: &str,
+        first_seq: u64,
+        count: u64,
+    ) -> Result<Vec<RecordPos>, ReadError> {
+        let mut positions = Vec::with_capacity(count as usize);
+        let files = self.files.read().expect("archive lock poisoned");
+        for span in self.spans_of(stream, first_seq, count) {
+            let skip = first_seq.saturating_sub(span.first_seq);
+            let wanted =
+                (u64::from(span.count) - skip).min(first_seq + count - span.first_seq - skip);
+            let file = &files[span.segment as usize];
+            let start = segments.start_of(span.segment as usize);
+            for (offset, len) in file.entries(span.entry_start + skip as u32, wanted as u32)? {
+                positions.push(RecordPos {
+                    offset: start + offset,
+                    len,
+                });
+            }
+        }
+        if positions.len() as u64 != count {
+            return Err(ReadError::Damaged {
+                offset: 0,
+                reason: format!(
+                    "the segment indexes hold {} of the {count} archived records of {stream} from seq {first_seq}",
+                    positions.len()
+                ),
+            });
+        }
+        Ok(positions)
+    }
+
+    /// The candidate seqs of `stream` whose idempotency key hashes like
+    /// `key`, newest segment first; the caller confirms each on its record.
+    pub(crate) fn key_candidates(&self, stream: &str, key: &str) -> Result<Vec<u64>, ReadError> {
+        let hash = key_hash(key);
+        let spans = match self
+            .spans
+            .read()
+            .expect("archive lock poisoned")
+            .get(stream)
+        {
+            Some(spans) => spans.clone(),
+            None => return Ok(Vec::new()),
+        };
+        let files = self.files.read().expect("archive lock poisoned");
+        let mut candidates = Vec::new();
+        for span in spans.iter().rev().filter(|span| span.key_count > 0) {
+            let file = &files[span.segment as usize];
+            candidates.extend(file.seqs_with_hash(span.key_start, span.key_count, hash)?);
+        }
+        Ok(candidates)
+    }
+}
