@@ -70,10 +70,15 @@ pub(crate) fn open<S: StreamState>(
     let restored = restore_snapshot::<S>(snapshot_file, &files, &starts);
     let snapshot_lsn = restored
         .as_ref()
-        .map(|(snapshot, _)| snapshot.index.last_lsn());
-    let (mut index, (from, snapshot_at), extension) = match restored {
-        Some((snapshot, end)) => (snapshot.index, end, snapshot.extension),
-        None => (Index::default(), (0, None), None),
+        .map(|start| start.snapshot.index.last_lsn());
+    let (mut index, from, snapshot_at, extension) = match restored {
+        Some(start) => (
+            start.snapshot.index,
+            start.end,
+            start.last_at,
+            start.snapshot.extension,
+        ),
+        None => (Index::default(), 0, None, None),
     };
     index.archive_below(archive.floor());
     let mut recovered = recover::<S>(files, index, from)?;
@@ -152,6 +157,14 @@ fn open_files(path: &Path) -> Result<Vec<(u64, PathBuf, File)>, OpenError> {
     Ok(files)
 }
 
+/// A valid snapshot, with where its last record ends in the log's byte
+/// space and that record's time.
+struct SnapshotStart<S> {
+    snapshot: Snapshot<S>,
+    end: u64,
+    last_at: Option<SystemTime>,
+}
+
 /// The snapshot beside the log, and where and when its last record ends,
 /// when it is valid for the log as it is; otherwise `None`, with a
 /// warning saying why the start scans the whole log.
@@ -159,7 +172,7 @@ fn restore_snapshot<S: StreamState>(
     location: &Path,
     files: &[(u64, PathBuf, File)],
     starts: &[u64],
-) -> Option<(Snapshot<S>, (u64, Option<SystemTime>))> {
+) -> Option<SnapshotStart<S>> {
     let checked = snapshot::read_file(location)
         .map_err(SnapshotError::from)
         .and_then(|bytes| match bytes {
@@ -168,8 +181,12 @@ fn restore_snapshot<S: StreamState>(
         })
         .and_then(|snapshot| match snapshot {
             Some(snapshot) => {
-                let end = snapshot_end(&snapshot.index, files, starts)?;
-                Ok(Some((snapshot, end)))
+                let (end, last_at) = snapshot_end(&snapshot.index, files, starts)?;
+                Ok(Some(SnapshotStart {
+                    snapshot,
+                    end,
+                    last_at,
+                }))
             }
             None => Ok(None),
         });

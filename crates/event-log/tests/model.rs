@@ -1,12 +1,17 @@
-//! Random sequences of appends (with keys, expected sequences and conflicts)
-//! and reopens, checked against a plain in-memory model: after every reopen
-//! the log holds exactly what the model acknowledged.
+//! Random sequences of appends (with keys, expected sequences, conflicts and
+//! seals), snapshots, segment rolls, reopens and crashes (a torn write at
+//! the end of the log), checked against a plain in-memory model: after
+//! every step the log holds exactly what the model acknowledged, and after
+//! every reopen its index equals the one a full scan builds, keys of sealed
+//! streams included (those are looked up on disk once archived).
 
 mod common;
 
-use common::{Outcome, Request, append, bodies, open_segmented};
+use common::{Count, Outcome, Request, SEAL, append, bodies, open_segmented};
+use openagents_event_log::EventLog;
 use proptest::prelude::*;
 use std::collections::HashMap;
+use std::path::Path;
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -16,14 +21,22 @@ enum Step {
         key: Option<u8>,
         expect: Option<u8>,
     },
+    Seal {
+        stream: u8,
+    },
+    Snapshot,
     Reopen,
+    Crash,
 }
 
 fn arb_step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        8 => (0u8..3, 0u8..4, prop::option::of(0u8..4), prop::option::of(0u8..6))
+        12 => (0u8..3, 0u8..4, prop::option::of(0u8..4), prop::option::of(0u8..6))
             .prop_map(|(stream, body, key, expect)| Step::Append { stream, body, key, expect }),
+        1 => (0u8..3).prop_map(|stream| Step::Seal { stream }),
+        2 => Just(Step::Snapshot),
         1 => Just(Step::Reopen),
+        1 => Just(Step::Crash),
     ]
 }
 
@@ -51,9 +64,76 @@ impl Model {
         {
             return Outcome::SequenceConflict { actual: head };
         }
+        if events.last().is_some_and(|(body, _)| body == SEAL) {
+            return Outcome::Sealed;
+        }
         events.push((request.body.clone(), request.key.clone()));
         Outcome::Appended(head + 1)
     }
+}
+
+/// The seq the log's index (or its archive) gives for `key` of `stream`.
+fn key_seq(log: &EventLog<Count>, stream: &str, key: &str) -> Option<u64> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stream, key) = (stream.to_owned(), key.to_owned());
+    log.submit(
+        move |txn| txn.seq_for_key(&stream, &key).unwrap(),
+        move |outcome| tx.send(outcome).unwrap(),
+    );
+    rx.recv().unwrap().unwrap()
+}
+
+/// Everything a reopened log answers from its index, for `model`'s streams.
+fn answers(log: &EventLog<Count>, model: &Model) -> Vec<(String, Option<Count>, Vec<Option<u64>>)> {
+    let mut streams: Vec<&String> = model.streams.keys().collect();
+    streams.sort();
+    streams
+        .into_iter()
+        .map(|stream| {
+            let state = log.index().stream(stream).map(|entry| entry.state().clone());
+            let keys = (0..4)
+                .map(|k| key_seq(log, stream, &format!("key-{k}")))
+                .collect();
+            (stream.clone(), state, keys)
+        })
+        .collect()
+}
+
+/// Opens a copy of the log without its snapshot: the full scan's index.
+fn full_scan_copy(path: &Path, segment_bytes: u64) -> (tempfile::TempDir, EventLog<Count>) {
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(path.parent().unwrap()).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if !name.to_string_lossy().ends_with(".snapshot") {
+            std::fs::copy(entry.path(), copy.path().join(&name)).unwrap();
+        }
+    }
+    let log = open_segmented(&copy.path().join(path.file_name().unwrap()), segment_bytes);
+    (copy, log)
+}
+
+/// Appends half a record to the log's last segment, as a crash mid-write
+/// leaves it.
+fn tear_the_end(path: &Path) {
+    let folder = path.parent().unwrap();
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let last = std::fs::read_dir(folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|file| {
+            file == &name
+                || file
+                    .strip_prefix(&format!("{name}."))
+                    .is_some_and(|d| d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .max()
+        .unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(folder.join(last))
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"{\"v\":1,\"lsn\":").unwrap();
 }
 
 proptest! {
@@ -80,9 +160,27 @@ proptest! {
                     let expected = model.apply(&request);
                     prop_assert_eq!(append(&log, request).unwrap(), expected);
                 }
-                Step::Reopen => {
+                Step::Seal { stream } => {
+                    let request = Request {
+                        stream: format!("s:{stream}"),
+                        body: SEAL.into(),
+                        key: None,
+                        expected_previous_seq: None,
+                    };
+                    let expected = model.apply(&request);
+                    prop_assert_eq!(append(&log, request).unwrap(), expected);
+                }
+                Step::Snapshot => {
+                    log.write_snapshot().unwrap();
+                }
+                Step::Reopen | Step::Crash => {
                     drop(log);
+                    if matches!(step, Step::Crash) {
+                        tear_the_end(&path);
+                    }
                     log = open_segmented(&path, segment_bytes);
+                    let (_copy, scanned) = full_scan_copy(&path, segment_bytes);
+                    prop_assert_eq!(answers(&log, &model), answers(&scanned, &model));
                 }
             }
             for (stream, events) in &model.streams {
