@@ -15,6 +15,7 @@
 //! service library), `scenarios` (what is measured) and `report` (the table
 //! and the JSON file).
 
+mod generate;
 pub(crate) mod load;
 mod preload;
 mod report;
@@ -27,11 +28,12 @@ use std::process::Command;
 use std::time::Duration;
 
 /// Usage of `cargo xtask bench`.
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--only NAME]
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--only NAME[,NAME...]]
 
   --quick      one short run per scenario instead of three full ones
-  --only NAME  run one scenario: healthz, append, append-preloaded, restart,
-               runs-10k, heartbeat, artifacts, run-read, khala-poll, khala-longpoll,
+  --only NAMES run these scenarios (comma-separated): healthz, append,
+               append-preloaded, restart, history, runs-10k, heartbeat,
+               artifacts, run-read, khala-poll, khala-longpoll,
                postgres-appends (needs PostgreSQL: BENCH_DATABASE_URL, default
                the local `test` database; skipped in a full run without it)";
 
@@ -46,8 +48,8 @@ pub struct Options {
     pub measure: Duration,
     /// Whether this is the `--quick` variant.
     pub quick: bool,
-    /// The one scenario to run, when given.
-    pub only: Option<String>,
+    /// The scenarios to run, when given.
+    pub only: Option<Vec<String>>,
 }
 
 impl Options {
@@ -60,11 +62,15 @@ impl Options {
             match arg.as_str() {
                 "--quick" => quick = true,
                 "--only" => {
-                    let name = rest.next().context("--only needs a scenario name")?;
-                    if !scenarios::NAMES.contains(&name.as_str()) {
+                    let names = rest.next().context("--only needs a scenario name")?;
+                    let names: Vec<String> = names.split(',').map(str::to_owned).collect();
+                    if let Some(name) = names
+                        .iter()
+                        .find(|name| !scenarios::NAMES.contains(&name.as_str()))
+                    {
                         bail!("unknown scenario {name:?}\n\n{USAGE}");
                     }
-                    only = Some(name.clone());
+                    only = Some(names);
                 }
                 _ => bail!("unknown argument {arg:?}\n\n{USAGE}"),
             }
@@ -85,7 +91,9 @@ impl Options {
 
     /// Whether scenario `name` is to run.
     pub fn selected(&self, name: &str) -> bool {
-        self.only.as_deref().is_none_or(|only| only == name)
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|chosen| chosen == name))
     }
 }
 

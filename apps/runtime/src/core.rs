@@ -86,7 +86,7 @@ impl Core {
         let feed = CommitFeed {
             projections: Arc::clone(&projections),
             khala: Arc::clone(&khala),
-            metrics,
+            metrics: Arc::clone(&metrics),
         };
         let options = LogOptions {
             observer: Some(Arc::new(feed)),
@@ -94,16 +94,27 @@ impl Core {
             ..LogOptions::default()
         };
         let (log, log_report) = storage::open_log(config, options)?;
+        if let Some(snapshot) = &log_report.snapshot {
+            metrics.snapshot(snapshot);
+        }
+        metrics.start_replayed(log_report.replayed);
         let catch_up = projections.recover(&log).map_err(StartError::Projections)?;
+        // Write what the start replayed now (nothing after a clean stop), so
+        // that a crash soon after start does not replay the same records.
+        match projections.flush(&log) {
+            Ok(written) => written.iter().for_each(|written| metrics.snapshot(written)),
+            Err(error) => {
+                tracing::warn!(%error, "writing the snapshot after the start failed; will retry");
+            }
+        }
         khala.recover(&log).map_err(StartError::Khala)?;
         let log = Arc::new(log);
         let core = Core {
             khala,
-            // The flusher writes what the catch-up applied right away, so a
-            // crash soon after start does not replay the same records again.
             flusher: Flusher::start(
                 Arc::clone(&projections),
                 Arc::clone(&log),
+                metrics,
                 config.checkpoint_flush_interval,
             ),
             authority: Authority::new(log, config.authority_write_mode),
@@ -188,7 +199,7 @@ impl CommitObserver<Stream> for CommitFeed {
 }
 
 /// The background thread that writes the snapshot (or the projection
-/// checkpoint) once per interval when something changed, first right away.
+/// checkpoint) once per interval when something changed.
 struct Flusher {
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -198,6 +209,7 @@ impl Flusher {
     fn start(
         projections: Arc<ProjectionStore>,
         log: Arc<EventLog<Stream>>,
+        metrics: Arc<Metrics>,
         interval: Duration,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
@@ -206,10 +218,14 @@ impl Flusher {
             .name("snapshot-flusher".into())
             .spawn(move || {
                 while !stopping.load(Ordering::Acquire) {
-                    if let Err(error) = projections.flush(&log) {
-                        tracing::error!(%error, "writing the snapshot failed; will retry");
-                    }
                     std::thread::park_timeout(interval);
+                    match projections.flush(&log) {
+                        Ok(Some(written)) => metrics.snapshot(&written),
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::error!(%error, "writing the snapshot failed; will retry");
+                        }
+                    }
                 }
             })
             .expect("spawning the snapshot flusher");

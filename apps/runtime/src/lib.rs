@@ -78,6 +78,9 @@ pub async fn serve(
         records = recovery.log.records,
         streams = recovery.log.streams,
         truncated_bytes = recovery.log.truncated_bytes,
+        snapshot_lsn = recovery.log.snapshot.map(|snapshot| snapshot.lsn),
+        records_replayed = recovery.log.replayed,
+        segments = recovery.log.segments,
         // True whenever projections were rebuilt from the log, in part or
         // whole: a missing checkpoint file rebuilds them all.
         projections_rebuilt =

@@ -2,8 +2,9 @@
 //! `GET /metrics` (OpenMetrics text, which Prometheus scrapes natively).
 //!
 //! Counters and histograms are updated where things happen (the request
-//! middleware, the log's batch hook, the Khala handler); gauges that mirror
-//! state (projector lag, waiting long-polls) are read when scraped.
+//! middleware, the log's batch hook, the Khala handler, the snapshot
+//! flusher); gauges that mirror state (projector lag, waiting long-polls,
+//! segment count, snapshot age) are read when scraped.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -73,6 +74,20 @@ pub(crate) struct ReloadLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// The state mirrored by gauges, read when `/metrics` is scraped.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Scraped {
+    pub(crate) projector_lag: u64,
+    pub(crate) khala_waiters: usize,
+    pub(crate) khala_streams: usize,
+    pub(crate) log_segments: usize,
+}
+
+/// A count as a gauge's value.
+fn gauge_value(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 /// Every metric the service exports.
 pub struct Metrics {
     registry: Registry,
@@ -90,6 +105,13 @@ pub struct Metrics {
     sync_key_set_version: Gauge,
     file_reloads: Family<ReloadLabels, Counter>,
     connections_shed: Counter,
+    snapshot_bytes: Gauge,
+    snapshot_lsn: Gauge,
+    snapshot_age_seconds: Gauge,
+    /// Unix time (s) of the newest snapshot; 0 before the first.
+    snapshot_written_unix: std::sync::atomic::AtomicU64,
+    start_records_replayed: Gauge,
+    log_segments: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -181,7 +203,43 @@ impl Default for Metrics {
             "Connections closed on arrival because RUNTIME_MAX_CONNECTIONS were open",
             connections_shed.clone(),
         );
+        let snapshot_bytes = Gauge::default();
+        registry.register(
+            "snapshot_bytes",
+            "Size of the newest index snapshot (written, or loaded at start)",
+            snapshot_bytes.clone(),
+        );
+        let snapshot_lsn = Gauge::default();
+        registry.register(
+            "snapshot_lsn",
+            "Log position the newest index snapshot describes",
+            snapshot_lsn.clone(),
+        );
+        let snapshot_age_seconds = Gauge::default();
+        registry.register(
+            "snapshot_age_seconds",
+            "Seconds since the newest index snapshot was written (0 before the first)",
+            snapshot_age_seconds.clone(),
+        );
+        let start_records_replayed = Gauge::default();
+        registry.register(
+            "start_records_replayed",
+            "Records read from the log at start: those after the snapshot, or all",
+            start_records_replayed.clone(),
+        );
+        let log_segments = Gauge::default();
+        registry.register(
+            "log_segments",
+            "Segment files of the embedded log (0 on PostgreSQL)",
+            log_segments.clone(),
+        );
         Metrics {
+            snapshot_bytes,
+            snapshot_lsn,
+            snapshot_age_seconds,
+            snapshot_written_unix: std::sync::atomic::AtomicU64::new(0),
+            start_records_replayed,
+            log_segments,
             sync_key_set_version,
             file_reloads,
             registry,
@@ -258,19 +316,44 @@ impl Metrics {
             .inc();
     }
 
+    /// Records the newest index snapshot.
+    pub(crate) fn snapshot(&self, written: &openagents_event_log::SnapshotWritten) {
+        self.snapshot_bytes.set(gauge_value(written.bytes));
+        self.snapshot_lsn.set(gauge_value(written.lsn));
+        let unix = written
+            .at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        self.snapshot_written_unix
+            .store(unix, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Records how many records the start read from the log.
+    pub(crate) fn start_replayed(&self, records: u64) {
+        self.start_records_replayed.set(gauge_value(records));
+    }
+
     /// Renders every metric, after setting the gauges read at scrape time.
-    pub(crate) fn render(
-        &self,
-        projector_lag: u64,
-        khala_waiters: usize,
-        khala_streams: usize,
-    ) -> String {
-        self.projector_lag
-            .set(i64::try_from(projector_lag).unwrap_or(i64::MAX));
+    pub(crate) fn render(&self, scraped: &Scraped) -> String {
+        self.projector_lag.set(gauge_value(scraped.projector_lag));
         self.khala_waiters
-            .set(i64::try_from(khala_waiters).unwrap_or(i64::MAX));
+            .set(gauge_value(scraped.khala_waiters as u64));
         self.khala_streams
-            .set(i64::try_from(khala_streams).unwrap_or(i64::MAX));
+            .set(gauge_value(scraped.khala_streams as u64));
+        self.log_segments
+            .set(gauge_value(scraped.log_segments as u64));
+        let written = self
+            .snapshot_written_unix
+            .load(std::sync::atomic::Ordering::Acquire);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let age = if written == 0 {
+            0
+        } else {
+            now.saturating_sub(written)
+        };
+        self.snapshot_age_seconds.set(gauge_value(age));
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text

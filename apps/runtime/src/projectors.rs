@@ -13,7 +13,9 @@
 
 use crate::storage::CheckpointMedium;
 use openagents_authority::{Stream, StreamId, WorkerAfter, lifecycle_event, transition_event};
-use openagents_event_log::{CommitObserver, EventLog, ExtensionEncoder, Index, RecordRef};
+use openagents_event_log::{
+    CommitObserver, EventLog, ExtensionEncoder, Index, RecordRef, SnapshotWritten,
+};
 use openagents_projectors::{Checkpoint, DriftReport, ProjectionSnapshot, Projections, RunSummary};
 use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -210,14 +212,15 @@ impl ProjectionStore {
     }
 
     /// Writes the checkpoint if projections changed since the last write: on
-    /// the embedded log, a new snapshot of the log (which carries them).
-    pub(crate) fn flush(&self, log: &EventLog<Stream>) -> Result<bool, String> {
+    /// the embedded log, a new snapshot of the log (which carries them),
+    /// returned.
+    pub(crate) fn flush(&self, log: &EventLog<Stream>) -> Result<Option<SnapshotWritten>, String> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
-            return Ok(false);
+            return Ok(None);
         }
         let written = match &self.checkpoint {
             CheckpointMedium::LogSnapshot(_) => {
-                log.write_snapshot().map(drop).map_err(|e| e.to_string())
+                log.write_snapshot().map(Some).map_err(|e| e.to_string())
             }
             CheckpointMedium::Postgres(table) => {
                 let (snapshot, applied_lsn) = {
@@ -226,14 +229,14 @@ impl ProjectionStore {
                 };
                 table
                     .save(applied_lsn, &snapshot.to_bytes())
+                    .map(|()| None)
                     .map_err(|e| e.to_string())
             }
         };
-        if let Err(error) = written {
+        written.map_err(|error| {
             self.dirty.store(true, Ordering::Release);
-            return Err(format!("writing {}: {error}", self.checkpoint.describe()));
-        }
-        Ok(true)
+            format!("writing {}: {error}", self.checkpoint.describe())
+        })
     }
 
     /// A copy of the projections as of the last batch, encoded later: the

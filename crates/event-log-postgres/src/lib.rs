@@ -106,7 +106,7 @@ pub fn open<S: StreamState>(
         records: index.record_count(),
         streams: index.streams().count(),
         truncated_bytes: 0,
-        snapshot_lsn: None,
+        snapshot: None,
         replayed: index.record_count(),
         segments: 0,
     };

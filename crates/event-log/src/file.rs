@@ -4,7 +4,6 @@
 //! segments are indexed on disk (see `archive`), and the index snapshot
 //! sits beside the first segment as `<file>.snapshot` (see `snapshot`).
 
-use crate::OpenReport;
 use crate::archive::Archive;
 use crate::error::{OpenError, ReadError};
 use crate::index::{Index, RecordPos, StreamState};
@@ -13,6 +12,7 @@ use crate::recovery;
 use crate::segments::{Segment, Segments, later_segments, segment_path};
 use crate::snapshot::{self, Snapshot, SnapshotError};
 use crate::storage::{OwnedRecord, Sink, SinkFailure, SnapshotStore, Source, StagedBatch, Storage};
+use crate::{OpenReport, SnapshotWritten};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -68,9 +68,11 @@ pub(crate) fn open<S: StreamState>(
         }
     }
     let restored = restore_snapshot::<S>(snapshot_file, &files, &starts);
-    let snapshot_lsn = restored
-        .as_ref()
-        .map(|start| start.snapshot.index.last_lsn());
+    let snapshot = restored.as_ref().map(|start| SnapshotWritten {
+        lsn: start.snapshot.index.last_lsn(),
+        bytes: start.bytes,
+        at: start.written_at,
+    });
     let (mut index, from, snapshot_at, extension) = match restored {
         Some(start) => (
             start.snapshot.index,
@@ -87,7 +89,7 @@ pub(crate) fn open<S: StreamState>(
         records: recovered.index.record_count(),
         streams: recovered.index.streams().count(),
         truncated_bytes: recovered.truncated_bytes,
-        snapshot_lsn,
+        snapshot,
         replayed: recovered.replayed,
         segments: recovered.segments.len(),
     };
@@ -163,6 +165,8 @@ struct SnapshotStart<S> {
     snapshot: Snapshot<S>,
     end: u64,
     last_at: Option<SystemTime>,
+    bytes: u64,
+    written_at: SystemTime,
 }
 
 /// The snapshot beside the log, and where and when its last record ends,
@@ -173,19 +177,24 @@ fn restore_snapshot<S: StreamState>(
     files: &[(u64, PathBuf, File)],
     starts: &[u64],
 ) -> Option<SnapshotStart<S>> {
+    let written_at = std::fs::metadata(location)
+        .and_then(|meta| meta.modified())
+        .unwrap_or_else(|_| SystemTime::now());
     let checked = snapshot::read_file(location)
         .map_err(SnapshotError::from)
         .and_then(|bytes| match bytes {
-            Some(bytes) => snapshot::decode::<S>(&bytes).map(Some),
+            Some(bytes) => snapshot::decode::<S>(&bytes).map(|s| Some((s, bytes.len() as u64))),
             None => Ok(None),
         })
         .and_then(|snapshot| match snapshot {
-            Some(snapshot) => {
+            Some((snapshot, bytes)) => {
                 let (end, last_at) = snapshot_end(&snapshot.index, files, starts)?;
                 Ok(Some(SnapshotStart {
                     snapshot,
                     end,
                     last_at,
+                    bytes,
+                    written_at,
                 }))
             }
             None => Ok(None),

@@ -118,9 +118,9 @@ pub struct OpenReport {
     pub streams: usize,
     /// Bytes of a torn final write that were cut off (0 when none).
     pub truncated_bytes: u64,
-    /// The position of the snapshot the index started from (`None`: a full
-    /// scan).
-    pub snapshot_lsn: Option<u64>,
+    /// The snapshot the index started from: its position, size and when it
+    /// was written (`None`: a full scan).
+    pub snapshot: Option<SnapshotWritten>,
     /// Records read from the medium to rebuild the index: those after the
     /// snapshot, or all of them.
     pub replayed: u64,
@@ -135,6 +135,8 @@ pub struct SnapshotWritten {
     pub lsn: u64,
     /// Its size.
     pub bytes: u64,
+    /// When it was written.
+    pub at: std::time::SystemTime,
 }
 
 /// State shared by the handle, the readers and the writer thread.
@@ -358,6 +360,7 @@ impl<S: StreamState> EventLog<S> {
         Ok(SnapshotWritten {
             lsn: cut.index.last_lsn(),
             bytes: bytes.len() as u64,
+            at: std::time::SystemTime::now(),
         })
     }
 

@@ -156,6 +156,10 @@ fn acknowledged_appends_survive_sigkill() {
             }
         }
         drop(log);
-        assert_eq!(full_scan(&path), streams, "cycle {cycle}: the snapshot start differs");
+        assert_eq!(
+            full_scan(&path),
+            streams,
+            "cycle {cycle}: the snapshot start differs"
+        );
     }
 }

@@ -90,7 +90,10 @@ fn answers(log: &EventLog<Count>, model: &Model) -> Vec<(String, Option<Count>, 
     streams
         .into_iter()
         .map(|stream| {
-            let state = log.index().stream(stream).map(|entry| entry.state().clone());
+            let state = log
+                .index()
+                .stream(stream)
+                .map(|entry| entry.state().clone());
             let keys = (0..4)
                 .map(|k| key_seq(log, stream, &format!("key-{k}")))
                 .collect();

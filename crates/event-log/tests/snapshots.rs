@@ -83,13 +83,16 @@ fn a_retry_on_a_sealed_stream_is_answered_from_disk() {
     // A full scan archives the sealed segments at once, and so does a
     // start from a snapshot.
     let (log, report) = open(&path);
-    assert_eq!(report.snapshot_lsn, None);
-    assert_eq!(log.index().stream("s:a").unwrap().key("k1"), KeyLookup::Archived);
+    assert_eq!(report.snapshot.map(|s| s.lsn), None);
+    assert_eq!(
+        log.index().stream("s:a").unwrap().key("k1"),
+        KeyLookup::Archived
+    );
     assert_eq!(retry(&log), Outcome::Replayed(1));
     log.write_snapshot().unwrap();
     drop(log);
     let (log, report) = open(&path);
-    assert!(report.snapshot_lsn.is_some());
+    assert!(report.snapshot.is_some());
     assert_eq!(retry(&log), Outcome::Replayed(1));
 }
 
@@ -104,7 +107,7 @@ fn a_start_from_a_snapshot_replays_only_what_follows_it() {
     fill(&log, "s:b", 7);
     drop(log);
     let (log, report) = open(&path);
-    assert_eq!(report.snapshot_lsn, Some(40));
+    assert_eq!(report.snapshot.map(|s| s.lsn), Some(40));
     assert_eq!(report.replayed, 7);
     assert_eq!(report.records, 47);
     assert_eq!(bodies(&log, "s:a").len(), 40);
@@ -139,7 +142,7 @@ fn a_damaged_snapshot_falls_back_to_a_full_scan() {
     bytes[last] ^= 0x20;
     std::fs::write(snapshot_of(&path), &bytes).unwrap();
     let (log, report) = open(&path);
-    assert_eq!(report.snapshot_lsn, None);
+    assert_eq!(report.snapshot.map(|s| s.lsn), None);
     assert_eq!(report.replayed, 30);
     assert_eq!(bodies(&log, "s:a").len(), 30);
     // A truncated one too.
@@ -148,7 +151,7 @@ fn a_damaged_snapshot_falls_back_to_a_full_scan() {
     let bytes = std::fs::read(snapshot_of(&path)).unwrap();
     std::fs::write(snapshot_of(&path), &bytes[..bytes.len() / 2]).unwrap();
     let (_log, report) = open(&path);
-    assert_eq!(report.snapshot_lsn, None);
+    assert_eq!(report.snapshot.map(|s| s.lsn), None);
 }
 
 #[test]
@@ -179,7 +182,7 @@ fn a_snapshot_ahead_of_the_log_falls_back_to_a_full_scan() {
     copy_all(older.path(), dir.path());
     std::fs::write(snapshot_of(&path), snapshot).unwrap();
     let (log, report) = open(&path);
-    assert_eq!(report.snapshot_lsn, None);
+    assert_eq!(report.snapshot.map(|s| s.lsn), None);
     assert_eq!(report.records, 20);
     assert_eq!(bodies(&log, "s:a").len(), 20);
 }

@@ -21,15 +21,17 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
+mod history;
 mod khala;
 mod postgres;
 
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 12] = [
     "healthz",
     "append",
     "append-preloaded",
     "restart",
+    "history",
     "runs-10k",
     "heartbeat",
     "artifacts",
@@ -162,6 +164,7 @@ impl Bench<'_> {
             "append" => self.append().await,
             "append-preloaded" => self.append_preloaded().await,
             "restart" => self.restart().await,
+            "history" => self.history().await,
             "runs-10k" => self.runs_10k().await,
             "heartbeat" => self.heartbeat().await,
             "artifacts" => self.artifacts().await,

@@ -1,6 +1,7 @@
 //! `/healthz`, `/readyz` and the cutover status.
 
 use crate::cutover::CutoverStatus;
+use crate::metrics::Scraped;
 use crate::server::AppState;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -57,15 +58,16 @@ pub(crate) async fn cutover_status(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let (lag, waiters, streams) = match state.core() {
-        Ok(core) => (
-            core.projector_lag(),
-            core.khala.waiting(),
-            core.khala.streaming(),
-        ),
-        Err(_) => (0, 0, 0),
+    let scraped = match state.core() {
+        Ok(core) => Scraped {
+            projector_lag: core.projector_lag(),
+            khala_waiters: core.khala.waiting(),
+            khala_streams: core.khala.streaming(),
+            log_segments: core.authority.log().segment_count(),
+        },
+        Err(_) => Scraped::default(),
     };
-    let text = state.metrics().render(lag, waiters, streams);
+    let text = state.metrics().render(&scraped);
     (
         [(
             header::CONTENT_TYPE,
