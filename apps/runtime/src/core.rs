@@ -16,6 +16,7 @@ use openagents_event_log::{
     OpenReport, RecordRef,
 };
 use openagents_event_log_postgres::PgError;
+use serde_json::value::RawValue;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -195,6 +196,14 @@ impl CommitObserver<Stream> for CommitFeed {
 
     fn snapshot_extension(&self) -> Option<ExtensionEncoder> {
         Some(self.projections.snapshot_extension())
+    }
+
+    fn restoring(&self, extension: Option<&RawValue>) {
+        self.projections.restoring(extension);
+    }
+
+    fn replayed(&self, record: &RecordRef<'_>) {
+        self.projections.replayed(record);
     }
 }
 

@@ -82,9 +82,9 @@ pub async fn serve(
         records_replayed = recovery.log.replayed,
         segments = recovery.log.segments,
         // True whenever projections were rebuilt from the log, in part or
-        // whole: a missing checkpoint file rebuilds them all.
+        // whole: a missing snapshot rebuilds them all.
         projections_rebuilt =
-            recovery.projections.rebuilt_from_scratch || recovery.projections.streams_caught_up > 0,
+            recovery.projections.rebuilt_from_scratch || recovery.projections.records_applied > 0,
         projection_checkpoint_discarded = recovery.projections.rebuilt_from_scratch,
         projection_streams_caught_up = recovery.projections.streams_caught_up,
         projection_records_applied = recovery.projections.records_applied,

@@ -36,6 +36,13 @@ pub struct ProjectionStore {
     dirty: AtomicBool,
     /// Log position of the newest record applied, for the lag metric.
     applied_lsn: AtomicU64,
+    /// Set when the snapshot's projections were unusable and ignored.
+    discarded: AtomicBool,
+    /// The projections as the snapshot held them, until the start is over:
+    /// what `reproject` compares with.
+    restored: Mutex<Option<ProjectionSnapshot>>,
+    /// Records replayed into the projections while the log opened.
+    replayed: AtomicU64,
 }
 
 /// What a catch-up did, for the start-up log line and `reproject`.
@@ -43,9 +50,10 @@ pub struct ProjectionStore {
 pub(crate) struct CatchUp {
     /// Whether the checkpoint file was unusable and ignored.
     pub(crate) rebuilt_from_scratch: bool,
-    /// Streams whose projection was behind the log.
+    /// Streams whose projection was still behind the log after the open
+    /// (on PostgreSQL, or after unusable saved projections).
     pub(crate) streams_caught_up: usize,
-    /// Records applied while catching up.
+    /// Records applied: replayed while the log opened, then caught up.
     pub(crate) records_applied: u64,
 }
 
@@ -57,6 +65,9 @@ impl ProjectionStore {
             projections: Mutex::new(Projections::new()),
             dirty: AtomicBool::new(false),
             applied_lsn: AtomicU64::new(0),
+            discarded: AtomicBool::new(false),
+            restored: Mutex::new(None),
+            replayed: AtomicU64::new(0),
         }
     }
 
@@ -64,21 +75,28 @@ impl ProjectionStore {
         self.projections.lock().expect("projections lock poisoned")
     }
 
-    /// Loads the checkpoint file (or starts empty when it is unusable), then
-    /// applies every record of the log the file does not cover.
+    /// Loads the saved projections (or starts empty when they are
+    /// unusable), then applies every record of the log they do not cover.
+    /// On the embedded log both happened while the log opened (see the
+    /// `CommitObserver` hooks below); this only checks every stream.
     pub(crate) fn recover(&self, log: &EventLog<Stream>) -> Result<CatchUp, String> {
-        let rebuilt_from_scratch = match self.load_checkpoint(log) {
-            Ok(projections) => {
-                *self.lock() = projections;
-                false
-            }
-            Err(reason) => {
-                tracing::warn!(checkpoint = %self.checkpoint.describe(), %reason, "rebuilding projections from the event log");
-                true
-            }
+        self.restored.lock().expect("restored lock").take();
+        let rebuilt_from_scratch = match &self.checkpoint {
+            CheckpointMedium::LogSnapshot(_) => self.discarded.load(Ordering::Acquire),
+            CheckpointMedium::Postgres(_) => match self.load_checkpoint() {
+                Ok(projections) => {
+                    *self.lock() = projections;
+                    false
+                }
+                Err(reason) => {
+                    tracing::warn!(checkpoint = %self.checkpoint.describe(), %reason, "rebuilding projections from the event log");
+                    true
+                }
+            },
         };
         let mut outcome = self.catch_up(log)?;
         outcome.rebuilt_from_scratch = rebuilt_from_scratch;
+        outcome.records_applied += self.replayed.load(Ordering::Acquire);
         self.applied_lsn
             .store(log.index().last_lsn(), Ordering::Release);
         if outcome.streams_caught_up > 0 || rebuilt_from_scratch {
@@ -132,7 +150,15 @@ impl ProjectionStore {
         &self,
         log: &EventLog<Stream>,
     ) -> Result<(ProjectionSnapshot, ProjectionSnapshot), String> {
-        let before = self.load_checkpoint(log).unwrap_or_default().snapshot();
+        let before = match &self.checkpoint {
+            CheckpointMedium::LogSnapshot(_) => self
+                .restored
+                .lock()
+                .expect("restored lock")
+                .take()
+                .unwrap_or_default(),
+            CheckpointMedium::Postgres(_) => self.load_checkpoint().unwrap_or_default().snapshot(),
+        };
         *self.lock() = Projections::new();
         self.catch_up(log)?;
         self.dirty.store(true, Ordering::Release);
@@ -140,19 +166,15 @@ impl ProjectionStore {
         Ok((before, self.snapshot()))
     }
 
-    /// The saved projections: the extension of the snapshot the log started
-    /// from, or the checkpoint table's row.
-    fn load_checkpoint(&self, log: &EventLog<Stream>) -> Result<Projections, String> {
-        let snapshot = match &self.checkpoint {
-            CheckpointMedium::LogSnapshot(_) => match log.take_restored_extension() {
-                Some(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string())?,
-                None => return Ok(Projections::new()),
-            },
-            CheckpointMedium::Postgres(table) => match table.load().map_err(|e| e.to_string())? {
-                Some(bytes) => ProjectionSnapshot::from_bytes(&bytes).map_err(|e| e.to_string())?,
-                None => return Ok(Projections::new()),
-            },
+    /// The projections saved in the checkpoint table.
+    fn load_checkpoint(&self) -> Result<Projections, String> {
+        let CheckpointMedium::Postgres(table) = &self.checkpoint else {
+            return Ok(Projections::new());
         };
+        let Some(bytes) = table.load().map_err(|e| e.to_string())? else {
+            return Ok(Projections::new());
+        };
+        let snapshot = ProjectionSnapshot::from_bytes(&bytes).map_err(|e| e.to_string())?;
         Projections::from_snapshot(snapshot).map_err(|e| e.to_string())
     }
 
@@ -283,6 +305,42 @@ impl ProjectionStore {
 
 impl CommitObserver<Stream> for ProjectionStore {
     fn committed(&self, records: &[RecordRef<'_>], _index: &Index<Stream>) {
+        self.apply_records(records);
+    }
+
+    fn snapshot_extension(&self) -> Option<ExtensionEncoder> {
+        Some(ProjectionStore::snapshot_extension(self))
+    }
+
+    /// The projections of the snapshot the log opens from; unusable ones
+    /// are dropped (the catch-up of `recover` rebuilds what they covered).
+    fn restoring(&self, extension: Option<&RawValue>) {
+        let restored = extension.map(|raw| {
+            let snapshot: ProjectionSnapshot =
+                serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+            *self.restored.lock().expect("restored lock") = Some(snapshot.clone());
+            Projections::from_snapshot(snapshot).map_err(|e| e.to_string())
+        });
+        *self.lock() = match restored {
+            Some(Ok(projections)) => projections,
+            Some(Err(reason)) => {
+                tracing::warn!(snapshot = %self.checkpoint.describe(), %reason, "rebuilding projections from the event log");
+                self.discarded.store(true, Ordering::Release);
+                Projections::new()
+            }
+            None => Projections::new(),
+        };
+    }
+
+    fn replayed(&self, record: &RecordRef<'_>) {
+        self.apply_records(std::slice::from_ref(record));
+        self.replayed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl ProjectionStore {
+    /// Applies durable records, in log order.
+    fn apply_records(&self, records: &[RecordRef<'_>]) {
         let mut projections = self.lock();
         for record in records {
             if let Err(reason) = apply_record(&mut projections, record) {
@@ -295,10 +353,6 @@ impl CommitObserver<Stream> for ProjectionStore {
             self.applied_lsn.store(last.lsn, Ordering::Release);
         }
         self.dirty.store(true, Ordering::Release);
-    }
-
-    fn snapshot_extension(&self) -> Option<ExtensionEncoder> {
-        Some(ProjectionStore::snapshot_extension(self))
     }
 }
 

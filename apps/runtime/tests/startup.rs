@@ -258,13 +258,13 @@ fn the_recovery_line_says_when_projections_were_rebuilt() {
     server.signal("-TERM");
     server.child.wait().unwrap();
 
-    // Without it, every projection is rebuilt from the log, and the line
-    // says so.
+    // Without it, every projection is rebuilt from the log while the log is
+    // scanned, and the line says so.
     std::fs::remove_file(data.path().join("projections.json")).unwrap();
     let _server = logged_server(data.path(), &log);
     let fields = recovery_line(&log);
     assert_eq!(fields["projections_rebuilt"], true, "{fields}");
-    assert_eq!(fields["projection_streams_caught_up"], 1, "{fields}");
+    assert_eq!(fields["records_replayed"], 1, "{fields}");
     assert_eq!(fields["projection_records_applied"], 1, "{fields}");
 }
 

@@ -117,7 +117,6 @@ pub fn open<S: StreamState>(
         last_at,
         location: connector.location().to_owned(),
         snapshots: None,
-        extension: None,
     };
     let log = EventLog::start(storage, log_options)?;
     listen::spawn(connector, log.refresher())?;

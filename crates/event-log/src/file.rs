@@ -12,7 +12,7 @@ use crate::recovery;
 use crate::segments::{Segment, Segments, later_segments, segment_path};
 use crate::snapshot::{self, Snapshot, SnapshotError};
 use crate::storage::{OwnedRecord, Sink, SinkFailure, SnapshotStore, Source, StagedBatch, Storage};
-use crate::{OpenReport, SnapshotWritten};
+use crate::{CommitObserver, OpenReport, SnapshotWritten};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -39,6 +39,7 @@ pub(crate) fn open<S: StreamState>(
     path: &Path,
     snapshot_file: &Path,
     segment_bytes: u64,
+    observer: Option<&dyn CommitObserver<S>>,
 ) -> Result<(Storage<S>, OpenReport), OpenError> {
     let files = open_files(path)?;
     let archive = Arc::new(Archive::new());
@@ -83,7 +84,15 @@ pub(crate) fn open<S: StreamState>(
         None => (Index::default(), 0, None, None),
     };
     index.archive_below(archive.floor());
-    let mut recovered = recover::<S>(files, index, from)?;
+    let mut replayed = |record: &RecordRef<'_>| {
+        if let Some(observer) = observer {
+            observer.replayed(record);
+        }
+    };
+    if let Some(observer) = observer {
+        observer.restoring(extension.as_deref());
+    }
+    let mut recovered = recover::<S>(files, index, from, &mut replayed)?;
     recovered.last_at = recovered.last_at.or(snapshot_at);
     let report = OpenReport {
         records: recovered.index.record_count(),
@@ -116,7 +125,6 @@ pub(crate) fn open<S: StreamState>(
         snapshots: Some(Arc::new(FileSnapshots {
             path: snapshot_file.to_owned(),
         })),
-        extension,
     };
     Ok((storage, report))
 }
@@ -279,6 +287,7 @@ fn recover<S: StreamState>(
     files: Vec<(u64, PathBuf, File)>,
     mut index: Index<S>,
     from: u64,
+    replayed: &mut dyn FnMut(&RecordRef<'_>),
 ) -> Result<Recovered<S>, OpenError> {
     let total_bytes: u64 = files
         .iter()
@@ -311,7 +320,12 @@ fn recover<S: StreamState>(
             if skip == 0 {
                 check_first_lsn(index.last_lsn(), first_lsn, &path)?;
             }
-            recovery::scan::<S>(&file, &path, start, skip, &mut index, &mut progress)?
+            let mut target = recovery::ScanTarget {
+                index: &mut index,
+                progress: &mut progress,
+                replayed: &mut *replayed,
+            };
+            recovery::scan::<S>(&file, &path, start, skip, &mut target)?
         };
         if scanned.torn_bytes > 0 {
             if !is_last {

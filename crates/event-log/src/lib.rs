@@ -67,6 +67,17 @@ pub trait CommitObserver<S>: Send + Sync {
     fn snapshot_extension(&self) -> Option<ExtensionEncoder> {
         None
     }
+
+    /// At open, before any record is replayed: the extension of the
+    /// snapshot the index starts from, or `None` when the medium replays
+    /// the log from its first record (no usable snapshot). Called only by
+    /// media that keep snapshots.
+    fn restoring(&self, _extension: Option<&serde_json::value::RawValue>) {}
+
+    /// At open, every record replayed into the index after that snapshot
+    /// (or from the first), in log order, so derived state is rebuilt in
+    /// the same pass as the index.
+    fn replayed(&self, _record: &RecordRef<'_>) {}
 }
 
 /// How one group-committed batch was written.
@@ -178,7 +189,6 @@ pub struct EventLog<S: StreamState> {
     queue: SyncSender<Message<S>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     snapshots: Option<Arc<dyn SnapshotStore>>,
-    extension: Mutex<Option<Box<serde_json::value::RawValue>>>,
 }
 
 impl<S: StreamState> EventLog<S> {
@@ -189,7 +199,12 @@ impl<S: StreamState> EventLog<S> {
             .snapshot_path
             .clone()
             .unwrap_or_else(|| snapshot::snapshot_path(path));
-        let (storage, report) = file::open::<S>(path, &snapshot_path, options.segment_bytes)?;
+        let (storage, report) = file::open::<S>(
+            path,
+            &snapshot_path,
+            options.segment_bytes,
+            options.observer.as_deref(),
+        )?;
         let log = Self::start(storage, options).map_err(|source| OpenError::Io {
             path: path.to_owned(),
             source,
@@ -224,7 +239,6 @@ impl<S: StreamState> EventLog<S> {
             queue,
             writer: Mutex::new(Some(handle)),
             snapshots: storage.snapshots,
-            extension: Mutex::new(storage.extension),
         })
     }
 
@@ -367,12 +381,6 @@ impl<S: StreamState> EventLog<S> {
     /// Where snapshots are written, when the medium keeps them.
     pub fn snapshot_location(&self) -> Option<String> {
         self.snapshots.as_ref().map(|store| store.describe())
-    }
-
-    /// The extension of the snapshot the index was restored from, once:
-    /// the caller's derived state at that snapshot's position.
-    pub fn take_restored_extension(&self) -> Option<Box<serde_json::value::RawValue>> {
-        self.extension.lock().expect("extension lock").take()
     }
 
     /// How many segment files the medium keeps now.

@@ -81,16 +81,28 @@ pub(crate) struct Scanned {
     pub(crate) last_at: Option<SystemTime>,
 }
 
-/// Scans the segment `file` from byte `from` (a record boundary) into
-/// `index`; its first byte is at `base` in the log's byte space.
+/// Where a scan's records go: into the index, then to the caller's
+/// `replayed` (derived state rebuilt in the same pass).
+pub(crate) struct ScanTarget<'a, S> {
+    pub(crate) index: &'a mut Index<S>,
+    pub(crate) progress: &'a mut Progress,
+    pub(crate) replayed: &'a mut dyn FnMut(&RecordRef<'_>),
+}
+
+/// Scans the segment `file` from byte `from` (a record boundary) into the
+/// target; its first byte is at `base` in the log's byte space.
 pub(crate) fn scan<S: StreamState>(
     file: &File,
     path: &Path,
     base: u64,
     from: u64,
-    index: &mut Index<S>,
-    progress: &mut Progress,
+    target: &mut ScanTarget<'_, S>,
 ) -> Result<Scanned, OpenError> {
+    let ScanTarget {
+        index,
+        progress,
+        replayed,
+    } = target;
     let io_error = |source| OpenError::Io {
         path: path.to_owned(),
         source,
@@ -131,6 +143,7 @@ pub(crate) fn scan<S: StreamState>(
                             offset,
                             problem,
                         })?;
+                    replayed(&record);
                     last_at.clear();
                     last_at.push_str(&record.at);
                 }

@@ -189,6 +189,4 @@ pub struct Storage<S> {
     pub location: String,
     /// Where snapshots are written, when the medium keeps them.
     pub snapshots: Option<std::sync::Arc<dyn SnapshotStore>>,
-    /// The extension of the snapshot the index was restored from.
-    pub extension: Option<Box<serde_json::value::RawValue>>,
 }
