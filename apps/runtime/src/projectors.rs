@@ -289,7 +289,7 @@ impl ProjectionStore {
 
     /// The summary of a run.
     pub fn run_summary(&self, run_id: &str) -> Option<RunSummary> {
-        self.lock().run(run_id).and_then(|p| p.summary().cloned())
+        self.lock().run(run_id).and_then(|p| p.summary())
     }
 
     /// The latest drift report of a topic.

@@ -19,6 +19,7 @@
 //! this service did not issue.
 
 mod checkpoint;
+mod folded;
 mod run;
 mod snapshot;
 mod store;

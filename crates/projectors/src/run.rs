@@ -1,6 +1,7 @@
 //! The run projector: one run's checkpoint, summary and latest drift report.
 
 use crate::checkpoint::{Checkpoint, DriftReport, Incoming, Step, advance};
+use crate::folded::Folded;
 use openagents_authority::{StreamKind, topic_name};
 use openagents_run_state::{Applied, RunEvent, RunStateError, RunStatus};
 use serde::{Deserialize, Serialize};
@@ -57,7 +58,7 @@ pub struct RunProjector {
     run_id: String,
     topic: String,
     checkpoint: Option<Checkpoint>,
-    summary: Option<RunSummary>,
+    summary: Option<Folded<RunStatus>>,
     drift: Option<DriftReport>,
 }
 
@@ -83,7 +84,12 @@ impl RunProjector {
             run_id: summary.run_id.clone(),
             topic: checkpoint.topic.clone(),
             checkpoint: Some(checkpoint),
-            summary: Some(summary),
+            summary: Some(Folded {
+                status: summary.status,
+                last_seq: summary.last_seq,
+                event_count: summary.event_count,
+                updated_at: summary.updated_at,
+            }),
             drift,
         }
     }
@@ -109,23 +115,18 @@ impl RunProjector {
         if let Step::AppliedAfterGap(report) = &step {
             self.drift = Some(report.clone());
         }
-        let (status, event_count) = self
+        let folded = self
             .summary
-            .as_ref()
-            .map_or((RunStatus::Created, 0), |s| (s.status, s.event_count));
-        let (status, rejected_transition) = match status.decide(&event.event_type, &event.payload) {
-            Ok(Some(Applied::Moved(next))) => (next, None),
-            Ok(Some(Applied::AlreadyApplied) | None) => (status, None),
-            Err(error) => (status, Some(error)),
+            .get_or_insert_with(|| Folded::new(RunStatus::Created));
+        let rejected_transition = match folded.status.decide(&event.event_type, &event.payload) {
+            Ok(Some(Applied::Moved(next))) => {
+                folded.status = next;
+                None
+            }
+            Ok(Some(Applied::AlreadyApplied) | None) => None,
+            Err(error) => Some(error),
         };
-        self.summary = Some(RunSummary {
-            run_id: self.run_id.clone(),
-            status,
-            last_seq: event.seq,
-            event_count: event_count + 1,
-            projection_hash: run_projection_hash(&self.run_id, status, event.seq, event_count + 1),
-            updated_at: event.recorded_at.clone(),
-        });
+        folded.count(event.seq, &event.recorded_at);
         RunApplied {
             step,
             rejected_transition,
@@ -147,9 +148,22 @@ impl RunProjector {
         self.checkpoint.as_ref()
     }
 
-    /// The summary; `None` until an event was applied.
-    pub fn summary(&self) -> Option<&RunSummary> {
-        self.summary.as_ref()
+    /// The summary, with its hash; `None` until an event was applied.
+    pub fn summary(&self) -> Option<RunSummary> {
+        let folded = self.summary.as_ref()?;
+        Some(RunSummary {
+            run_id: self.run_id.clone(),
+            status: folded.status,
+            last_seq: folded.last_seq,
+            event_count: folded.event_count,
+            projection_hash: run_projection_hash(
+                &self.run_id,
+                folded.status,
+                folded.last_seq,
+                folded.event_count,
+            ),
+            updated_at: folded.updated_at.clone(),
+        })
     }
 
     /// The latest drift report; `None` when no gap was seen.

@@ -111,9 +111,7 @@ impl Projections {
                 projector.drift(),
             );
             if let Some(summary) = projector.summary() {
-                snapshot
-                    .run_summaries
-                    .insert(topic.to_owned(), summary.clone());
+                snapshot.run_summaries.insert(topic.to_owned(), summary);
             }
         }
         for projector in self.workers.values() {
@@ -125,9 +123,7 @@ impl Projections {
                 projector.drift(),
             );
             if let Some(summary) = projector.summary() {
-                snapshot
-                    .worker_summaries
-                    .insert(topic.to_owned(), summary.clone());
+                snapshot.worker_summaries.insert(topic.to_owned(), summary);
             }
         }
         snapshot

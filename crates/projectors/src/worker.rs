@@ -2,6 +2,7 @@
 //! latest drift report.
 
 use crate::checkpoint::{Checkpoint, DriftReport, Incoming, Step, advance};
+use crate::folded::Folded;
 use openagents_authority::{StreamKind, topic_name};
 use openagents_workers::{LifecycleEvent, WorkerStatus};
 use serde::{Deserialize, Serialize};
@@ -47,7 +48,7 @@ pub struct WorkerProjector {
     worker_id: String,
     topic: String,
     checkpoint: Option<Checkpoint>,
-    summary: Option<WorkerSummary>,
+    summary: Option<Folded<WorkerStatus>>,
     drift: Option<DriftReport>,
 }
 
@@ -73,7 +74,12 @@ impl WorkerProjector {
             worker_id: summary.worker_id.clone(),
             topic: checkpoint.topic.clone(),
             checkpoint: Some(checkpoint),
-            summary: Some(summary),
+            summary: Some(Folded {
+                status: summary.status,
+                last_seq: summary.last_seq,
+                event_count: summary.event_count,
+                updated_at: summary.updated_at,
+            }),
             drift,
         }
     }
@@ -97,20 +103,11 @@ impl WorkerProjector {
         if let Step::AppliedAfterGap(report) = &step {
             self.drift = Some(report.clone());
         }
-        let event_count = self.summary.as_ref().map_or(0, |s| s.event_count) + 1;
-        self.summary = Some(WorkerSummary {
-            worker_id: self.worker_id.clone(),
-            status: status_after,
-            last_seq: event.seq,
-            event_count,
-            projection_hash: worker_projection_hash(
-                &self.worker_id,
-                status_after,
-                event.seq,
-                event_count,
-            ),
-            updated_at: event.recorded_at.clone(),
-        });
+        let folded = self
+            .summary
+            .get_or_insert_with(|| Folded::new(status_after));
+        folded.status = status_after;
+        folded.count(event.seq, &event.recorded_at);
         step
     }
 
@@ -129,9 +126,22 @@ impl WorkerProjector {
         self.checkpoint.as_ref()
     }
 
-    /// The summary; `None` until an event was applied.
-    pub fn summary(&self) -> Option<&WorkerSummary> {
-        self.summary.as_ref()
+    /// The summary, with its hash; `None` until an event was applied.
+    pub fn summary(&self) -> Option<WorkerSummary> {
+        let folded = self.summary.as_ref()?;
+        Some(WorkerSummary {
+            worker_id: self.worker_id.clone(),
+            status: folded.status,
+            last_seq: folded.last_seq,
+            event_count: folded.event_count,
+            projection_hash: worker_projection_hash(
+                &self.worker_id,
+                folded.status,
+                folded.last_seq,
+                folded.event_count,
+            ),
+            updated_at: folded.updated_at.clone(),
+        })
     }
 
     /// The latest drift report; `None` when no gap was seen.

@@ -92,7 +92,7 @@ impl ExportFiles {
         Ok(Self {
             receipt: receipt.to_json_bytes(),
             replay: run.replay(),
-            summary: to_json(&SummaryBody { summary }),
+            summary: to_json(&SummaryBody { summary: &summary }),
             checkpoint: to_json(&CheckpointBody { checkpoint }),
         })
     }
