@@ -8,7 +8,7 @@ use crate::khala::Khala;
 use crate::metrics::Metrics;
 use crate::projectors::{CatchUp, ProjectionStore};
 use crate::reload::Reloader;
-use crate::storage::{self, CheckpointMedium};
+use crate::storage;
 use crate::sync_auth;
 use openagents_authority::Stream;
 use openagents_event_log::{
@@ -76,7 +76,7 @@ impl Core {
         config: &Config,
         metrics: Arc<Metrics>,
     ) -> Result<(Core, Recovery), StartError> {
-        let projections = Arc::new(ProjectionStore::new(CheckpointMedium::of(config)?));
+        let projections = Arc::new(ProjectionStore::default());
         let khala =
             Arc::new(Khala::new(config, Arc::new(fanout(config))).map_err(StartError::Khala)?);
         let watches = khala

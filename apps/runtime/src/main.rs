@@ -273,10 +273,10 @@ async fn shutdown_signal() {
 fn reproject(config: &Config) -> anyhow::Result<()> {
     use openagents_event_log::LogOptions;
     use openagents_runtime_service::projectors::{ProjectionStore, describe_changes};
-    use openagents_runtime_service::storage::{self, CheckpointMedium};
+    use openagents_runtime_service::storage;
     // The store observes the log so that the snapshot it writes carries the
     // rebuilt projections.
-    let store = std::sync::Arc::new(ProjectionStore::new(CheckpointMedium::of(config)?));
+    let store = std::sync::Arc::new(ProjectionStore::default());
     let options = LogOptions {
         observer: Some(store.clone()),
         ..LogOptions::default()
@@ -296,7 +296,7 @@ fn reproject(config: &Config) -> anyhow::Result<()> {
         "reprojected {} records of {} streams into {}: {} topics changed",
         report.records,
         report.streams,
-        store.checkpoint_location(),
+        log.snapshot_location().unwrap_or_default(),
         changes.len()
     );
     Ok(())

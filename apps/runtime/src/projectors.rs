@@ -11,7 +11,6 @@
 //! from the log, with a warning; a projection that claims more than the log
 //! holds is rebuilt too, so a summary never disagrees with the log.
 
-use crate::storage::CheckpointMedium;
 use openagents_authority::{Stream, StreamId, WorkerAfter, lifecycle_event, transition_event};
 use openagents_event_log::{
     CommitObserver, EventLog, ExtensionEncoder, Index, RecordRef, SnapshotWritten,
@@ -28,9 +27,10 @@ const CATCH_UP_PAGE: usize = 1024;
 /// recovery, `reproject`).
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// The service's projections and their checkpoint.
+/// The service's projections; they are persisted inside the log's
+/// snapshot.
+#[derive(Default)]
 pub struct ProjectionStore {
-    checkpoint: CheckpointMedium,
     projections: Mutex<Projections>,
     /// Set when projections changed since the last write of the file.
     dirty: AtomicBool,
@@ -58,19 +58,6 @@ pub(crate) struct CatchUp {
 }
 
 impl ProjectionStore {
-    /// An empty store writing to `checkpoint`.
-    pub fn new(checkpoint: CheckpointMedium) -> Self {
-        ProjectionStore {
-            checkpoint,
-            projections: Mutex::new(Projections::new()),
-            dirty: AtomicBool::new(false),
-            applied_lsn: AtomicU64::new(0),
-            discarded: AtomicBool::new(false),
-            restored: Mutex::new(None),
-            replayed: AtomicU64::new(0),
-        }
-    }
-
     fn lock(&self) -> MutexGuard<'_, Projections> {
         self.projections.lock().expect("projections lock poisoned")
     }
@@ -81,19 +68,7 @@ impl ProjectionStore {
     /// `CommitObserver` hooks below); this only checks every stream.
     pub(crate) fn recover(&self, log: &EventLog<Stream>) -> Result<CatchUp, String> {
         self.restored.lock().expect("restored lock").take();
-        let rebuilt_from_scratch = match &self.checkpoint {
-            CheckpointMedium::LogSnapshot(_) => self.discarded.load(Ordering::Acquire),
-            CheckpointMedium::Postgres(_) => match self.load_checkpoint() {
-                Ok(projections) => {
-                    *self.lock() = projections;
-                    false
-                }
-                Err(reason) => {
-                    tracing::warn!(checkpoint = %self.checkpoint.describe(), %reason, "rebuilding projections from the event log");
-                    true
-                }
-            },
-        };
+        let rebuilt_from_scratch = self.discarded.load(Ordering::Acquire);
         let mut outcome = self.catch_up(log)?;
         outcome.rebuilt_from_scratch = rebuilt_from_scratch;
         outcome.records_applied += self.replayed.load(Ordering::Acquire);
@@ -150,32 +125,17 @@ impl ProjectionStore {
         &self,
         log: &EventLog<Stream>,
     ) -> Result<(ProjectionSnapshot, ProjectionSnapshot), String> {
-        let before = match &self.checkpoint {
-            CheckpointMedium::LogSnapshot(_) => self
-                .restored
-                .lock()
-                .expect("restored lock")
-                .take()
-                .unwrap_or_default(),
-            CheckpointMedium::Postgres(_) => self.load_checkpoint().unwrap_or_default().snapshot(),
-        };
+        let before = self
+            .restored
+            .lock()
+            .expect("restored lock")
+            .take()
+            .unwrap_or_default();
         *self.lock() = Projections::new();
         self.catch_up(log)?;
         self.dirty.store(true, Ordering::Release);
         self.flush(log)?;
         Ok((before, self.snapshot()))
-    }
-
-    /// The projections saved in the checkpoint table.
-    fn load_checkpoint(&self) -> Result<Projections, String> {
-        let CheckpointMedium::Postgres(table) = &self.checkpoint else {
-            return Ok(Projections::new());
-        };
-        let Some(bytes) = table.load().map_err(|e| e.to_string())? else {
-            return Ok(Projections::new());
-        };
-        let snapshot = ProjectionSnapshot::from_bytes(&bytes).map_err(|e| e.to_string())?;
-        Projections::from_snapshot(snapshot).map_err(|e| e.to_string())
     }
 
     fn projected_seq(&self, stream: &str) -> u64 {
@@ -233,31 +193,16 @@ impl ProjectionStore {
         Ok(applied)
     }
 
-    /// Writes the checkpoint if projections changed since the last write: on
-    /// the embedded log, a new snapshot of the log (which carries them),
-    /// returned.
+    /// Writes a new snapshot of the log (which carries the projections) if
+    /// they changed since the last one, and returns it.
     pub(crate) fn flush(&self, log: &EventLog<Stream>) -> Result<Option<SnapshotWritten>, String> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(None);
         }
-        let written = match &self.checkpoint {
-            CheckpointMedium::LogSnapshot(_) => {
-                log.write_snapshot().map(Some).map_err(|e| e.to_string())
-            }
-            CheckpointMedium::Postgres(table) => {
-                let (snapshot, applied_lsn) = {
-                    let projections = self.lock();
-                    (projections.snapshot(), self.applied_lsn())
-                };
-                table
-                    .save(applied_lsn, &snapshot.to_bytes())
-                    .map(|()| None)
-                    .map_err(|e| e.to_string())
-            }
-        };
-        written.map_err(|error| {
+        log.write_snapshot().map(Some).map_err(|error| {
             self.dirty.store(true, Ordering::Release);
-            format!("writing {}: {error}", self.checkpoint.describe())
+            let location = log.snapshot_location().unwrap_or_default();
+            format!("writing the snapshot to {location}: {error}")
         })
     }
 
@@ -270,11 +215,6 @@ impl ProjectionStore {
                 .expect("projection snapshots serialize");
             RawValue::from_string(json).expect("serde_json writes valid JSON")
         })
-    }
-
-    /// Where the checkpoint is kept, for messages.
-    pub fn checkpoint_location(&self) -> String {
-        self.checkpoint.describe()
     }
 
     /// Log position of the newest record the projections applied.
@@ -324,7 +264,7 @@ impl CommitObserver<Stream> for ProjectionStore {
         *self.lock() = match restored {
             Some(Ok(projections)) => projections,
             Some(Err(reason)) => {
-                tracing::warn!(snapshot = %self.checkpoint.describe(), %reason, "rebuilding projections from the event log");
+                tracing::warn!(%reason, "the snapshot's projections are unusable; rebuilding them from the event log");
                 self.discarded.store(true, Ordering::Release);
                 Projections::new()
             }

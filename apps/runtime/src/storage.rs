@@ -1,6 +1,6 @@
 //! The configured storage backend (`RUNTIME_STORAGE_BACKEND`): where the
-//! event log, its index snapshot and the projection checkpoint are kept, and
-//! moving an embedded log into PostgreSQL.
+//! event log and its index snapshot (which carries the projections) are
+//! kept, and moving an embedded log into PostgreSQL.
 //!
 //! Everything above this module is the same on both backends: the log's
 //! writer, decisions, index and observers come from `openagents-event-log`,
@@ -10,9 +10,9 @@ use crate::config::{Config, StorageBackend};
 use crate::core::StartError;
 use openagents_authority::Stream;
 use openagents_event_log::{EventLog, LogOptions, OpenReport, OwnedRecord, RecordPos, RecordRef};
-use openagents_event_log_postgres::{CheckpointTable, Connector, PgOptions};
+use openagents_event_log_postgres::PgOptions;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Reader threads (and at most as many connections) per instance.
 const DATABASE_READERS: usize = 4;
@@ -36,35 +36,6 @@ pub fn open_log(
                 readers: DATABASE_READERS,
             };
             Ok(openagents_event_log_postgres::open(&pg, options)?)
-        }
-    }
-}
-
-/// Where the projections' checkpoint is kept.
-pub enum CheckpointMedium {
-    /// On the embedded log, inside the log's index snapshot, which is kept
-    /// at `RUNTIME_CHECKPOINT_PATH`: one derived snapshot for both.
-    LogSnapshot(PathBuf),
-    /// The `projection_checkpoint` row every instance shares.
-    Postgres(Box<CheckpointTable>),
-}
-
-impl CheckpointMedium {
-    /// The medium of the configured backend.
-    pub fn of(config: &Config) -> Result<Self, StartError> {
-        Ok(match &config.storage_backend {
-            StorageBackend::Jsonl => CheckpointMedium::LogSnapshot(config.checkpoint_path.clone()),
-            StorageBackend::Postgres { url } => {
-                CheckpointMedium::Postgres(Box::new(CheckpointTable::new(Connector::new(url)?)))
-            }
-        })
-    }
-
-    /// Where it is, for messages.
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            CheckpointMedium::LogSnapshot(path) => path.display().to_string(),
-            CheckpointMedium::Postgres(_) => "the projection_checkpoint table".into(),
         }
     }
 }

@@ -15,27 +15,29 @@
 //! - `source`: reader threads that read records back by stream and seq;
 //! - `listen`: a `LISTEN` connection that wakes the writer to take in other
 //!   instances' appends within milliseconds;
-//! - `checkpoint`: the shared projection checkpoint row;
+//! - `snapshot`: the shared index snapshot row (the index and the
+//!   projections), which a start loads before it reads the rows after it;
 //! - `import`: copying an embedded log into an empty database.
 //!
 //! The table constraints hold the log's rules on their own: a stream's seqs
 //! and the log's lsns are unique and contiguous from 1, idempotency keys are
 //! unique per stream and creation keys log-wide.
 
-mod checkpoint;
 mod connect;
 mod import;
 mod listen;
 mod rows;
 mod schema;
 mod sink;
+mod snapshot;
 mod source;
 
-pub use checkpoint::CheckpointTable;
 pub use connect::Connector;
 pub use import::import;
 
-use openagents_event_log::{EventLog, Index, LogOptions, OpenReport, Storage, StreamState};
+use openagents_event_log::{
+    CommitObserver, EventLog, Index, LogOptions, OpenReport, SnapshotWritten, Storage, StreamState,
+};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -89,51 +91,76 @@ pub enum PgError {
     Start(#[from] std::io::Error),
 }
 
-/// Connects, applies pending migrations, loads the index from the `events`
-/// table, and starts the writer, the readers and the listener.
+/// Connects, applies pending migrations, loads the index from the shared
+/// snapshot and the `events` rows after it (or from every row), and starts
+/// the writer, the readers and the listener. The observer sees the
+/// snapshot's extension and every row read, as on the file medium.
 pub fn open<S: StreamState>(
     options: &PgOptions,
     log_options: LogOptions<S>,
 ) -> Result<(EventLog<S>, OpenReport), PgError> {
     let connector = Connector::new(&options.url)?;
-    let (sink, index, last_at) = connect::off_runtime(|| {
+    let observer = log_options.observer.clone();
+    let (sink, loaded) = connect::off_runtime(|| {
         let mut client = connector.connect_at_start()?;
         schema::migrate(&mut client, &connector)?;
-        let (index, last_at) = load_index::<S>(&mut client, &connector)?;
-        Ok::<_, PgError>((sink::PgSink::new(connector.clone(), client), index, last_at))
+        let loaded = load_index::<S>(&mut client, &connector, observer.as_deref())?;
+        Ok::<_, PgError>((sink::PgSink::new(connector.clone(), client), loaded))
     })?;
     let report = OpenReport {
-        records: index.record_count(),
-        streams: index.streams().count(),
+        records: loaded.index.record_count(),
+        streams: loaded.index.streams().count(),
         truncated_bytes: 0,
-        snapshot: None,
-        replayed: index.record_count(),
+        snapshot: loaded.snapshot,
+        replayed: loaded.replayed,
         segments: 0,
     };
     let storage = Storage {
-        index,
+        index: loaded.index,
         sink: Box::new(sink),
         source: Arc::new(source::PgSource::start(connector.clone(), options.readers)?),
-        last_at,
+        last_at: loaded.last_at,
         location: connector.location().to_owned(),
-        snapshots: None,
+        snapshots: Some(Arc::new(snapshot::SnapshotTable::new(connector.clone()))),
     };
     let log = EventLog::start(storage, log_options)?;
     listen::spawn(connector, log.refresher())?;
     Ok((log, report))
 }
 
-/// Streams every record in lsn order into a new index.
+/// The index a start built, and from what.
+struct Loaded<S> {
+    index: Index<S>,
+    last_at: SystemTime,
+    replayed: u64,
+    snapshot: Option<SnapshotWritten>,
+}
+
+/// Starts from the shared snapshot when it is usable, then streams every
+/// later record in lsn order into the index and to the observer.
 fn load_index<S: StreamState>(
     client: &mut postgres::Client,
     connector: &Connector,
-) -> Result<(Index<S>, SystemTime), PgError> {
-    let mut index = Index::default();
+    observer: Option<&dyn CommitObserver<S>>,
+) -> Result<Loaded<S>, PgError> {
+    let restored = snapshot::restore::<S>(client);
+    let written = restored.as_ref().map(|restored| restored.written);
+    let (mut index, extension, mut last_at) = match restored {
+        Some(restored) => (
+            restored.snapshot.index,
+            restored.snapshot.extension,
+            restored.last_at.unwrap_or(SystemTime::UNIX_EPOCH),
+        ),
+        None => (Index::default(), None, SystemTime::UNIX_EPOCH),
+    };
     // The database locates every record by stream and seq: the index keeps
     // no positions (see `PgSource::archive_floor`).
     index.archive_below(u64::MAX);
-    let mut last_at = SystemTime::UNIX_EPOCH;
-    let mut after = 0;
+    if let Some(observer) = observer {
+        observer.restoring(extension.as_deref());
+    }
+    let before = index.record_count();
+    let mut after = index.last_lsn();
     loop {
         let records = rows::after_lsn(client, after, rows::PULL_PAGE)
             .map_err(|reason| connector.database_error(reason))?;
@@ -147,10 +174,18 @@ fn load_index<S: StreamState>(
                     lsn: record.lsn,
                     reason,
                 })?;
+            if let Some(observer) = observer {
+                observer.replayed(&record.as_ref());
+            }
         }
         if let Some(at) = records.last().and_then(|r| rows::parse_time(&r.at)) {
             last_at = last_at.max(at);
         }
     }
-    Ok((index, last_at))
+    Ok(Loaded {
+        replayed: index.record_count() - before,
+        index,
+        last_at,
+        snapshot: written,
+    })
 }

@@ -191,7 +191,9 @@ fn restore_snapshot<S: StreamState>(
     let checked = snapshot::read_file(location)
         .map_err(SnapshotError::from)
         .and_then(|bytes| match bytes {
-            Some(bytes) => snapshot::decode::<S>(&bytes).map(|s| Some((s, bytes.len() as u64))),
+            Some(bytes) => {
+                snapshot::decode_snapshot::<S>(&bytes).map(|s| Some((s, bytes.len() as u64)))
+            }
             None => Ok(None),
         })
         .and_then(|snapshot| match snapshot {
@@ -559,8 +561,9 @@ struct FileSnapshots {
 }
 
 impl SnapshotStore for FileSnapshots {
-    fn save(&self, bytes: &[u8]) -> std::io::Result<()> {
+    fn save(&self, _lsn: u64, bytes: &[u8]) -> Result<(), String> {
         snapshot::write_file(&self.path, bytes)
+            .map_err(|error| format!("{}: {error}", self.path.display()))
     }
 
     fn describe(&self) -> String {

@@ -36,7 +36,7 @@ pub use error::{LogFailure, OpenError, ReadError};
 use index::ReadPlan;
 pub use index::{Index, IndexError, KeyLookup, RecordPos, StreamEntry, StreamState};
 pub use record::{DecodeError, NewRecord, RECORD_VERSION, RecordRef};
-pub use snapshot::{ExtensionEncoder, SNAPSHOT_VERSION, SnapshotError};
+pub use snapshot::{ExtensionEncoder, SNAPSHOT_VERSION, Snapshot, SnapshotError, decode_snapshot};
 pub use storage::{OwnedRecord, Sink, SinkFailure, SnapshotStore, Source, StagedBatch, Storage};
 pub use writer::{AppendError, Appended, StreamView, Txn};
 
@@ -370,7 +370,9 @@ impl<S: StreamState> EventLog<S> {
             .map_err(SnapshotError::Writer)?;
         let extension = cut.extension.map(|encode| encode());
         let bytes = snapshot::encode(&cut.index, extension.as_deref());
-        store.save(&bytes)?;
+        store
+            .save(cut.index.last_lsn(), &bytes)
+            .map_err(SnapshotError::Store)?;
         Ok(SnapshotWritten {
             lsn: cut.index.last_lsn(),
             bytes: bytes.len() as u64,

@@ -63,18 +63,23 @@ struct BodyIn<S> {
 pub type ExtensionEncoder = Box<dyn FnOnce() -> Box<RawValue> + Send>;
 
 /// A decoded snapshot.
-pub(crate) struct Snapshot<S> {
-    pub(crate) index: Index<S>,
-    pub(crate) extension: Option<Box<RawValue>>,
+pub struct Snapshot<S> {
+    /// The index as of the snapshot's position.
+    pub index: Index<S>,
+    /// The caller's derived state at the same position.
+    pub extension: Option<Box<RawValue>>,
 }
 
 /// Why a snapshot was not used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SnapshotError {
-    /// It could not be read or written.
+    /// It could not be read.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// Its medium did not store it.
+    #[error("storing the snapshot: {0}")]
+    Store(String),
     /// It is not a complete snapshot of this format and version.
     #[error("the snapshot is damaged or of another format: {0}")]
     Damaged(String),
@@ -105,8 +110,9 @@ pub(crate) fn encode<S: StreamState>(index: &Index<S>, extension: Option<&RawVal
     out
 }
 
-/// Decodes a snapshot, checking its header, length and checksum.
-pub(crate) fn decode<S: StreamState>(bytes: &[u8]) -> Result<Snapshot<S>, SnapshotError> {
+/// Decodes a snapshot, checking its header, length and checksum. The
+/// caller still checks that its medium holds the snapshot's last record.
+pub fn decode_snapshot<S: StreamState>(bytes: &[u8]) -> Result<Snapshot<S>, SnapshotError> {
     let damaged = |reason: &str| SnapshotError::Damaged(reason.to_owned());
     let newline = memchr::memchr(b'\n', bytes).ok_or_else(|| damaged("no header line"))?;
     let header: Header = serde_json::from_slice(&bytes[..newline])

@@ -165,9 +165,10 @@ pub trait Source: Send + Sync + 'static {
 
 /// Where a medium keeps the log's index snapshot (see `snapshot`).
 pub trait SnapshotStore: Send + Sync + 'static {
-    /// Replaces the snapshot atomically: after a crash the old one or the
-    /// new one is there, never a mix.
-    fn save(&self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Replaces the snapshot, which describes the log up to `lsn`,
+    /// atomically: after a crash the old one or the new one is there, never
+    /// a mix. A shared medium may keep a newer one another process wrote.
+    fn save(&self, lsn: u64, bytes: &[u8]) -> Result<(), String>;
 
     /// Where the snapshot is, for messages.
     fn describe(&self) -> String;
