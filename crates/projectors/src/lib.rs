@@ -8,8 +8,8 @@
 //!   applies, a gap applies and yields a [`DriftReport`],
 //! - the run summary and its hash ([`RunProjector`], [`run_projection_hash`]),
 //! - the worker summary and its hash ([`WorkerProjector`]),
-//! - the snapshot encoding ([`ProjectionSnapshot::to_bytes`],
-//!   [`ProjectionSnapshot::from_bytes`]).
+//! - the snapshot of all of them ([`ProjectionSnapshot`]) and the checks
+//!   that rebuild projections from one ([`Projections::from_snapshot`]).
 //!
 //! It does no I/O, reads no clock and holds no global state: every time it
 //! records is an event's `recorded_at`, so the same events always give the
@@ -29,6 +29,6 @@ mod worker;
 
 pub use checkpoint::{Checkpoint, DriftReason, DriftReport, Incoming, Step, advance};
 pub use run::{RunApplied, RunProjector, RunSummary, run_projection_hash};
-pub use snapshot::{ProjectionSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, SnapshotError};
+pub use snapshot::{ProjectionSnapshot, SnapshotError};
 pub use store::Projections;
 pub use worker::{WorkerProjector, WorkerSummary, worker_projection_hash};

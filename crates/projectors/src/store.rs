@@ -97,8 +97,8 @@ impl Projections {
         }
     }
 
-    /// A copy of all state, to encode with [`ProjectionSnapshot::to_bytes`]
-    /// (the copy lets the caller encode and write without holding the
+    /// A copy of all state, with every summary's hash, to serialize (the
+    /// copy lets the caller encode and write without holding the
     /// projections).
     pub fn snapshot(&self) -> ProjectionSnapshot {
         let mut snapshot = ProjectionSnapshot::default();
