@@ -39,7 +39,10 @@ use openagents_event_log::{
     CommitObserver, EventLog, Index, LogOptions, OpenReport, SnapshotWritten, Storage, StreamState,
 };
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often a long start says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// How to reach the database.
 #[derive(Debug, Clone)]
@@ -161,7 +164,17 @@ fn load_index<S: StreamState>(
     }
     let before = index.record_count();
     let mut after = index.last_lsn();
+    let (started, mut reported) = (Instant::now(), Instant::now());
     loop {
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = Instant::now();
+            tracing::info!(
+                records = index.record_count() - before,
+                lsn = after,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "loading the event log from PostgreSQL"
+            );
+        }
         let records = rows::after_lsn(client, after, rows::PULL_PAGE)
             .map_err(|reason| connector.database_error(reason))?;
         let Some(last) = records.last() else { break };

@@ -68,7 +68,7 @@ pub(crate) fn open<S: StreamState>(
             next_lsn = first_lsn + records;
         }
     }
-    let restored = restore_snapshot::<S>(snapshot_file, &files, &starts);
+    let restored = restore_snapshot::<S>(snapshot_file, &files, &starts, archive.floor());
     let snapshot = restored.as_ref().map(|start| SnapshotWritten {
         lsn: start.snapshot.index.last_lsn(),
         bytes: start.bytes,
@@ -184,6 +184,7 @@ fn restore_snapshot<S: StreamState>(
     location: &Path,
     files: &[(u64, PathBuf, File)],
     starts: &[u64],
+    archive_floor: u64,
 ) -> Option<SnapshotStart<S>> {
     let written_at = std::fs::metadata(location)
         .and_then(|meta| meta.modified())
@@ -198,6 +199,11 @@ fn restore_snapshot<S: StreamState>(
         })
         .and_then(|snapshot| match snapshot {
             Some((snapshot, bytes)) => {
+                if snapshot.index.archive_floor() > archive_floor {
+                    return Err(SnapshotError::Ahead(
+                        "it counts on segment indexes the log does not have".into(),
+                    ));
+                }
                 let (end, last_at) = snapshot_end(&snapshot.index, files, starts)?;
                 Ok(Some(SnapshotStart {
                     snapshot,
