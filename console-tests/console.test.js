@@ -4,7 +4,7 @@
 // signing key and a short heartbeat stale limit; drives Debian's headless
 // Chromium with Playwright through every page while creating runs, events
 // and workers over HTTP; and saves a screenshot of each page in
-// docs/console/.
+// docs/console/ (or CONSOLE_SCREENSHOTS).
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -19,7 +19,7 @@ import { chromium } from "playwright-core";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BIN = process.env.RUNTIME_BIN || join(ROOT, "target/debug/openagents-runtime-service");
-const SHOTS = join(ROOT, "docs/console");
+const SHOTS = process.env.CONSOLE_SCREENSHOTS || join(ROOT, "docs/console");
 const INTERNAL_TOKEN = "console-test-internal-token";
 const SYNC_KEY = "console-test-sync-key";
 const STALE_AFTER_MS = 1500;
@@ -167,9 +167,13 @@ test("the console follows runs, events and workers live", async () => {
   await page.waitForURL(/status=running/);
   await page.screenshot({ path: join(SHOTS, "runs.png"), fullPage: true });
 
-  // One run: events appended over HTTP arrive over the SSE lane.
+  // One run, opened from the keyboard: the refreshes keep focus on its link.
   const run = runs[2];
-  await page.getByRole("link", { name: run.id }).click();
+  await page.getByRole("link", { name: run.id }).focus();
+  await sleep(2500);
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), run.id);
+  await page.keyboard.press("Enter");
+  // Its events, appended over HTTP, arrive over the SSE lane.
   await page.getByRole("heading", { name: new RegExp(run.id) }).waitFor();
   await page.getByText("Live over the Khala SSE lane.").waitFor();
   await append(run.id, "tool.call.completed", { tool: "shell", params: { cmd: "ls" }, output: { ok: true }, latency_ms: 12 });

@@ -4,8 +4,8 @@
 
 import { h } from "./dom.js";
 
-/** Most samples a chart keeps. */
-const SAMPLES = 90;
+/** Most samples a chart keeps (two minutes of the health page's refresh). */
+const SAMPLES = 60;
 
 export function chart(title, unit, format) {
   const canvas = h("canvas", { role: "img", "aria-label": `${title}: no sample yet` });
@@ -27,6 +27,8 @@ export function chart(title, unit, format) {
     const known = samples.filter((s) => s !== null);
     if (!known.length) return;
     const top = Math.max(...known) || 1;
+    // Headroom above the highest sample, so the line never runs along the edge.
+    const scale = top * 1.15;
     context.strokeStyle = "#0969da";
     context.lineWidth = 2 * ratio;
     context.beginPath();
@@ -34,14 +36,14 @@ export function chart(title, unit, format) {
     samples.forEach((sample, at) => {
       if (sample === null) { drawing = false; return; }
       const x = (at / (SAMPLES - 1)) * width;
-      const y = height - (sample / top) * (height - 4 * ratio) - 2 * ratio;
+      const y = height - (sample / scale) * (height - 4 * ratio) - 2 * ratio;
       if (drawing) context.lineTo(x, y); else context.moveTo(x, y);
       drawing = true;
     });
     context.stroke();
     context.fillStyle = "#57606a";
     context.font = `${11 * ratio}px system-ui, sans-serif`;
-    context.fillText(`max ${format(top)} ${unit}`, 4 * ratio, 13 * ratio);
+    context.fillText(`max ${format(top)} ${unit} · last 2 min`, 4 * ratio, 13 * ratio);
   };
   return {
     element: figure,

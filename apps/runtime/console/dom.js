@@ -107,3 +107,17 @@ export function pagerLinks(path, { filter, cursor }, next) {
     next ? h("a", { href: `${path}${query({ ...filter, cursor: next })}` }, "Next page") : "",
   ];
 }
+
+/**
+ * Replaces `container`'s children, keeping keyboard focus on the same link
+ * or control (matched by `href` or `id`) so a refresh never throws a
+ * keyboard user back to the top of the page.
+ */
+export function refill(container, ...children) {
+  const active = document.activeElement;
+  const key = active && container.contains(active) ? active.getAttribute("href") || active.id : null;
+  container.replaceChildren(...children);
+  if (!key) return;
+  const again = [...container.querySelectorAll("[href], [id]")].find((e) => (e.getAttribute("href") || e.id) === key);
+  if (again) again.focus();
+}

@@ -81,10 +81,11 @@ function pollEvents(id, events, signal, onEvent) {
 }
 
 /** Fetches `path` and offers it as a file download. */
-async function download(path, name, slot) {
+async function download(path, name, slot, signal) {
   const response = await get(path);
   if (!response.ok) throw new ServiceError(response.status, await response.json().catch(() => null));
   const url = URL.createObjectURL(await response.blob());
+  signal.addEventListener("abort", () => URL.revokeObjectURL(url));
   const link = h("a", { href: url, download: name }, `Save ${name}`);
   slot.replaceChildren(link);
   link.click();
@@ -102,7 +103,7 @@ function artifacts(id, signal) {
       output.prepend(mark);
       mark.replaceChildren(await checkReceipt(text));
     }),
-    act("Download replay", () => download(`/internal/v1/runs/${id}/replay`, `REPLAY-${id}.jsonl`, output)),
+    act("Download replay", () => download(`/internal/v1/runs/${id}/replay`, `REPLAY-${id}.jsonl`, output, signal)),
     act("Summary", async () => showJson("Run summary", await getJson(`/internal/v1/projectors/run-summary/${id}`))),
     act("Drift", async () => {
       const drift = await getJson(`/internal/v1/projectors/drift?topic=${encodeURIComponent(`run:${id}:events`)}`, { missingIsNull: true });

@@ -3,7 +3,7 @@
 // cursor pager.
 
 import { getJson, poll, query } from "./api.js";
-import { badge, choice, field, filterForm, h, listState, owner, pagerLinks, table, textFilter, time } from "./dom.js";
+import { badge, choice, field, filterForm, h, listState, owner, pagerLinks, table, refill, textFilter, time } from "./dom.js";
 
 const STATUSES = ["created", "running", "canceling", "succeeded", "failed", "canceled"];
 const TEXT_FILTERS = [
@@ -54,9 +54,9 @@ export function render(main, params, signal) {
   poll(REFRESH_MS, signal, async () => {
     const page = await getJson(`/internal/v1/runs${query({ ...filter, cursor, limit: params.get("limit") || "50" })}`);
     const caption = `${page.runs.length} run${page.runs.length === 1 ? "" : "s"}, newest first${cursor ? " (a later page)" : ""}; refreshed ${new Date().toLocaleTimeString()}`;
-    body.replaceChildren(page.runs.length
+    refill(body, page.runs.length
       ? table(caption, COLUMNS, page.runs.map(row))
       : h("p", { class: "muted" }, "No run matches these filters."));
-    pager.replaceChildren(...pagerLinks("#/runs", state, page.next_cursor));
+    refill(pager, ...pagerLinks("#/runs", state, page.next_cursor));
   });
 }

@@ -4,7 +4,7 @@
 // two seconds.
 
 import { getJson, poll, query } from "./api.js";
-import { ago, badge, choice, field, filterForm, h, listState, owner, pagerLinks, table, textFilter, time } from "./dom.js";
+import { ago, badge, choice, field, filterForm, h, listState, owner, pagerLinks, table, refill, textFilter, time } from "./dom.js";
 
 const STATES = ["fresh", "stale", "missing", "stopped", "failed"];
 const STATUSES = ["starting", "running", "stopping", "stopped", "failed"];
@@ -53,9 +53,9 @@ export function render(main, params, signal) {
     summary.replaceChildren(...counts.filter(([, n]) => n).flatMap(([state, n]) => [badge(state), ` ${n}  `]));
     const limit = page.workers[0] ? page.workers[0].liveness.heartbeat_stale_after_ms : null;
     const caption = `${page.workers.length} worker${page.workers.length === 1 ? "" : "s"} by id${limit !== null ? `; stale after ${limit / 1000} s without a heartbeat` : ""}`;
-    body.replaceChildren(page.workers.length
+    refill(body, page.workers.length
       ? table(caption, COLUMNS, page.workers.map(row))
       : h("p", { class: "muted" }, "No worker matches these filters."));
-    pager.replaceChildren(...pagerLinks("#/workers", state, page.next_cursor));
+    refill(pager, ...pagerLinks("#/workers", state, page.next_cursor));
   });
 }
