@@ -22,7 +22,7 @@ const BIN = process.env.RUNTIME_BIN || join(ROOT, "target/debug/openagents-runti
 const SHOTS = process.env.CONSOLE_SCREENSHOTS || join(ROOT, "docs/console");
 const INTERNAL_TOKEN = "console-test-internal-token";
 const SYNC_KEY = "console-test-sync-key";
-const STALE_AFTER_MS = 1500;
+const STALE_AFTER_MS = 3000;
 /** BIP-340 test vector 0's secret key (3); any 32-byte key would do. */
 const RECEIPT_KEY = "0000000000000000000000000000000000000000000000000000000000000003";
 const FIRST_LOAD_LIMIT = 300 * 1024;

@@ -27,7 +27,7 @@ mod postgres;
 mod queries;
 
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "healthz",
     "append",
     "append-preloaded",

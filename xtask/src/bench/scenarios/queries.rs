@@ -1,15 +1,15 @@
-//! The `runs-query` scenario: the run list route on a log of 20,000 runs,
-//! 95% of them finished, and the bytes of the console's first page load.
+//! The `runs-query` scenario: the run list route on the history log
+//! (20,000,000 events over 20,000 runs, 95% of them finished, written by
+//! `generate`), and the bytes of the console's first page load.
 //!
-//! The log is written in-process (`preload`: each run its `run.started` and
-//! three notes), then the service finishes 19 runs of every 20 over HTTP,
-//! leaving 1,000 `running`. One client then asks for the first page of the
-//! running runs, back to back: on an idle service, and again while 32
-//! connections append to the running runs.
+//! One client asks for the first page of the running runs, back to back:
+//! on an idle service, and again while 32 connections append to the
+//! running runs. `--quick` keeps the 20,000 runs but gives each only a few
+//! events, so the index the route walks is the same size.
 
-use super::{Bench, CONNECTIONS, Runs, Workload, prepare};
-use crate::bench::load::{Call, LoadResult, LoadShape, run_load, send_all};
-use crate::bench::preload;
+use super::{Bench, Runs, Workload, prepare};
+use crate::bench::generate;
+use crate::bench::load::{Call, Connection, LoadResult, LoadShape, MakeCall, run_load};
 use crate::bench::report::{Figure, Target};
 use crate::bench::server::Server;
 use anyhow::{Context, bail, ensure};
@@ -18,12 +18,15 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Runs of the log.
+/// Runs of the log, and records per run (start and finish included).
 const RUNS: usize = 20_000;
-/// Events of each run as preloaded (`run.started` and three notes).
-const EVENTS_PER_RUN: u64 = 4;
-/// One run in this many stays `running`; the others are finished.
-const RUNNING_EVERY: usize = 20;
+const EVENTS_PER_RUN: u64 = 1_000;
+/// Records per run of the `--quick` variant.
+const QUICK_EVENTS_PER_RUN: u64 = 5;
+/// Runs that stay `running` (the newest 5%).
+const RUNNING: usize = RUNS / 20;
+/// Longest the first start on the generated log may take.
+const FIRST_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
 /// The query of the figure.
 const QUERY: &str = "/internal/v1/runs?status=running&limit=100";
 /// Most bytes a console asset may have before the crawl gives up.
@@ -35,21 +38,34 @@ const CONSOLE_KB_TARGET: Target = Target::AtMost(300.0);
 impl Bench<'_> {
     /// `runs-query`: see the module documentation.
     pub(super) async fn runs_query(&mut self) -> anyhow::Result<()> {
+        let per_run = if self.options.quick {
+            QUICK_EVENTS_PER_RUN
+        } else {
+            EVENTS_PER_RUN
+        };
         let dir = self.fresh_dir()?;
-        eprintln!("bench:   preloading {RUNS} runs of {EVENTS_PER_RUN} events");
-        let preloaded = preload::preload(&dir, RUNS, RUNS as u64 * EVENTS_PER_RUN).await?;
+        let log = dir.join(crate::bench::server::EVENT_LOG);
+        eprintln!("bench:   generating {RUNS} runs of {per_run} events");
+        let generated = tokio::task::spawn_blocking(move || {
+            generate::history_log(&log, RUNS, per_run, RUNNING)
+        })
+        .await??;
         let mut server = Server::spawn(self.binary, &dir)?;
-        server.wait_ready().await?;
-        let measured = self.measure_queries(server.addr, &preloaded.run_ids).await;
+        // The first start scans the whole log and indexes its sealed segments.
+        let ready = server.wait_ready_within(FIRST_START_TIMEOUT).await?;
+        eprintln!("bench:   ready after {ready:?}");
+        let measured = self.measure_queries(server.addr).await;
         let stopped = server.stop().await;
         super::remove_folder(&dir);
         let (idle, loaded, console_bytes) = measured?;
         stopped?;
         let scenario = "runs-query";
         self.report.note(format!(
-            "runs-query: {RUNS} runs, {} running, {} events before the finishing appends",
-            RUNS / RUNNING_EVERY,
-            preloaded.events
+            "runs-query: {} events over {} runs, {} finished, {:.1} GB of log",
+            generated.events,
+            generated.runs,
+            generated.finished,
+            generated.bytes as f64 / 1e9
         ));
         for (label, results) in [("idle", &idle), ("while appending", &loaded)] {
             let p50 = results.iter().map(|r| r.percentile_us(0.50)).collect();
@@ -76,33 +92,17 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// Finishes most runs, checks the query's answer, then measures it.
+    /// Checks the query's answer, then measures it idle and under appends.
     async fn measure_queries(
         &self,
         addr: SocketAddr,
-        runs: &[uuid::Uuid],
     ) -> anyhow::Result<(Vec<LoadResult>, Vec<LoadResult>, usize)> {
-        let (running, finished): (Vec<_>, Vec<_>) = runs
-            .iter()
-            .enumerate()
-            .partition(|(at, _)| at % RUNNING_EVERY == 0);
-        let finish = finished
-            .iter()
-            .map(|(_, run)| {
-                Call::post(
-                    format!("/internal/v1/runs/{run}/events"),
-                    r#"{"event_type":"run.finished","payload":{"status":"succeeded"}}"#,
-                )
-            })
-            .collect();
-        send_all(addr, CONNECTIONS, finish).await?;
-        check_first_page(addr, running.len()).await?;
-        let running: Vec<String> = running.iter().map(|(_, run)| run.to_string()).collect();
+        let running = running_runs(addr).await?;
         let one_client = LoadShape {
             connections: 1,
             ..self.load_shape()
         };
-        let query: crate::bench::load::MakeCall = std::sync::Arc::new(|_| Call::get(QUERY));
+        let query: MakeCall = std::sync::Arc::new(|_| Call::get(QUERY));
         let (mut idle, mut loaded) = (Vec::new(), Vec::new());
         for _ in 0..self.options.repeats {
             idle.push(run_load(addr, one_client, query.clone()).await?);
@@ -123,19 +123,35 @@ impl Bench<'_> {
     }
 }
 
-/// The first page is 100 running runs, newest first, with a next page.
-async fn check_first_page(addr: SocketAddr, running: usize) -> anyhow::Result<()> {
-    let mut connection = crate::bench::load::Connection::open(addr).await?;
-    let body = connection.send_ok(&Call::get(QUERY)).await?;
-    let page: Value = serde_json::from_slice(&body).context("the run list answer")?;
-    let runs = page["runs"].as_array().context("runs")?;
-    ensure!(runs.len() == 100.min(running), "{} runs", runs.len());
+/// Every running run, paged through the route itself: each page holds only
+/// running runs, newest first, none repeated, and the pages add up to the
+/// runs the log left live.
+async fn running_runs(addr: SocketAddr) -> anyhow::Result<Vec<String>> {
+    let mut connection = Connection::open(addr).await?;
+    let mut ids: Vec<String> = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path = format!("{QUERY}{cursor}");
+        let body = connection.send_ok(&Call::get(path)).await?;
+        let page: Value = serde_json::from_slice(&body).context("the run list answer")?;
+        let runs = page["runs"].as_array().context("runs")?;
+        for run in runs {
+            ensure!(run["status"] == "running", "a run that is not running");
+            let id = run["id"].as_str().context("run id")?.to_owned();
+            ensure!(ids.last().is_none_or(|last| *last > id), "not newest first");
+            ids.push(id);
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
     ensure!(
-        runs.iter().all(|run| run["status"] == "running"),
-        "a run that is not running"
+        ids.len() == RUNNING,
+        "{} running runs, not {RUNNING}",
+        ids.len()
     );
-    ensure!(page["next_cursor"].is_string(), "no next page");
-    Ok(())
+    Ok(ids)
 }
 
 /// Bytes on the wire (heads and bodies) of `GET /console` and every asset
