@@ -33,7 +33,7 @@ const USAGE: &str = "usage: cargo xtask bench [--quick] [--only NAME[,NAME...]]
   --quick      one short run per scenario instead of three full ones
   --only NAMES run these scenarios (comma-separated): healthz, append,
                append-preloaded, restart, history, runs-10k, heartbeat,
-               artifacts, run-read, khala-poll, khala-longpoll,
+               artifacts, run-read, khala-poll, khala-longpoll, runs-query,
                postgres-appends (needs PostgreSQL: BENCH_DATABASE_URL, default
                the local `test` database; skipped in a full run without it)";
 

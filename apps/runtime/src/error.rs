@@ -6,6 +6,7 @@
 
 use crate::authority::AuthorityError;
 use crate::khala::KhalaError;
+use crate::queries::QueryError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use openagents_authority::DecisionError;
@@ -276,6 +277,15 @@ impl From<ReadError> for ApiError {
             ReadError::Unavailable(_) => ApiError::storage_unavailable(error.to_string()),
             ReadError::Io(_) | ReadError::Damaged { .. } => ApiError::internal(error.to_string()),
         }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> Self {
+        let details = json!({"parameter": error.param});
+        ApiError::invalid_request(error.to_string())
+            .with_reason("invalid_query_parameter")
+            .with_details(details)
     }
 }
 

@@ -9,6 +9,7 @@
 //! - `authority`: stream folds and write decisions on the log's writer;
 //! - `orchestration`: run operations as the routes need them;
 //! - `workers`: worker operations and liveness;
+//! - `queries`: the filtered, paged run and worker lists over the index;
 //! - `projectors`: projections behind the log and their checkpoint file;
 //! - `fanout`, `khala`: live delivery, topic polling and its auth;
 //! - `storage`: the configured backend (embedded file or PostgreSQL);
@@ -29,6 +30,7 @@ pub(crate) mod khala;
 pub mod metrics;
 pub mod orchestration;
 pub mod projectors;
+pub(crate) mod queries;
 pub(crate) mod reload;
 pub mod server;
 pub mod storage;

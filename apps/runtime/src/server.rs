@@ -7,11 +7,13 @@
 
 mod body;
 pub(crate) mod connections;
+mod console;
 mod extract;
 mod health;
 mod khala;
 mod middleware;
 mod projectors;
+mod queries;
 mod runs;
 mod streamed;
 mod workers;
@@ -197,8 +199,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/console", get(console::page))
+        .route("/console/assets/{name}", get(console::asset))
         .route("/internal/v1/cutover/status", get(health::cutover_status))
-        .route("/internal/v1/runs", post(runs::create))
+        .route("/internal/v1/runs", post(runs::create).get(queries::runs))
         .route("/internal/v1/runs/{run_id}", get(runs::get))
         .route("/internal/v1/runs/{run_id}/receipt", get(runs::receipt))
         .route("/internal/v1/runs/{run_id}/replay", get(runs::replay))
@@ -216,7 +220,10 @@ pub fn router(state: AppState) -> Router {
             get(projectors::run_summary),
         )
         .route("/internal/v1/projectors/drift", get(projectors::drift))
-        .route("/internal/v1/workers", post(workers::register))
+        .route(
+            "/internal/v1/workers",
+            post(workers::register).get(queries::workers),
+        )
         .route("/internal/v1/workers/{worker_id}", get(workers::get))
         .route(
             "/internal/v1/workers/{worker_id}/heartbeat",

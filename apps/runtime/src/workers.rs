@@ -74,7 +74,13 @@ pub(crate) struct WorkerView {
 impl WorkerView {
     /// The worker with its liveness at this moment.
     pub(crate) fn now(worker: WorkerState, stale_after_ms: u64) -> Self {
-        let liveness = worker_liveness(&worker, unix_ms(SystemTime::now()), stale_after_ms);
+        Self::at(worker, unix_ms(SystemTime::now()), stale_after_ms)
+    }
+
+    /// The worker with its liveness at `now_ms`, for answers that show
+    /// many workers at one instant.
+    pub(crate) fn at(worker: WorkerState, now_ms: u64, stale_after_ms: u64) -> Self {
+        let liveness = worker_liveness(&worker, now_ms, stale_after_ms);
         WorkerView { worker, liveness }
     }
 }

@@ -10,26 +10,9 @@ mod support;
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::process::Server;
-
-/// The binary on the embedded log under `data`, with `env` added.
-fn start(data: &Path, env: &[(&str, &str)]) -> Server {
-    let mut vars = vec![
-        (
-            "RUNTIME_EVENT_LOG_PATH",
-            data.join("events.jsonl").display().to_string(),
-        ),
-        (
-            "RUNTIME_CHECKPOINT_PATH",
-            data.join("projections.json").display().to_string(),
-        ),
-    ];
-    vars.extend(env.iter().map(|(name, value)| (*name, value.to_string())));
-    Server::start_with(&vars)
-}
 
 /// Sends `bytes` on a new connection and reads until the server closes it
 /// (or `within` passes); the status and the JSON body of the answer.
@@ -110,7 +93,7 @@ const STALLED_BODY: &[u8] = b"POST /internal/v1/runs HTTP/1.1\r\nhost: t\r\ncont
 #[test]
 fn stalled_bodies_are_dropped_while_healthz_answers_and_memory_comes_back() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(
+    let server = Server::start_in(
         data.path(),
         &[
             ("RUNTIME_BODY_READ_TIMEOUT_MS", "2000"),
@@ -172,7 +155,7 @@ fn stalled_bodies_are_dropped_while_healthz_answers_and_memory_comes_back() {
 #[test]
 fn a_body_trickled_slower_than_the_minimum_rate_is_cut_off() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(
+    let server = Server::start_in(
         data.path(),
         &[
             ("RUNTIME_BODY_READ_TIMEOUT_MS", "1000"),
@@ -223,7 +206,7 @@ fn a_body_trickled_slower_than_the_minimum_rate_is_cut_off() {
 #[test]
 fn stalled_headers_are_dropped() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(data.path(), &[("RUNTIME_HEADER_READ_TIMEOUT_MS", "500")]);
+    let server = Server::start_in(data.path(), &[("RUNTIME_HEADER_READ_TIMEOUT_MS", "500")]);
     let mut streams: Vec<TcpStream> = (0..200)
         .map(|_| {
             let mut stream = TcpStream::connect(&server.addr).unwrap();
@@ -243,7 +226,7 @@ fn stalled_headers_are_dropped() {
 #[test]
 fn bodies_in_flight_are_bounded_by_the_byte_budget() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(
+    let server = Server::start_in(
         data.path(),
         &[
             ("RUNTIME_MAX_BODY_BYTES_IN_FLIGHT", "2097152"),
@@ -286,7 +269,7 @@ fn bodies_in_flight_are_bounded_by_the_byte_budget() {
 #[test]
 fn connections_past_the_limit_are_shed_and_the_accepted_ones_served() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(
+    let server = Server::start_in(
         data.path(),
         &[
             ("RUNTIME_MAX_CONNECTIONS", "50"),
@@ -425,7 +408,7 @@ fn cpu_ticks(server: &Server) -> u64 {
 #[test]
 fn a_client_that_pipelines_and_never_reads_is_dropped() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(data.path(), &[("RUNTIME_WRITE_TIMEOUT_MS", "500")]);
+    let server = Server::start_in(data.path(), &[("RUNTIME_WRITE_TIMEOUT_MS", "500")]);
     let mut stream = TcpStream::connect(&server.addr).unwrap();
     stream
         .set_write_timeout(Some(Duration::from_secs(2)))
@@ -452,7 +435,7 @@ fn a_client_that_pipelines_and_never_reads_is_dropped() {
 #[test]
 fn made_up_methods_do_not_grow_the_metrics() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(data.path(), &[]);
+    let server = Server::start_in(data.path(), &[]);
     let send_methods = |range: std::ops::Range<u32>| {
         let mut stream = TcpStream::connect(&server.addr).unwrap();
         let mut requests = Vec::new();
@@ -496,7 +479,7 @@ fn made_up_methods_do_not_grow_the_metrics() {
 #[test]
 fn requests_hyper_refuses_are_answered_with_the_envelope() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(data.path(), &[]);
+    let server = Server::start_in(data.path(), &[]);
     let within = Duration::from_secs(10);
     let long_path = format!(
         "GET /internal/v1/runs/{} HTTP/1.1\r\nhost: t\r\n\r\n",
@@ -600,7 +583,7 @@ fn a_denied_poll_logs_a_clipped_topic() {
 #[test]
 fn a_long_poll_outlives_the_header_body_and_write_timeouts() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(
+    let server = Server::start_in(
         data.path(),
         &[
             ("RUNTIME_HEADER_READ_TIMEOUT_MS", "300"),

@@ -24,9 +24,10 @@ use tempfile::TempDir;
 mod history;
 mod khala;
 mod postgres;
+mod queries;
 
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "healthz",
     "append",
     "append-preloaded",
@@ -38,6 +39,7 @@ pub const NAMES: [&str; 12] = [
     "run-read",
     "khala-poll",
     "khala-longpoll",
+    "runs-query",
     "postgres-appends",
 ];
 
@@ -171,6 +173,7 @@ impl Bench<'_> {
             "run-read" => self.run_read().await,
             "khala-poll" => self.khala_poll().await,
             "khala-longpoll" => self.khala_longpoll().await,
+            "runs-query" => self.runs_query().await,
             "postgres-appends" => self.postgres_appends().await,
             _ => bail!("unknown scenario {name}"),
         }

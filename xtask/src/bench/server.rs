@@ -90,8 +90,14 @@ impl Server {
     /// Polls `GET /readyz` every 5 ms until it answers 200; returns the time
     /// from spawn to that answer.
     pub async fn wait_ready(&mut self) -> anyhow::Result<Duration> {
+        self.wait_ready_within(READY_TIMEOUT).await
+    }
+
+    /// [`Server::wait_ready`] with a limit of its own, for a first start
+    /// that indexes a log of many gigabytes on a busy machine.
+    pub async fn wait_ready_within(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
         let call = Call::get("/readyz");
-        let deadline = self.spawned + READY_TIMEOUT;
+        let deadline = self.spawned + timeout;
         while Instant::now() < deadline {
             if let Ok(mut connection) = Connection::open(self.addr).await
                 && let Ok((StatusCode::OK, _)) = connection.send(&call).await
@@ -107,7 +113,7 @@ impl Server {
             tokio::time::sleep(READY_POLL).await;
         }
         bail!(
-            "the service was not ready within {READY_TIMEOUT:?}{}",
+            "the service was not ready within {timeout:?}{}",
             self.log_tail()
         )
     }

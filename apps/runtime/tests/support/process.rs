@@ -16,7 +16,12 @@ pub struct Server {
 impl Server {
     /// The binary on the embedded log under `data`.
     pub fn start(data: &Path) -> Self {
-        Self::start_with(&[
+        Self::start_in(data, &[])
+    }
+
+    /// The binary on the embedded log under `data`, with `env` added.
+    pub fn start_in(data: &Path, env: &[(&str, &str)]) -> Self {
+        let mut vars = vec![
             (
                 "RUNTIME_EVENT_LOG_PATH",
                 data.join("events.jsonl").display().to_string(),
@@ -25,7 +30,9 @@ impl Server {
                 "RUNTIME_CHECKPOINT_PATH",
                 data.join("projections.json").display().to_string(),
             ),
-        ])
+        ];
+        vars.extend(env.iter().map(|(name, value)| (*name, value.to_string())));
+        Self::start_with(&vars)
     }
 
     /// The binary with `env` added to its environment, once it is ready.
