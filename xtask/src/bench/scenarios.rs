@@ -542,7 +542,7 @@ impl Bench<'_> {
 
     /// Records how a preload went.
     fn note_preload(&mut self, dir: &Path, preloaded: &Preloaded) {
-        let bytes = std::fs::metadata(dir.join(EVENT_LOG)).map_or(0, |meta| meta.len());
+        let bytes = log_bytes(dir);
         let seconds = preloaded.elapsed.as_secs_f64();
         self.report.note(format!(
             "preloaded {} events over {} runs in-process in {seconds:.1} s ({}); log {:.0} MB",
@@ -719,6 +719,26 @@ fn load_average() -> String {
                 .join(" ")
         })
         .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// The bytes of every segment of the log in data folder `dir` (not their
+/// indexes or the snapshot).
+fn log_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name == EVENT_LOG
+                || name
+                    .strip_prefix(&format!("{EVENT_LOG}."))
+                    .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|meta| meta.len())
+        .sum()
 }
 
 /// Removes a data folder; a failure only leaves disk space behind.
