@@ -114,3 +114,52 @@ fn a_single_file_log_opens_in_place_and_grows_into_segments() {
         assert_eq!(event["payload"]["n"], index as u64 - 1);
     }
 }
+
+/// The projection checkpoint file that release kept at
+/// `RUNTIME_CHECKPOINT_PATH`, where the index snapshot now lives: its
+/// format's header over an empty state.
+const OLD_CHECKPOINT: &str = concat!(
+    r#"{"format":"openagents.projection_snapshot","version":1,"#,
+    r#""content_hash":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","#,
+    r#""state":{"checkpoints":{},"run_summaries":{},"worker_summaries":{},"drift_reports":{}}}"#,
+    "\n"
+);
+
+#[test]
+fn the_old_checkpoint_file_is_ignored_then_replaced_by_a_snapshot() {
+    if support::skip_unless_jsonl("the_old_checkpoint_file_is_ignored_then_replaced_by_a_snapshot")
+    {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(FIXTURE).join("events.jsonl"),
+        data.path().join("events.jsonl"),
+    )
+    .unwrap();
+    let checkpoint = data.path().join("projections.json");
+    std::fs::write(&checkpoint, OLD_CHECKPOINT).unwrap();
+    let runs = expected();
+
+    // The start scans the log (the file is not a snapshot), serves as
+    // before, and replaces the file with the index snapshot at once.
+    let mut server = start(data.path());
+    assert_served_as_before(&server, &runs);
+    let written = std::fs::read_to_string(&checkpoint).unwrap();
+    assert!(
+        written.starts_with(r#"{"format":"openagents-event-log-snapshot""#),
+        "{written}"
+    );
+    for id in runs.keys() {
+        let (status, summary) = server.call(
+            "GET",
+            &format!("/internal/v1/projectors/run-summary/{id}"),
+            None,
+        );
+        assert_eq!(status, 200, "{summary}");
+    }
+    server.signal("-TERM");
+    server.child.wait().unwrap();
+    let server = start(data.path());
+    assert_served_as_before(&server, &runs);
+}
