@@ -20,14 +20,13 @@
 //! crc32c   of entries and keys (u32)
 //! ```
 //!
-//! Integers are little-endian. The table is read at open and kept as
-//! [`Span`]s: per stream and sealed segment, where its records are. That is
-//! the only per-stream cost of a sealed segment; entries and keys stay on
-//! disk and are read with `pread` when a read or a retry needs them. Their
-//! checksum is verified once per process, at the first such read; every
-//! record read through an entry is still checked to be the stream and seq
-//! it was asked for, and a key found by its hash is confirmed against the
-//! record itself.
+//! Integers are little-endian. At open the whole file is read once to check
+//! both checksums, and the table is kept as [`Span`]s: per stream and
+//! sealed segment, where its records are. That is the only per-stream cost
+//! of a sealed segment; entries and keys stay on disk and are read with
+//! `pread` when a read or a retry needs them. Every record read through an
+//! entry is still checked to be the stream and seq it was asked for, and a
+//! key found by its hash is confirmed against the record itself.
 //!
 //! An index file is derived data: a missing or damaged one is rebuilt from
 //! its segment with a warning, at open or after a roll (in the background,
@@ -40,16 +39,18 @@ use crate::{OpenError, RecordPos};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{OnceLock, RwLock};
 
 const MAGIC: &[u8; 8] = b"OAIDX001";
 const HEADER_BYTES: usize = 8 + 8 + 8 + 4 + 4 + 4 + 4;
 const ENTRY_BYTES: u64 = 12;
 const KEY_BYTES: u64 = 16;
+/// Read buffer of an index build.
+const BUILD_BUFFER_BYTES: usize = 4 << 20;
 
 /// Where the records of one stream in one sealed segment are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,12 +83,8 @@ pub(crate) struct SegmentTable {
 /// One indexed segment's file, open for reading entries and keys.
 struct IndexFile {
     file: File,
-    path: PathBuf,
     entries_at: u64,
     keys_at: u64,
-    body_len: u64,
-    body_crc: u32,
-    verified: OnceLock<Result<(), String>>,
 }
 
 /// Every indexed sealed segment and the spans of every stream in them.
@@ -113,52 +110,53 @@ fn key_hash(key: &str) -> u64 {
 }
 
 impl SegmentTable {
-    /// Reads a sealed segment whole and groups its records by stream. A
-    /// line that does not decode, or a segment that does not end in a
-    /// complete record, is damage of acknowledged history.
+    /// Reads a sealed segment, a buffer at a time, and groups its records
+    /// by stream. A line that does not decode, or a segment that does not
+    /// end in a complete record, is damage of acknowledged history.
     pub(crate) fn build(file: &File, path: &Path, first_lsn: u64) -> Result<Self, OpenError> {
         let io_error = |source| OpenError::Io {
             path: path.to_owned(),
             source,
         };
         let segment_len = file.metadata().map_err(io_error)?.len();
-        let mut bytes = vec![0; usize::try_from(segment_len).expect("segments fit in memory")];
-        file.read_exact_at(&mut bytes, 0).map_err(io_error)?;
-        let corrupt = |offset: usize, reason: String| OpenError::Corrupt {
+        let corrupt = |offset: u64, reason: String| OpenError::Corrupt {
             path: path.to_owned(),
-            offset: offset as u64,
+            offset,
             reason,
         };
+        let mut reader = BufReader::with_capacity(BUILD_BUFFER_BYTES, At { file, offset: 0 });
         let mut groups: Vec<(String, Group)> = Vec::new();
         let mut by_name: HashMap<String, usize> = HashMap::new();
-        let mut start = 0usize;
-        let mut lsn = first_lsn;
-        while start < bytes.len() {
-            let Some(newline) = memchr::memchr(b'\n', &bytes[start..]) else {
+        let (mut start, mut lsn, mut line) = (0u64, first_lsn, Vec::new());
+        while start < segment_len {
+            line.clear();
+            let read = reader.read_until(b'\n', &mut line).map_err(io_error)?;
+            if line.pop() != Some(b'\n') {
                 return Err(corrupt(
                     start,
                     "a sealed segment ends in an incomplete record".into(),
                 ));
-            };
-            let line = &bytes[start..start + newline];
+            }
             let record =
-                RecordRef::decode(line).map_err(|error| corrupt(start, error.to_string()))?;
+                RecordRef::decode(&line).map_err(|error| corrupt(start, error.to_string()))?;
             if record.lsn != lsn {
                 return Err(corrupt(
                     start,
                     format!("log position {} where {lsn} was expected", record.lsn),
                 ));
             }
-            let slot = *by_name.entry(record.stream.to_string()).or_insert_with(|| {
-                groups.push((
-                    record.stream.to_string(),
-                    Group {
+            let slot = match by_name.get(record.stream.as_ref()) {
+                Some(slot) => *slot,
+                None => {
+                    let group = Group {
                         first_seq: record.seq,
                         ..Group::default()
-                    },
-                ));
-                groups.len() - 1
-            });
+                    };
+                    groups.push((record.stream.to_string(), group));
+                    by_name.insert(record.stream.to_string(), groups.len() - 1);
+                    groups.len() - 1
+                }
+            };
             let group = &mut groups[slot].1;
             if record.seq != group.first_seq + group.entries.len() as u64 {
                 return Err(corrupt(
@@ -169,12 +167,12 @@ impl SegmentTable {
                     ),
                 ));
             }
-            group.entries.push((start as u64, newline as u32));
+            group.entries.push((start, line.len() as u32));
             if let Some(key) = &record.key {
                 group.keys.push((key_hash(key), record.seq));
             }
             lsn += 1;
-            start += newline + 1;
+            start += read as u64;
         }
         for (_, group) in &mut groups {
             group.keys.sort_unstable();
@@ -249,6 +247,21 @@ impl SegmentTable {
     }
 }
 
+/// Reads a file from a position with `pread`, leaving the file's own
+/// cursor alone (other handles of the segment share it).
+struct At<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.file.read_at(buffer, self.offset)?;
+        self.offset += read as u64;
+        Ok(read)
+    }
+}
+
 /// Little-endian reader over a byte slice; `None` past its end.
 struct Cursor<'a> {
     bytes: &'a [u8],
@@ -280,10 +293,10 @@ struct Loaded {
     records: u64,
 }
 
-/// Reads the index file of segment number `segment` (at `segment_path`,
-/// `segment_len` bytes, first record `first_lsn`): its header and table
-/// only. `Ok(None)` when it is missing, does not describe that segment, or
-/// its table is damaged: the caller rebuilds it.
+/// Reads and checks the index file of segment number `segment` (at
+/// `segment_path`, `segment_len` bytes, first record `first_lsn`).
+/// `Ok(None)` when it is missing, does not describe that segment, or fails
+/// a checksum: the caller rebuilds it.
 fn load(
     segment: u32,
     segment_path: &Path,
@@ -291,46 +304,42 @@ fn load(
     segment_len: u64,
 ) -> std::io::Result<Option<Loaded>> {
     let path = index_path(segment_path);
-    let file = match File::open(&path) {
-        Ok(file) => file,
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(error),
     };
-    let file_len = file.metadata()?.len();
-    if file_len < (HEADER_BYTES + 8) as u64 {
-        return Ok(None);
-    }
-    let mut header = [0; HEADER_BYTES];
-    file.read_exact_at(&mut header, 0)?;
-    let table_len = u32::from_le_bytes(header[HEADER_BYTES - 4..].try_into().expect("4 bytes"));
-    let table_end = HEADER_BYTES as u64 + u64::from(table_len) + 4;
-    if table_end + 4 > file_len {
-        return Ok(None);
-    }
-    let mut head = vec![0; table_end as usize];
-    file.read_exact_at(&mut head, 0)?;
-    let mut body_crc = [0; 4];
-    file.read_exact_at(&mut body_crc, file_len - 4)?;
-    let Some(table) = parse_table(segment, &head, first_lsn, segment_len) else {
+    let Some((table, table_end)) = check(segment, &bytes, first_lsn, segment_len) else {
         return Ok(None);
     };
-    let keys_at = table_end + table.records * ENTRY_BYTES;
-    if keys_at + table.keys * KEY_BYTES + 4 != file_len {
-        return Ok(None);
-    }
     Ok(Some(Loaded {
         records: table.records,
         spans: table.spans,
         file: IndexFile {
-            file,
-            path,
+            file: File::open(&path)?,
             entries_at: table_end,
-            keys_at,
-            body_len: file_len - table_end - 4,
-            body_crc: u32::from_le_bytes(body_crc),
-            verified: OnceLock::new(),
+            keys_at: table_end + table.records * ENTRY_BYTES,
         },
     }))
+}
+
+/// The table of a whole index file, and where its entries start, when
+/// both checksums hold, the lengths add up and it describes the segment.
+fn check(segment: u32, bytes: &[u8], first_lsn: u64, segment_len: u64) -> Option<(Table, u64)> {
+    let header = bytes.get(..HEADER_BYTES)?;
+    let table_len = u32::from_le_bytes(header[HEADER_BYTES - 4..].try_into().ok()?);
+    let table_end = HEADER_BYTES
+        .checked_add(table_len as usize)?
+        .checked_add(4)?;
+    let table = parse_table(segment, bytes.get(..table_end)?, first_lsn, segment_len)?;
+    let body_end = (table_end as u64)
+        .checked_add(table.records * ENTRY_BYTES)?
+        .checked_add(table.keys * KEY_BYTES)?;
+    if body_end + 4 != bytes.len() as u64 {
+        return None;
+    }
+    let (body, crc) = bytes[table_end..].split_at(bytes.len() - table_end - 4);
+    (crc32c::crc32c(body).to_le_bytes() == crc).then_some((table, table_end as u64))
 }
 
 /// An index file's table.
@@ -375,28 +384,8 @@ fn parse_table(segment: u32, bytes: &[u8], first_lsn: u64, segment_len: u64) -> 
 }
 
 impl IndexFile {
-    /// Checks the entries' and keys' checksum, once per process.
-    fn verify(&self) -> Result<(), ReadError> {
-        let outcome = self.verified.get_or_init(|| {
-            let mut body = vec![0; self.body_len as usize];
-            self.file
-                .read_exact_at(&mut body, self.entries_at)
-                .map_err(|error| format!("{}: {error}", self.path.display()))?;
-            if crc32c::crc32c(&body) == self.body_crc {
-                Ok(())
-            } else {
-                Err(format!("{}: checksum mismatch", self.path.display()))
-            }
-        });
-        outcome.clone().map_err(|reason| ReadError::Damaged {
-            offset: self.entries_at,
-            reason,
-        })
-    }
-
     /// The positions (in the segment) of entries `first .. first + count`.
     fn entries(&self, first: u32, count: u32) -> Result<Vec<(u64, u32)>, ReadError> {
-        self.verify()?;
         let mut bytes = vec![0; count as usize * ENTRY_BYTES as usize];
         self.file
             .read_exact_at(&mut bytes, self.entries_at + u64::from(first) * ENTRY_BYTES)?;
@@ -423,7 +412,6 @@ impl IndexFile {
     /// The seqs whose key has `hash`, among keys `first .. first + count`
     /// (sorted by hash): a binary search, one `pread` a step.
     fn seqs_with_hash(&self, first: u32, count: u32, hash: u64) -> Result<Vec<u64>, ReadError> {
-        self.verify()?;
         let (mut low, mut high) = (u64::from(first), u64::from(first) + u64::from(count));
         while low < high {
             let middle = low + (high - low) / 2;

@@ -186,3 +186,32 @@ fn a_snapshot_ahead_of_the_log_falls_back_to_a_full_scan() {
     assert_eq!(report.records, 20);
     assert_eq!(bodies(&log, "s:a").len(), 20);
 }
+
+#[test]
+fn a_damaged_or_missing_segment_index_is_rebuilt_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let (log, _) = open(&path);
+    fill(&log, "s:a", 60);
+    fill(&log, "s:b", 60);
+    drop(log);
+    let mut indexes: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|file| file.extension().is_some_and(|ext| ext == "idx"))
+        .collect();
+    indexes.sort();
+    assert!(indexes.len() >= 4, "{indexes:?}");
+    // A flipped byte among the entries, and a file that is gone.
+    let mut damaged = std::fs::read(&indexes[1]).unwrap();
+    let middle = damaged.len() - 20;
+    damaged[middle] ^= 0xff;
+    std::fs::write(&indexes[1], &damaged).unwrap();
+    std::fs::remove_file(&indexes[2]).unwrap();
+
+    let (log, _) = open(&path);
+    assert_eq!(bodies(&log, "s:a").len(), 60);
+    assert_eq!(bodies(&log, "s:b").len(), 60);
+    assert_ne!(std::fs::read(&indexes[1]).unwrap(), damaged);
+    assert!(indexes[2].exists());
+}
