@@ -200,7 +200,8 @@ pub struct Config {
     pub event_log_path: PathBuf,
     /// Size at which a segment of the embedded log is full.
     pub event_log_segment_bytes: u64,
-    /// The projection checkpoint file.
+    /// The index snapshot of the embedded log (the index and the
+    /// projections at one log position).
     pub checkpoint_path: PathBuf,
     /// Cutover control for this service's writes.
     pub authority_write_mode: AuthorityWriteMode,
@@ -208,7 +209,7 @@ pub struct Config {
     pub legacy_write_freeze: bool,
     /// Where the shadow harness records the last parity report (`--record`).
     pub parity_report_path: Option<PathBuf>,
-    /// How often changed projections are written to the checkpoint file.
+    /// How often a snapshot is written while the log changes.
     pub checkpoint_flush_interval: std::time::Duration,
     /// Bearer token every `/internal/v1/*` route except Khala's requires.
     pub internal_auth_token: Option<String>,

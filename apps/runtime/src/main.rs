@@ -42,7 +42,7 @@ the ranges); a bad value refuses to start with one line naming the variable.
   RUNTIME_DATABASE_URL                     PostgreSQL URL, required with postgres
   RUNTIME_EVENT_LOG_PATH                   the event log on jsonl (.runtime-data/runtime-events.jsonl)
   RUNTIME_EVENT_LOG_SEGMENT_BYTES          size of a full log segment (134217728)
-  RUNTIME_CHECKPOINT_PATH                  projection checkpoints on jsonl (.runtime-data/projection-state.json)
+  RUNTIME_CHECKPOINT_PATH                  index snapshot (index and projections) on jsonl (.runtime-data/projection-state.json)
   RUNTIME_AUTHORITY_WRITE_MODE             rust_active, shadow_only or read_only (rust_active)
   LEGACY_RUNTIME_WRITE_FREEZE              true or false, reported on /healthz (false)
   RUNTIME_MAX_BODY_BYTES                   largest request body (1048576)
@@ -71,7 +71,7 @@ the ranges); a bad value refuses to start with one line naming the variable.
   RUNTIME_SYNC_TOKEN_SIGNING_KEY_PREVIOUS  HS256 key before the last rotation, still accepted
   RUNTIME_SYNC_TOKEN_JWKS_PATH             JWKS file of EdDSA, ES256 and RS256 keys (reloaded)
   RUNTIME_SYNC_REVOKED_JTIS_PATH           file of revoked token ids, one a line (reloaded)
-  RUNTIME_CHECKPOINT_FLUSH_MS              checkpoint write interval (5000)
+  RUNTIME_CHECKPOINT_FLUSH_MS              snapshot write interval, while the log changes (5000)
   RUNTIME_INTERNAL_AUTH_TOKEN              bearer token of /internal/v1/*, every scope (none)
   RUNTIME_CREDENTIALS_PATH                 file of named credentials with scopes (reloaded)
   RUNTIME_RECEIPT_SIGNING_KEY_FILE         secp256k1 key receipts are signed with (none)
