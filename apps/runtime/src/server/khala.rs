@@ -27,7 +27,8 @@ use std::time::Duration;
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How often a WebSocket is pinged, so proxies keep it open.
 const WS_PING: Duration = Duration::from_secs(15);
-/// The reconnect delay a WebSocket's `hello` recommends.
+/// The reconnect delay a WebSocket's `hello` and an SSE stream's first
+/// `retry:` field recommend.
 const RECONNECT_BACKOFF_MS: u64 = 1000;
 /// Close codes of the WebSocket lane, by how the stream ended.
 const CLOSE_STALE_CURSOR: u16 = 4410;
@@ -110,20 +111,31 @@ pub(crate) async fn stream(
         .get("last-event-id")
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
     let subscription = open(&state, &topic, &query, authorization, last_event_id).await?;
-    let events =
-        futures_util::stream::unfold(Some((subscription, VecDeque::new())), |open| async move {
-            let (mut subscription, mut queue) = open?;
+    // The first event only sets the reconnect delay (no data, so an
+    // `EventSource` dispatches nothing for it).
+    let retry = Event::default().retry(Duration::from_millis(RECONNECT_BACKOFF_MS));
+    let events = futures_util::stream::unfold(
+        Some((subscription, VecDeque::new(), Some(retry))),
+        |open| async move {
+            let (mut subscription, mut queue, retry) = open?;
+            if let Some(retry) = retry {
+                return Some((
+                    Ok::<_, Infallible>(retry),
+                    Some((subscription, queue, None)),
+                ));
+            }
             loop {
                 if let Some(message) = queue.pop_front() {
                     let event = message_event(&message);
-                    return Some((Ok::<_, Infallible>(event), Some((subscription, queue))));
+                    return Some((Ok(event), Some((subscription, queue, None))));
                 }
                 match subscription.next().await {
                     Ok(messages) => queue.extend(messages),
                     Err(ended) => return Some((Ok(final_event(ended)), None)),
                 }
             }
-        });
+        },
+    );
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
         .into_response())
