@@ -85,7 +85,11 @@ impl Endpoint {
 
     /// Sends one request and reads the whole answer: the body of a 2xx, or
     /// the error envelope of any other status.
-    pub(crate) async fn send(&self, call: Call<'_>, timeout: Duration) -> Result<Bytes, ClientError> {
+    pub(crate) async fn send(
+        &self,
+        call: Call<'_>,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
         let exchange = async {
             let response = self.open(call, timeout).await?;
             let status = response.status();
@@ -166,8 +170,17 @@ mod tests {
     fn base_urls() {
         let endpoint = Endpoint::parse("http://127.0.0.1:8080/").unwrap();
         assert_eq!(endpoint.authority(), "127.0.0.1:8080");
-        assert_eq!(Endpoint::parse("http://localhost").unwrap().authority(), "localhost:80");
-        for bad in ["https://h:1", "h:1", "http://h:1/api", "http://h:1/?a=1", ""] {
+        assert_eq!(
+            Endpoint::parse("http://localhost").unwrap().authority(),
+            "localhost:80"
+        );
+        for bad in [
+            "https://h:1",
+            "h:1",
+            "http://h:1/api",
+            "http://h:1/?a=1",
+            "",
+        ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }
@@ -175,7 +188,10 @@ mod tests {
     #[test]
     fn path_segments_keep_topics_readable() {
         assert_eq!(path_segment("run:ab-1:events"), "run:ab-1:events");
-        assert_eq!(path_segment("worker:a?b#c%:lifecycle"), "worker:a%3Fb%23c%25:lifecycle");
+        assert_eq!(
+            path_segment("worker:a?b#c%:lifecycle"),
+            "worker:a%3Fb%23c%25:lifecycle"
+        );
         assert_eq!(path_segment("é"), "%C3%A9");
     }
 }

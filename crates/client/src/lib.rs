@@ -81,4 +81,6 @@ pub use backoff::RetryPolicy;
 pub use client::Client;
 pub use error::{ApiError, ClientError};
 pub use subscribe::{Lane, Subscribe, Subscription};
-pub use types::{AppendEvent, Appended, CreateRun, Event, EventsPage, Message, Owner, Run, StaleCursor};
+pub use types::{
+    AppendEvent, Appended, CreateRun, Event, EventsPage, Message, Owner, Run, StaleCursor,
+};

@@ -57,7 +57,10 @@ impl Parser {
 
 /// Where the first block ends: (end of its text, end of its blank line).
 fn block_end(bytes: &[u8]) -> Option<(usize, usize)> {
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2));
+    let lf = bytes
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (i, i + 2));
     let crlf = bytes
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -110,15 +113,23 @@ mod tests {
     #[test]
     fn splits_events_across_chunks() {
         let mut parser = Parser::default();
-        parser.push(b"retry: 1000\n\n: keep-alive\n\nid: 7\nda").unwrap();
+        parser
+            .push(b"retry: 1000\n\n: keep-alive\n\nid: 7\nda")
+            .unwrap();
         assert_eq!(parser.next_block().unwrap(), Some(Block::Retry(1000)));
         assert_eq!(parser.next_block().unwrap(), None);
-        parser.push(b"ta: {\"a\":1}\n\nevent: stale_cursor\r\ndata: {}\r\n\r\n").unwrap();
+        parser
+            .push(b"ta: {\"a\":1}\n\nevent: stale_cursor\r\ndata: {}\r\n\r\n")
+            .unwrap();
         let Some(Block::Event(event)) = parser.next_block().unwrap() else {
             panic!("no event");
         };
         assert_eq!(
-            (event.event.as_str(), event.id.as_deref(), event.data.as_str()),
+            (
+                event.event.as_str(),
+                event.id.as_deref(),
+                event.data.as_str()
+            ),
             ("message", Some("7"), "{\"a\":1}")
         );
         let Some(Block::Event(event)) = parser.next_block().unwrap() else {

@@ -290,14 +290,16 @@ impl Subscription {
         }
         let stream = client.endpoint.connect(client.timeout).await?;
         let config = WebSocketConfig::default().max_message_size(Some(MAX_WS_MESSAGE));
-        let handshake =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(config));
+        let handshake = tokio_tungstenite::client_async_with_config(request, stream, Some(config));
         match tokio::time::timeout(client.timeout, handshake).await {
             Err(_) => Err(ClientError::Timeout),
             Ok(Ok((socket, _))) => Ok(Connection::Ws(Box::new(socket))),
             Ok(Err(WsError::Http(response))) => {
                 let body = response.body().as_deref().unwrap_or_default();
-                Err(refusal(ApiError::from_body(response.status().as_u16(), body)))
+                Err(refusal(ApiError::from_body(
+                    response.status().as_u16(),
+                    body,
+                )))
             }
             Ok(Err(error)) => Err(transport(error)),
         }
@@ -335,10 +337,16 @@ enum Connection {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WsFrame {
-    Hello { recommended_reconnect_backoff_ms: u64 },
-    Message { message: Message },
+    Hello {
+        recommended_reconnect_backoff_ms: u64,
+    },
+    Message {
+        message: Message,
+    },
     StaleCursor(StaleCursor),
-    Error { code: String },
+    Error {
+        code: String,
+    },
 }
 
 /// The `data` of an SSE `error` event.
@@ -369,7 +377,9 @@ async fn next_sse(body: &mut Incoming, parser: &mut Parser) -> Result<Frame, Cli
                 "message" => Ok(Frame::Message(decode(data)?)),
                 "stale_cursor" => Ok(Frame::Stale(decode(data)?)),
                 "error" => Ok(Frame::Ended(decode::<SseError>(data)?.code)),
-                other => Err(ClientError::Decode(format!("unknown SSE event {other:.32}"))),
+                other => Err(ClientError::Decode(format!(
+                    "unknown SSE event {other:.32}"
+                ))),
             };
         }
         let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())
