@@ -20,7 +20,7 @@
 //! use serde_json::json;
 //!
 //! # async fn example() -> Result<(), openagents_client::ClientError> {
-//! let client = Client::new("http://127.0.0.1:8787")?;
+//! let client = Client::new("http://127.0.0.1:4100")?;
 //! let run = client
 //!     .create_run(&CreateRun { owner_user_id: Some(7), ..CreateRun::default() })
 //!     .await?;
@@ -40,7 +40,7 @@
 //! use openagents_client::{Client, Lane};
 //!
 //! # async fn example(sync_token: String, saved: u64) -> Result<(), openagents_client::ClientError> {
-//! let client = Client::new("http://127.0.0.1:8787")?;
+//! let client = Client::new("http://127.0.0.1:4100")?;
 //! let mut subscription = client
 //!     .subscribe("runs:user:7:events", saved)
 //!     .lane(Lane::WebSocket)

@@ -160,7 +160,7 @@ impl Subscription {
         loop {
             let frame = match &mut self.connection {
                 Some(connection) => connection.next_frame().await,
-                None => match self.connect().await {
+                None => match self.dial().connect().await {
                     Ok(connection) => {
                         self.connection = Some(connection);
                         continue;
@@ -230,34 +230,57 @@ impl Subscription {
         Ok(())
     }
 
-    fn path(&self, lane: &str) -> String {
+    /// What a connection needs, owned, so that connecting holds no borrow
+    /// of the subscription (whose hooks need not be `Sync`).
+    fn dial(&self) -> Dial {
         let setup = &self.setup;
-        let mut path = format!(
-            "/internal/v1/khala/topics/{}/{lane}?after_seq={}",
-            path_segment(&setup.topic),
-            setup.cursor
-        );
+        let mut query = format!("after_seq={}", setup.cursor);
         if let Some(limit) = setup.limit {
-            path.push_str(&format!("&limit={limit}"));
+            query.push_str(&format!("&limit={limit}"));
         }
-        path
+        Dial {
+            client: setup.client.clone(),
+            lane: setup.lane,
+            topic: path_segment(&setup.topic),
+            query,
+            token: setup.token.clone(),
+        }
+    }
+}
+
+/// One connection attempt of a subscription.
+struct Dial {
+    client: Client,
+    lane: Lane,
+    /// The topic, encoded for the path.
+    topic: String,
+    query: String,
+    token: Option<String>,
+}
+
+impl Dial {
+    fn path(&self, lane: &str) -> String {
+        format!(
+            "/internal/v1/khala/topics/{}/{lane}?{}",
+            self.topic, self.query
+        )
     }
 
-    async fn connect(&self) -> Result<Connection, ClientError> {
-        match self.setup.lane {
+    async fn connect(self) -> Result<Connection, ClientError> {
+        match self.lane {
             Lane::Sse => self.connect_sse().await,
             Lane::WebSocket => self.connect_ws().await,
         }
     }
 
     async fn connect_sse(&self) -> Result<Connection, ClientError> {
-        let client = &self.setup.client;
+        let client = &self.client;
         let path = self.path("stream");
         let call = Call {
             method: &Method::GET,
             path: &path,
             body: None,
-            bearer: self.setup.token.as_deref(),
+            bearer: self.token.as_deref(),
             accept: "text/event-stream",
         };
         let response = client.endpoint.open(call, client.timeout).await?;
@@ -278,12 +301,12 @@ impl Subscription {
     }
 
     async fn connect_ws(&self) -> Result<Connection, ClientError> {
-        let client = &self.setup.client;
+        let client = &self.client;
         let url = format!("ws://{}{}", client.endpoint.authority(), self.path("ws"));
         let mut request = url
             .into_client_request()
             .map_err(|e| ClientError::InvalidUrl(e.to_string()))?;
-        if let Some(token) = &self.setup.token {
+        if let Some(token) = &self.token {
             let value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| ClientError::InvalidUrl("the token is not visible ASCII".into()))?;
             request.headers_mut().insert("authorization", value);
@@ -419,4 +442,22 @@ async fn next_ws(socket: &mut WebSocketStream<TcpStream>) -> Result<Frame, Clien
 
 fn decode<T: serde::de::DeserializeOwned>(data: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(data).map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscription_can_be_followed_from_a_spawned_task() {
+        fn spawnable<T: Send + 'static>(_: &T) {}
+        let client = Client::new("http://127.0.0.1:9").unwrap();
+        let mut subscription = client
+            .subscribe("runtime.codex_worker_events", 0)
+            .on_cursor(|_| {})
+            .on_stale(|_| async { None })
+            .start();
+        let next = async move { subscription.next().await };
+        spawnable(&next);
+    }
 }

@@ -35,6 +35,13 @@ const CLOSE_STALE_CURSOR: u16 = 4410;
 const CLOSE_SLOW_CONSUMER: u16 = 4429;
 const CLOSE_SHUTTING_DOWN: u16 = 1001;
 const CLOSE_UNAVAILABLE: u16 = 1011;
+/// Read buffer of one WebSocket: the client sends nothing but pongs and
+/// closes, so a small one; tungstenite's default (128 KiB) would cost that
+/// much per open socket.
+const WS_READ_BUFFER: usize = 4 << 10;
+/// Largest frame or message a client may send: what it makes the service
+/// hold before the frame is ignored.
+const WS_MAX_INCOMING: usize = 64 << 10;
 
 /// The poll query, kept as text so the Khala crate's rules judge it.
 #[derive(Debug, Deserialize)]
@@ -200,6 +207,13 @@ pub(crate) async fn ws(
         "limit": subscription.limit().get(),
         "recommended_reconnect_backoff_ms": RECONNECT_BACKOFF_MS,
     });
+    // Each frame is written at once (write buffer threshold 0): frames are
+    // whole messages and each send flushes anyway.
+    let upgrade = upgrade
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(WS_MAX_INCOMING)
+        .max_frame_size(WS_MAX_INCOMING);
     Ok(upgrade.on_upgrade(move |socket| follow(socket, subscription, hello)))
 }
 
