@@ -269,8 +269,10 @@ async fn owned_runs(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<String
 /// The head of user 1's run firehose, from one poll past it (a cursor past
 /// the head is answered as caught up, with the head).
 async fn firehose_head(addr: SocketAddr) -> anyhow::Result<u64> {
-    let call = Call::get("/internal/v1/khala/topics/runs:user:1:events/messages?after_seq=1000000000000&limit=1")
-        .with_bearer(&token()?)?;
+    let call = Call::get(
+        "/internal/v1/khala/topics/runs:user:1:events/messages?after_seq=1000000000000&limit=1",
+    )
+    .with_bearer(&token()?)?;
     let mut connection = crate::bench::load::Connection::open(addr).await?;
     let page: Value = serde_json::from_slice(&connection.send_ok(&call).await?)?;
     page["head_cursor"]
