@@ -161,8 +161,11 @@ fn a_cursor_below_the_firehose_window_is_stale() {
     for n in 0..9 {
         append(&server, &run, n);
     }
-    // Rebuilt after a restart with the same window rules.
-    drop(server);
+    // Rebuilt after a clean restart (from the index snapshot written at
+    // shutdown) with the same window rules.
+    let mut server = server;
+    server.signal("-TERM");
+    assert!(server.child.wait().unwrap().success());
     let server = start(data.path(), &extra);
     let topic = "runs:user:1:events";
     let (status, body) = poll(&server, topic, "after_seq=5", &user_token(1));
