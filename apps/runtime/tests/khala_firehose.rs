@@ -215,3 +215,72 @@ fn a_fleet_firehose_carries_only_the_users_workers() {
     let (status, _) = poll(&server, topic, "", &user_token(2));
     assert_eq!(status, 403);
 }
+
+#[test]
+fn a_firehose_followed_while_its_window_is_rebuilt_under_writes_stays_gap_free() {
+    let data = tempfile::tempdir().unwrap();
+    // Two windows for five topics: polling the run topics keeps evicting
+    // the firehose's window, so it is rebuilt again and again while the
+    // user's runs are written to.
+    let server = std::sync::Arc::new(start(
+        data.path(),
+        &[("RUNTIME_FANOUT_MAX_TOPICS", "2".to_owned())],
+    ));
+    let runs: Vec<String> = (0..4).map(|_| create_run(&server, 1)).collect();
+    let per_writer = 40;
+    let writers: Vec<_> = runs
+        .iter()
+        .flat_map(|run| [run.clone(), run.clone()])
+        .enumerate()
+        .map(|(w, run)| {
+            let server = std::sync::Arc::clone(&server);
+            std::thread::spawn(move || {
+                for n in 0..per_writer {
+                    append(&server, &run, (w * 1000 + n) as u64);
+                }
+            })
+        })
+        .collect();
+    let churn = {
+        let (server, runs) = (std::sync::Arc::clone(&server), runs.clone());
+        std::thread::spawn(move || {
+            for round in 0..200 {
+                let run = &runs[round % runs.len()];
+                let (status, _) = poll(&server, &format!("run:{run}:events"), "", &user_token(1));
+                assert_eq!(status, 200);
+            }
+        })
+    };
+    let path = "/internal/v1/khala/topics/runs:user:1:events/stream?after_seq=0&limit=3";
+    let bearer = format!("authorization: Bearer {}\r\n", user_token(1));
+    let mut stream = sse::open(&server.addr, path, &bearer).stream();
+    let total = runs.len() * (1 + 2 * per_writer);
+    let mut seen = std::collections::BTreeSet::new();
+    for expected in 1..=total as u64 {
+        let event = stream.next_event().expect("the stream goes on");
+        assert_eq!(event.event, "message", "{event:?}");
+        let message = event.json();
+        assert_eq!(message["sequence"], expected);
+        let origin = (
+            message["payload"]["run_id"].as_str().unwrap().to_owned(),
+            message["payload"]["run_seq"].as_u64().unwrap(),
+        );
+        assert!(seen.insert(origin), "delivered twice: {message}");
+    }
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    churn.join().unwrap();
+    // Every event of every run of the user, once.
+    for run in &runs {
+        let delivered = seen.iter().filter(|(id, _)| id == run).count();
+        assert_eq!(delivered, 1 + 2 * per_writer);
+    }
+    let (_, page) = poll(
+        &server,
+        "runs:user:1:events",
+        "after_seq=0&limit=1",
+        &user_token(1),
+    );
+    assert_eq!(page["head_cursor"], total);
+}
