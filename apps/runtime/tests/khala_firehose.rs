@@ -1,8 +1,9 @@
 //! The per-user firehoses (`runs:user:{id}:events`, `fleet:user:{id}:workers`)
 //! against the real binary over TCP: only the principal's runs and workers,
 //! in commit order with a gap-free sequence of their own, the same sequence
-//! after a restart, the same stale-cursor rule, and the same lanes (poll,
-//! SSE, WebSocket) as every topic.
+//! after a restart, the same stale-cursor rule, the same lanes (poll, SSE,
+//! WebSocket) as every topic, and a window rebuilt while the user's runs
+//! are written to.
 
 mod support;
 
