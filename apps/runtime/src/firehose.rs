@@ -13,7 +13,8 @@
 //! from their ends, newest first, through `EventLog::read_stream`, until the
 //! window's capacity or byte budget is reached. A merged topic cannot be read
 //! by sequence from the log, so its retained window is what it holds
-//! (`openagents_khala::window`).
+//! (`openagents_khala::window`). No lock is held while the log is read, so
+//! the commit path never waits on a rebuild.
 
 use crate::fanout::FanoutDriver;
 use crate::khala::{KhalaError, stream_message};
@@ -21,14 +22,17 @@ use openagents_authority::{Stream, StreamId};
 use openagents_event_log::{EventLog, Index, ReadError, RecordRef};
 use openagents_khala::message::Message;
 use openagents_khala::topic::Topic;
+use openagents_khala::window::TopicWindow;
 use serde_json::json;
 use std::collections::{BinaryHeap, HashMap};
+use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard};
 
 /// Records read from a stream at a time while merging, after its head.
 const MERGE_CHUNK: usize = 8;
-/// Rebuilds tried without holding the commit path before one that holds it.
-const UNLOCKED_REBUILDS: usize = 2;
+/// Rebuilds tried before a read is answered from one that could not be
+/// installed.
+const REBUILDS: usize = 3;
 
 /// Which firehose a stream feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,44 +110,55 @@ impl Firehoses {
         Ok(Some((topic, *count)))
     }
 
-    /// Rebuilds the window of a firehose topic from the log. Tries first
-    /// without holding the commit path; if records of the user were counted
-    /// meanwhile, tries again, and last while holding it, so a user who
-    /// writes without pause still gets a window.
+    /// Rebuilds the window of a firehose topic from the log, without holding
+    /// the commit path while reading, and installs it if no record of the
+    /// user was counted meanwhile. When records were counted during every
+    /// try, the last rebuild is returned instead, for this read alone: it
+    /// is a valid window as of its count, and the next read tries again. The
+    /// commit path therefore never waits on log reads.
     pub(crate) fn restore(
         &self,
         log: &EventLog<Stream>,
         driver: &dyn FanoutDriver,
         topic: &Topic,
-        capacity: usize,
-    ) -> Result<(), KhalaError> {
+        capacity: NonZeroUsize,
+    ) -> Result<Option<TopicWindow>, KhalaError> {
         let key = firehose_key(topic).expect("only firehose topics are restored here");
-        let mut attempt = 0;
-        loop {
-            let counts = self.counts();
-            let head = counts.per_user.get(&key).copied().unwrap_or(0);
-            let counted_lsn = counts.counted_lsn;
-            // The last attempt keeps the lock while it reads, so its count
-            // cannot move. The commit path then waits on it while holding the
-            // index for reading, which these reads share, and only the commit
-            // path writes the index: no deadlock.
-            let held = (attempt == UNLOCKED_REBUILDS).then_some(counts);
-            let bounds = Bounds {
-                head,
-                counted_lsn,
-                capacity,
-                max_bytes: driver.max_window_bytes(),
+        let max_bytes = driver.max_window_bytes();
+        let mut last = None;
+        for _ in 0..REBUILDS {
+            let bounds = {
+                let counts = self.counts();
+                Bounds {
+                    head: counts.of(key),
+                    counted_lsn: counts.counted_lsn,
+                    capacity: capacity.get(),
+                    max_bytes,
+                }
             };
             let newest = newest_messages(log, key, topic, bounds)?;
-            let counts = held.unwrap_or_else(|| self.counts());
-            if counts.per_user.get(&key).copied().unwrap_or(0) == head {
-                if driver.restore(topic.clone(), head, newest).is_err() {
+            let counts = self.counts();
+            if counts.of(key) == bounds.head {
+                // Under the lock, so no commit publishes between the count
+                // and the install.
+                if driver.restore(topic.clone(), bounds.head, newest).is_err() {
                     driver.forget(topic);
                 }
-                return Ok(());
+                return Ok(None);
             }
-            attempt += 1;
+            last = Some((bounds.head, newest));
         }
+        let (head, newest) = last.expect("at least one rebuild ran");
+        TopicWindow::restore_newest(topic.clone(), capacity, max_bytes, head, newest)
+            .map(Some)
+            .map_err(|e| damaged(format!("rebuilding {topic}: {e}")))
+    }
+}
+
+impl Counts {
+    /// The count of the firehose `key`.
+    fn of(&self, key: (Family, u64)) -> u64 {
+        self.per_user.get(&key).copied().unwrap_or(0)
     }
 }
 

@@ -292,8 +292,17 @@ impl Khala {
                 Some(Ok(Polled::FromLog(plan))) => return self.page_from_log(log, topic, plan),
                 Some(Err(stale)) => return Err(KhalaError::Stale(stale)),
                 None if topic.stream().is_none() => {
-                    self.firehoses
-                        .restore(log, &*self.driver, topic, self.capacity.get())?;
+                    let rebuilt =
+                        self.firehoses
+                            .restore(log, &*self.driver, topic, self.capacity)?;
+                    if let Some(window) = rebuilt {
+                        let polled = window
+                            .poll(after_seq, limit, self.max_response_bytes)
+                            .map_err(KhalaError::Stale)?;
+                        return Ok(polled
+                            .into_page()
+                            .expect("a merged topic holds its whole retained window"));
+                    }
                 }
                 None => self.restore(log, topic)?,
             }
