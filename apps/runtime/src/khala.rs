@@ -6,11 +6,13 @@
 //! `run:{id}:events` carries a run's events by seq; `worker:{id}:lifecycle`
 //! a worker's lifecycle events by seq; `runtime.codex_worker_events` every
 //! worker lifecycle event, numbered by its position among all worker records
-//! of the log. The rules themselves (cursor window, stale cursor, scopes,
+//! of the log; `runs:user:{id}:events` and `fleet:user:{id}:workers` a
+//! user's runs and workers (`crate::firehose`). The rules themselves (cursor window, stale cursor, scopes,
 //! owner match, token checks) live in `openagents-khala`.
 
 use crate::config::Config;
 use crate::fanout::FanoutDriver;
+use crate::firehose::Firehoses;
 use openagents_authority::{Stream, StreamId, WorkerAfter};
 use openagents_event_log::{CommitObserver, EventLog, Index, ReadError, RecordRef};
 use openagents_khala::acl::{self, Access, Entity, OwnerLookup, Principal};
@@ -86,6 +88,8 @@ pub(crate) struct Khala {
     /// The aggregate lane is always held: rebuilding it means merging every
     /// worker stream, so it is built once at start and kept.
     aggregate: Mutex<TopicWindow>,
+    /// The per-user firehose counts; their windows are in the driver.
+    firehoses: Firehoses,
     wakers: Wakers,
     waiters: Arc<AtomicUsize>,
     max_waiters: usize,
@@ -109,6 +113,7 @@ impl Khala {
             capacity,
             max_response_bytes: config.khala_max_response_bytes,
             aggregate: Mutex::new(TopicWindow::new(Topic::CodexWorkerEvents, capacity)),
+            firehoses: Firehoses::default(),
             wakers: Wakers::default(),
             waiters: Arc::new(AtomicUsize::new(0)),
             max_waiters: config.khala_max_waiters,
@@ -133,9 +138,10 @@ impl Khala {
 
     /// Rebuilds the aggregate lane from the log: the newest `capacity` worker
     /// records, by log position, found by merging the worker streams from
-    /// their ends.
+    /// their ends. Takes the firehose counts from the index.
     pub(crate) fn recover(&self, log: &EventLog<Stream>) -> Result<(), String> {
         let capacity = self.capacity.get();
+        self.firehoses.recover(&log.index());
         let (total, newest) = newest_worker_records(log, capacity).map_err(|e| e.to_string())?;
         let first_sequence = total - newest.len() as u64 + 1;
         let mut tail = Vec::with_capacity(newest.len());
@@ -285,6 +291,19 @@ impl Khala {
                 Some(Ok(Polled::Page(page))) => return Ok(page),
                 Some(Ok(Polled::FromLog(plan))) => return self.page_from_log(log, topic, plan),
                 Some(Err(stale)) => return Err(KhalaError::Stale(stale)),
+                None if topic.stream().is_none() => {
+                    let rebuilt =
+                        self.firehoses
+                            .restore(log, &*self.driver, topic, self.capacity)?;
+                    if let Some(window) = rebuilt {
+                        let polled = window
+                            .poll(after_seq, limit, self.max_response_bytes)
+                            .map_err(KhalaError::Stale)?;
+                        return Ok(polled
+                            .into_page()
+                            .expect("a merged topic holds its whole retained window"));
+                    }
+                }
                 None => self.restore(log, topic)?,
             }
         }
@@ -300,7 +319,7 @@ impl Khala {
     ) -> Result<PollPage, KhalaError> {
         let stream = topic
             .stream()
-            .expect("the aggregate lane is not in the driver, so never read from the log")
+            .expect("merged topics retain only what they hold, so are never read from the log")
             .to_string();
         let mut page = PageBuilder::new(plan, self.max_response_bytes);
         while let Some(next) = page.wants() {
@@ -428,7 +447,7 @@ impl Khala {
         }
     }
 
-    fn publish_record(&self, record: &RecordRef<'_>) -> Result<(), String> {
+    fn publish_record(&self, record: &RecordRef<'_>, index: &Index<Stream>) -> Result<(), String> {
         let stream: StreamId = record.stream.parse().map_err(|e| format!("{e}"))?;
         let is_worker = stream.worker_id().is_some();
         let topic = Topic::from(stream);
@@ -451,14 +470,17 @@ impl Khala {
             };
             self.wake(AGGREGATE_TOPIC, sequence);
         }
+        if let Some((topic, sequence)) = self.firehoses.committed(record, index, &*self.driver)? {
+            self.wake(&topic.to_string(), sequence);
+        }
         Ok(())
     }
 }
 
 impl CommitObserver<Stream> for Khala {
-    fn committed(&self, records: &[RecordRef<'_>], _index: &Index<Stream>) {
+    fn committed(&self, records: &[RecordRef<'_>], index: &Index<Stream>) {
         for record in records {
-            if let Err(reason) = self.publish_record(record) {
+            if let Err(reason) = self.publish_record(record, index) {
                 tracing::error!(stream = %record.stream, seq = record.seq, %reason, "publishing to khala failed");
             }
         }
@@ -571,7 +593,11 @@ fn topic_messages(
 /// A record of a run or worker stream as the message of `topic` with
 /// `sequence`: a run event as it was appended; a worker lifecycle event as
 /// the worker's status and heartbeat state after it.
-fn stream_message(record: &RecordRef<'_>, topic: &str, sequence: u64) -> Result<Message, String> {
+pub(crate) fn stream_message(
+    record: &RecordRef<'_>,
+    topic: &str,
+    sequence: u64,
+) -> Result<Message, String> {
     let stream: StreamId = record.stream.parse().map_err(|e| format!("{e}"))?;
     let payload = match stream {
         StreamId::Run(_) => {

@@ -11,7 +11,8 @@
 //! - `workers`: worker operations and liveness;
 //! - `queries`: the filtered, paged run and worker lists over the index;
 //! - `projectors`: projections behind the log and their checkpoint file;
-//! - `fanout`, `khala`: live delivery, topic polling and its auth;
+//! - `fanout`, `khala`, `firehose`: live delivery, topic polling and its
+//!   auth, and the per-user firehoses;
 //! - `storage`: the configured backend (embedded file or PostgreSQL);
 //! - `core`: the recovered state the routes serve from;
 //! - `cutover`: write-mode controls and the recorded parity gate;
@@ -26,6 +27,7 @@ pub(crate) mod credentials;
 pub(crate) mod cutover;
 pub(crate) mod error;
 pub(crate) mod fanout;
+pub(crate) mod firehose;
 pub(crate) mod khala;
 pub mod metrics;
 pub mod orchestration;

@@ -1,7 +1,7 @@
 //! The Khala SSE and WebSocket lanes against the real binary over TCP:
 //! ordering under concurrent writers, resuming with `Last-Event-ID` across a
 //! restart, the origin policy, the token matrix, the stale cursor, slow
-//! consumers, the stream limits, and shutdown.
+//! consumers (both lanes), the stream limits, and shutdown.
 
 mod support;
 
@@ -360,6 +360,53 @@ fn a_slow_consumer_is_dropped_and_resumes_from_its_cursor() {
     let headers = format!("{}last-event-id: {last}\r\n", bearer(&user_token(1)));
     let mut stream = sse::open(&server.addr, &stream_path(&run, "limit=1"), &headers).stream();
     assert_eq!(stream.sequences(1), vec![last + 1]);
+}
+
+#[test]
+fn a_slow_websocket_consumer_is_dropped_with_its_close_code_and_resumes() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(
+        data.path(),
+        &[
+            ("RUNTIME_KHALA_MAX_STREAM_LAG", "5".to_owned()),
+            ("RUNTIME_MAX_BODY_BYTES", (1 << 20).to_string()),
+        ],
+    );
+    let run = create_run(&server, 1);
+    let mut socket = ws::open(
+        &server.addr,
+        &ws_path(&run, "limit=1"),
+        Some(&user_token(1)),
+    )
+    .socket();
+    assert_eq!(socket.next_frame().unwrap()["type"], "hello");
+    assert_eq!(socket.sequences(1), vec![1]);
+    // Far more than the socket buffers hold, while the client reads nothing.
+    let filler = "x".repeat(200_000);
+    let appended = 120;
+    for n in 0..appended {
+        append(&server, &run, json!({"n": n, "filler": filler}));
+    }
+    let mut last = 1;
+    let ended = loop {
+        let frame = socket.next_frame().expect("the socket ends with a frame");
+        if frame["type"] != "message" {
+            break frame;
+        }
+        let sequence = frame["message"]["sequence"].as_u64().unwrap();
+        assert_eq!(sequence, last + 1, "no gaps before the drop");
+        last = sequence;
+    };
+    assert_eq!(ended["type"], "error");
+    assert_eq!(ended["code"], "slow_consumer");
+    assert!(socket.next_frame().is_none(), "the socket closes");
+    assert_eq!(socket.closed_with, Some(4429));
+    assert!(last < 1 + appended, "dropped before the end");
+    let path = ws_path(&run, &format!("after_seq={last}&limit=1"));
+    let mut socket = ws::open(&server.addr, &path, Some(&user_token(1))).socket();
+    assert_eq!(socket.next_frame().unwrap()["type"], "hello");
+    assert_eq!(socket.sequences(1), vec![last + 1]);
+    socket.close();
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The topic ACL: which scopes each topic kind needs, the owner-match rule
-//! ([`Principal::owns`]) and the per-message filter of the aggregate lane.
+//! ([`Principal::owns`]), the firehose rule (only the named user's token) and
+//! the per-message filter of the aggregate lane.
 //!
 //! Ownership facts come from the caller through a lookup; this module never
 //! learns whether an entity exists beyond what the lookup says, and answers an
@@ -97,8 +98,8 @@ pub enum Access {
 /// The scopes that open a topic kind (any one of them suffices).
 pub fn required_scopes(kind: TopicKind) -> &'static [&'static str] {
     match kind {
-        TopicKind::Run => RUN_SCOPES,
-        TopicKind::Worker | TopicKind::Aggregate => WORKER_SCOPES,
+        TopicKind::Run | TopicKind::UserRuns => RUN_SCOPES,
+        TopicKind::Worker | TopicKind::Aggregate | TopicKind::UserWorkers => WORKER_SCOPES,
     }
 }
 
@@ -118,6 +119,9 @@ pub fn authorize(
     }
     let allowed = match topic {
         Topic::CodexWorkerEvents => return Ok(Access::OwnedWorkersOnly),
+        // A firehose carries only what its user owns, so it is the user's
+        // alone: a guest-scope token, or another user's, never reads it.
+        Topic::UserRuns(user) | Topic::UserWorkers(user) => principal.user_id == Some(*user),
         Topic::RunEvents(run_id) => match lookup(Entity::Run(*run_id)) {
             OwnerLookup::RunUnowned => true,
             OwnerLookup::RunOwned(owner) => principal.owns(&owner),
@@ -212,6 +216,31 @@ mod tests {
             OwnerLookup::WorkerOwned(user(7))
         });
         assert_eq!(denied, Err(AuthDenial::OwnerMismatch));
+    }
+
+    #[test]
+    fn a_firehose_is_its_users_alone() {
+        let never = |_: Entity<'_>| -> OwnerLookup { panic!("a firehose needs no lookup") };
+        for topic in [Topic::UserRuns(7), Topic::UserWorkers(7)] {
+            assert_eq!(
+                authorize(&principal(Some(7), None), &topic, never),
+                Ok(Access::Full)
+            );
+            for other in [principal(Some(8), None), principal(None, Some("7"))] {
+                assert_eq!(
+                    authorize(&other, &topic, never),
+                    Err(AuthDenial::OwnerMismatch)
+                );
+            }
+        }
+        let runs_only = Principal {
+            scopes: vec![RUN_EVENTS_SCOPE.into()],
+            ..principal(Some(7), None)
+        };
+        assert_eq!(
+            authorize(&runs_only, &Topic::UserWorkers(7), never),
+            Err(AuthDenial::MissingScope(WORKER_SCOPES))
+        );
     }
 
     #[test]

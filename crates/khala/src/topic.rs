@@ -1,8 +1,11 @@
-//! Khala topics: the parsed [`Topic`] a client polls, and the aggregate lane.
+//! Khala topics: the parsed [`Topic`] a client polls, the aggregate lane and
+//! the per-user firehoses.
 //!
 //! The topic of one run or one worker is the topic of its log stream, spelled
 //! by `openagents_authority::StreamId` (the one home of that grammar); this
-//! file only adds the aggregate lane and the mapping both ways.
+//! file adds the topics that merge many streams (the aggregate lane, and the
+//! firehoses `runs:user:{user_id}:events` and `fleet:user:{user_id}:workers`)
+//! and the mapping both ways.
 //!
 //! Every topic has exactly one accepted spelling, so a topic string read back
 //! from [`Topic`]'s `Display` equals the string that was parsed. That keeps
@@ -17,6 +20,10 @@ use uuid::Uuid;
 
 /// The aggregate lane: every worker lifecycle event, in one sequence.
 pub const CODEX_WORKER_EVENTS: &str = "runtime.codex_worker_events";
+/// Prefix and suffix of a user's run firehose, `runs:user:{user_id}:events`.
+const USER_RUNS: (&str, &str) = ("runs:user:", ":events");
+/// Prefix and suffix of a user's worker firehose, `fleet:user:{user_id}:workers`.
+const USER_WORKERS: (&str, &str) = ("fleet:user:", ":workers");
 pub use openagents_workers::{MAX_WORKER_ID_CHARS, WorkerId};
 
 /// A topic a client can poll.
@@ -28,6 +35,12 @@ pub enum Topic {
     WorkerLifecycle(WorkerId),
     /// `runtime.codex_worker_events`: every worker's lifecycle events.
     CodexWorkerEvents,
+    /// `runs:user:{user_id}:events`: every event of every run the user owns,
+    /// in log order, numbered by its place among them.
+    UserRuns(u64),
+    /// `fleet:user:{user_id}:workers`: every lifecycle event of every worker
+    /// the user owns, in log order, numbered by its place among them.
+    UserWorkers(u64),
 }
 
 /// The family a topic belongs to; the ACL is decided per family.
@@ -39,15 +52,20 @@ pub enum TopicKind {
     Worker,
     /// The `runtime.codex_worker_events` aggregate lane.
     Aggregate,
+    /// A `runs:user:{user_id}:events` firehose.
+    UserRuns,
+    /// A `fleet:user:{user_id}:workers` firehose.
+    UserWorkers,
 }
 
 impl Topic {
-    /// The log stream this topic delivers (`None` for the aggregate lane).
+    /// The log stream this topic delivers (`None` for the topics that merge
+    /// many streams).
     pub fn stream(&self) -> Option<StreamId> {
         match self {
             Self::RunEvents(id) => Some(StreamId::Run(*id)),
             Self::WorkerLifecycle(id) => Some(StreamId::Worker(id.clone())),
-            Self::CodexWorkerEvents => None,
+            Self::CodexWorkerEvents | Self::UserRuns(_) | Self::UserWorkers(_) => None,
         }
     }
 
@@ -57,8 +75,26 @@ impl Topic {
             Self::RunEvents(_) => TopicKind::Run,
             Self::WorkerLifecycle(_) => TopicKind::Worker,
             Self::CodexWorkerEvents => TopicKind::Aggregate,
+            Self::UserRuns(_) => TopicKind::UserRuns,
+            Self::UserWorkers(_) => TopicKind::UserWorkers,
         }
     }
+}
+
+/// The user id of a firehose topic spelled `{prefix}{user_id}{suffix}`:
+/// `None` when `s` has another shape, an error when the id is not canonical
+/// decimal (no sign, no leading zero), so that each topic has one spelling.
+fn user_topic(s: &str, (prefix, suffix): (&str, &str)) -> Option<Result<u64, TopicError>> {
+    let id = s.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    let canonical = !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && (id == "0" || !id.starts_with('0'));
+    Some(
+        canonical
+            .then(|| id.parse().ok())
+            .flatten()
+            .ok_or(TopicError::InvalidUserId),
+    )
 }
 
 impl FromStr for Topic {
@@ -67,6 +103,12 @@ impl FromStr for Topic {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == CODEX_WORKER_EVENTS {
             return Ok(Self::CodexWorkerEvents);
+        }
+        if let Some(user) = user_topic(s, USER_RUNS) {
+            return user.map(Self::UserRuns);
+        }
+        if let Some(user) = user_topic(s, USER_WORKERS) {
+            return user.map(Self::UserWorkers);
         }
         match StreamId::from_topic(s) {
             Ok(stream) => Ok(Self::from(stream)),
@@ -92,6 +134,8 @@ impl fmt::Display for Topic {
             Self::RunEvents(id) => write_topic(f, StreamKind::Run, id.hyphenated()),
             Self::WorkerLifecycle(id) => write_topic(f, StreamKind::Worker, id),
             Self::CodexWorkerEvents => f.write_str(CODEX_WORKER_EVENTS),
+            Self::UserRuns(user) => write!(f, "{}{user}{}", USER_RUNS.0, USER_RUNS.1),
+            Self::UserWorkers(user) => write!(f, "{}{user}{}", USER_WORKERS.0, USER_WORKERS.1),
         }
     }
 }
@@ -109,11 +153,15 @@ impl Serialize for Topic {
 /// be long or hostile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
-    /// Not one of the three topic shapes.
+    /// Not one of the topic shapes.
     #[error(
-        "unknown topic: expected run:{{run_id}}:events, worker:{{worker_id}}:lifecycle or {CODEX_WORKER_EVENTS}"
+        "unknown topic: expected run:{{run_id}}:events, worker:{{worker_id}}:lifecycle, \
+         runs:user:{{user_id}}:events, fleet:user:{{user_id}}:workers or {CODEX_WORKER_EVENTS}"
     )]
     Unknown,
+    /// A firehose topic whose user id is not a canonical decimal integer.
+    #[error("firehose topic user id must be a decimal integer without sign or leading zeros")]
+    InvalidUserId,
     /// A run topic whose id is not a lowercase hyphenated UUID.
     #[error("run topic id must be a lowercase hyphenated UUID")]
     InvalidRunId,
@@ -148,6 +196,16 @@ mod tests {
             CODEX_WORKER_EVENTS.parse::<Topic>().unwrap(),
             Topic::CodexWorkerEvents
         );
+        assert_eq!(
+            "runs:user:42:events".parse::<Topic>(),
+            Ok(Topic::UserRuns(42))
+        );
+        assert_eq!(
+            "fleet:user:0:workers".parse::<Topic>(),
+            Ok(Topic::UserWorkers(0))
+        );
+        assert_eq!(Topic::UserRuns(42).to_string(), "runs:user:42:events");
+        assert_eq!(Topic::UserWorkers(7).to_string(), "fleet:user:7:workers");
     }
 
     #[test]
@@ -177,6 +235,17 @@ mod tests {
             ("worker:a/b:lifecycle", TopicError::InvalidWorkerId),
             ("worker:a\u{0}b:lifecycle", TopicError::InvalidWorkerId),
             ("worker:a:events", TopicError::Unknown),
+            ("runs:user::events", TopicError::InvalidUserId),
+            ("runs:user:042:events", TopicError::InvalidUserId),
+            ("runs:user:+42:events", TopicError::InvalidUserId),
+            ("runs:user:-1:events", TopicError::InvalidUserId),
+            (
+                "runs:user:18446744073709551616:events",
+                TopicError::InvalidUserId,
+            ),
+            ("fleet:user:x:workers", TopicError::InvalidUserId),
+            ("fleet:user:7:events", TopicError::Unknown),
+            ("runs:user:7:workers", TopicError::Unknown),
         ];
         for (input, expected) in cases {
             assert_eq!(input.parse::<Topic>(), Err(expected), "{input:?}");
@@ -199,7 +268,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn parse_display_round_trips(s in "\\PC{0,60}|worker:[^ /]{1,20}:lifecycle|run:[0-9a-f-]{36}:events") {
+        fn parse_display_round_trips(s in "\\PC{0,60}|worker:[^ /]{1,20}:lifecycle|run:[0-9a-f-]{36}:events|runs:user:[0-9]{1,21}:events|fleet:user:[0-9]{1,21}:workers") {
             if let Ok(topic) = s.parse::<Topic>() {
                 prop_assert_eq!(topic.to_string(), s);
             }

@@ -12,7 +12,10 @@
 //! rule, whatever is in memory. The *held* messages are the newest part of
 //! it that fits the window's byte budget (counted by [`Message::wire_len`]);
 //! a poll that reaches below them is answered [`Polled::FromLog`], and the
-//! caller reads those messages from the log. A [`WindowSet`] also keeps the
+//! caller reads those messages from the log. A topic merged from many log
+//! streams (the aggregate lane, the firehoses) has no per-topic order in the
+//! log to read a range from, so its retained window is what it holds: a
+//! cursor below its oldest held message is stale. A [`WindowSet`] also keeps the
 //! bytes of all its windows within a total, dropping least recently used
 //! windows whole when it would exceed it.
 
@@ -35,6 +38,9 @@ pub struct TopicWindow {
     /// The canonical topic name, compared with each published message's.
     name: String,
     capacity: NonZeroUsize,
+    /// Whether messages below the held ones can be read from the log: the
+    /// topic is one log stream (see [`TopicWindow::bounds`]).
+    backed_by_stream: bool,
     /// Most bytes the held messages may weigh together.
     max_bytes: usize,
     /// The newest sequence published; 0 before the first.
@@ -67,6 +73,7 @@ impl TopicWindow {
     pub fn new(topic: Topic, capacity: NonZeroUsize) -> Self {
         Self {
             name: topic.to_string(),
+            backed_by_stream: topic.stream().is_some(),
             topic,
             capacity,
             max_bytes: usize::MAX,
@@ -158,11 +165,18 @@ impl TopicWindow {
         &self.topic
     }
 
-    /// The head and capacity, as the poll rules need them.
+    /// The head and retained size, as the poll rules need them: `capacity`
+    /// for a topic backed by one log stream (what is not held is read from
+    /// the log), the held messages for a merged topic.
     pub fn bounds(&self) -> WindowBounds {
+        let retained = if self.backed_by_stream {
+            self.capacity.get()
+        } else {
+            self.messages.len()
+        };
         WindowBounds {
             head_cursor: self.head,
-            capacity: self.capacity.get() as u64,
+            capacity: retained as u64,
         }
     }
 
@@ -533,6 +547,28 @@ mod tests {
             window.publish(message(&topic, 1)),
             Ok(PublishOutcome::AlreadyPresent)
         );
+    }
+
+    #[test]
+    fn a_merged_topic_retains_only_what_it_holds() {
+        let topic = Topic::UserRuns(7);
+        let one = message(&topic, 1).wire_len();
+        // Room for two messages of ten retained by count.
+        let window =
+            TopicWindow::restore_newest(topic.clone(), nz(10), 2 * one, 6, tail(&topic, 3..=6))
+                .unwrap();
+        assert_eq!(window.bounds().oldest_available_cursor(), 4);
+        let stale = window.poll(3, Limit::DEFAULT, usize::MAX).unwrap_err();
+        assert_eq!(stale.oldest_available_cursor, 4);
+        let page = window.poll(4, Limit::DEFAULT, usize::MAX).unwrap();
+        let sequences: Vec<u64> = page
+            .into_page()
+            .expect("a merged topic is never read from the log")
+            .messages()
+            .iter()
+            .map(|m| m.sequence)
+            .collect();
+        assert_eq!(sequences, vec![5, 6]);
     }
 
     #[test]

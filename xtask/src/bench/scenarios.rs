@@ -23,11 +23,12 @@ use tempfile::TempDir;
 
 mod history;
 mod khala;
+mod khala_streams;
 mod postgres;
 mod queries;
 
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 16] = [
     "healthz",
     "append",
     "append-preloaded",
@@ -40,6 +41,9 @@ pub const NAMES: [&str; 13] = [
     "khala-poll",
     "khala-longpoll",
     "runs-query",
+    "khala-sse-10k",
+    "khala-ws-10k",
+    "khala-firehose",
     "postgres-appends",
 ];
 
@@ -174,6 +178,12 @@ impl Bench<'_> {
             "khala-poll" => self.khala_poll().await,
             "khala-longpoll" => self.khala_longpoll().await,
             "runs-query" => self.runs_query().await,
+            "khala-sse-10k" => self.khala_subscribers(openagents_client::Lane::Sse).await,
+            "khala-ws-10k" => {
+                self.khala_subscribers(openagents_client::Lane::WebSocket)
+                    .await
+            }
+            "khala-firehose" => self.khala_firehose().await,
             "postgres-appends" => self.postgres_appends().await,
             _ => bail!("unknown scenario {name}"),
         }

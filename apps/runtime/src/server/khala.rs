@@ -27,13 +27,21 @@ use std::time::Duration;
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How often a WebSocket is pinged, so proxies keep it open.
 const WS_PING: Duration = Duration::from_secs(15);
-/// The reconnect delay a WebSocket's `hello` recommends.
+/// The reconnect delay a WebSocket's `hello` and an SSE stream's first
+/// `retry:` field recommend.
 const RECONNECT_BACKOFF_MS: u64 = 1000;
 /// Close codes of the WebSocket lane, by how the stream ended.
 const CLOSE_STALE_CURSOR: u16 = 4410;
 const CLOSE_SLOW_CONSUMER: u16 = 4429;
 const CLOSE_SHUTTING_DOWN: u16 = 1001;
 const CLOSE_UNAVAILABLE: u16 = 1011;
+/// Read buffer of one WebSocket: the client sends nothing but pongs and
+/// closes, so a small one; tungstenite's default (128 KiB) would cost that
+/// much per open socket.
+const WS_READ_BUFFER: usize = 4 << 10;
+/// Largest frame or message a client may send: what it makes the service
+/// hold before the frame is ignored.
+const WS_MAX_INCOMING: usize = 64 << 10;
 
 /// The poll query, kept as text so the Khala crate's rules judge it.
 #[derive(Debug, Deserialize)]
@@ -110,20 +118,31 @@ pub(crate) async fn stream(
         .get("last-event-id")
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
     let subscription = open(&state, &topic, &query, authorization, last_event_id).await?;
-    let events =
-        futures_util::stream::unfold(Some((subscription, VecDeque::new())), |open| async move {
-            let (mut subscription, mut queue) = open?;
+    // The first event only sets the reconnect delay (no data, so an
+    // `EventSource` dispatches nothing for it).
+    let retry = Event::default().retry(Duration::from_millis(RECONNECT_BACKOFF_MS));
+    let events = futures_util::stream::unfold(
+        Some((subscription, VecDeque::new(), Some(retry))),
+        |open| async move {
+            let (mut subscription, mut queue, retry) = open?;
+            if let Some(retry) = retry {
+                return Some((
+                    Ok::<_, Infallible>(retry),
+                    Some((subscription, queue, None)),
+                ));
+            }
             loop {
                 if let Some(message) = queue.pop_front() {
                     let event = message_event(&message);
-                    return Some((Ok::<_, Infallible>(event), Some((subscription, queue))));
+                    return Some((Ok(event), Some((subscription, queue, None))));
                 }
                 match subscription.next().await {
                     Ok(messages) => queue.extend(messages),
                     Err(ended) => return Some((Ok(final_event(ended)), None)),
                 }
             }
-        });
+        },
+    );
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
         .into_response())
@@ -188,6 +207,13 @@ pub(crate) async fn ws(
         "limit": subscription.limit().get(),
         "recommended_reconnect_backoff_ms": RECONNECT_BACKOFF_MS,
     });
+    // Each frame is written at once (write buffer threshold 0): frames are
+    // whole messages and each send flushes anyway.
+    let upgrade = upgrade
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(WS_MAX_INCOMING)
+        .max_frame_size(WS_MAX_INCOMING);
     Ok(upgrade.on_upgrade(move |socket| follow(socket, subscription, hello)))
 }
 

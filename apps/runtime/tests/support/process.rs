@@ -43,16 +43,24 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
-        let addr = format!("127.0.0.1:{port}");
+        Self::start_at(&format!("127.0.0.1:{port}"), env)
+    }
+
+    /// The binary listening on `addr` (where an earlier one listened, to
+    /// test a restart as its clients see it), once it is ready.
+    pub fn start_at(addr: &str, env: &[(&str, String)]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_openagents-runtime-service"))
-            .env("RUNTIME_BIND_ADDR", &addr)
+            .env("RUNTIME_BIND_ADDR", addr)
             .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let server = Server { child, addr };
+        let server = Server {
+            child,
+            addr: addr.to_owned(),
+        };
         server.wait_ready();
         server
     }

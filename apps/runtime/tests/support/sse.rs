@@ -138,9 +138,11 @@ impl SseStream {
                     if line.starts_with(':') || line.is_empty() {
                         continue;
                     }
-                    fields = true;
                     let (name, value) = line.split_once(':').unwrap_or((line, ""));
                     let value = value.strip_prefix(' ').unwrap_or(value);
+                    // As in an `EventSource`: a block of `retry:` alone
+                    // dispatches no event.
+                    fields |= matches!(name, "event" | "id" | "data");
                     match name {
                         "event" => event.event = value.to_owned(),
                         "id" => event.id = Some(value.to_owned()),

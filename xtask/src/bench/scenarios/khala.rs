@@ -27,12 +27,12 @@ const LONG_POLL_RSS_TARGET_MB: Target = Target::AtMost(100.0);
 const LONG_POLL_TIMEOUTS_TARGET: Target = Target::AtMost(0.0);
 
 /// Environment that turns Khala on.
-fn khala_env() -> [(&'static str, &'static str); 1] {
+pub(super) fn khala_env() -> [(&'static str, &'static str); 1] {
     [("RUNTIME_SYNC_TOKEN_SIGNING_KEY", SIGNING_KEY)]
 }
 
 /// A token for user 1 with the run-events scope, valid for an hour.
-fn token() -> anyhow::Result<String> {
+pub(super) fn token() -> anyhow::Result<String> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let claims = json!({
         "iss": "https://openagents.com",
@@ -231,7 +231,7 @@ async fn long_polls(server: &Server, token: &str) -> anyhow::Result<LongPollOutc
             anyhow::Ok((index, Instant::now(), woke))
         });
     }
-    wait_for_waiters(addr, LONG_POLLS).await?;
+    wait_for_gauge(addr, "runtime_khala_waiters", LONG_POLLS).await?;
     let rss_waiting = server.memory_kb("VmRSS")?;
     let acked = append_one_each(addr, Arc::clone(&runs)).await?;
     let (mut woke, mut timed_out, mut wake_us) = (0, 0, Vec::new());
@@ -255,11 +255,16 @@ async fn long_polls(server: &Server, token: &str) -> anyhow::Result<LongPollOutc
     })
 }
 
-/// Waits until the service reports `count` waiting long-polls.
-async fn wait_for_waiters(addr: SocketAddr, count: usize) -> anyhow::Result<()> {
+/// Waits until the service's gauge `name` reports `count` (waiting
+/// long-polls, open streams).
+pub(super) async fn wait_for_gauge(
+    addr: SocketAddr,
+    name: &str,
+    count: usize,
+) -> anyhow::Result<()> {
     let mut connection = Connection::open(addr).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let wanted = format!("runtime_khala_waiters {count}\n");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let wanted = format!("{name} {count}\n");
     while Instant::now() < deadline {
         let metrics = connection.send_ok(&Call::get("/metrics")).await?;
         if String::from_utf8_lossy(&metrics).contains(&wanted) {
@@ -267,12 +272,12 @@ async fn wait_for_waiters(addr: SocketAddr, count: usize) -> anyhow::Result<()> 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("the service never reported {count} waiting long-polls")
+    bail!("the service never reported {name} {count}")
 }
 
 /// Appends one event to every run from 32 connections; returns when each
 /// append was acknowledged.
-async fn append_one_each(
+pub(super) async fn append_one_each(
     addr: SocketAddr,
     runs: Arc<Vec<String>>,
 ) -> anyhow::Result<Arc<Vec<OnceLock<Instant>>>> {
@@ -305,7 +310,7 @@ async fn append_one_each(
 }
 
 /// The `q` quantile of sorted values (0 when empty).
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
