@@ -60,7 +60,7 @@ impl Authority {
     }
 
     /// The log, for reads.
-    pub fn log(&self) -> &EventLog<Stream> {
+    pub fn log(&self) -> &Arc<EventLog<Stream>> {
         &self.log
     }
 

@@ -195,8 +195,8 @@ impl Khala {
     /// cursor (unless the service is shutting down). Waiting holds no lock,
     /// only a watch subscription.
     pub(crate) async fn poll(
-        &self,
-        log: &EventLog<Stream>,
+        self: &Arc<Self>,
+        log: &Arc<EventLog<Stream>>,
         principal: &Principal,
         topic: &Topic,
         access: Access,
@@ -212,21 +212,22 @@ impl Khala {
             tokio::time::Instant::now() + Duration::from_millis(u64::from(params.wait_ms()));
         let mut closing = self.closing();
         let (after_seq, limit) = (params.after_seq(), params.limit());
-        let mut page = self.read(log, topic, after_seq, limit)?;
+        let mut page = self.read_page(log, topic, after_seq, limit).await?;
         while page.messages().is_empty()
             && let Some((waiter, _)) = wait.as_mut()
         {
-            tokio::select! {
+            let woken = tokio::select! {
+                // False at the deadline, or when the topic's sender went away.
                 changed = tokio::time::timeout_at(deadline, waiter.changed()) => {
-                    match changed {
-                        Ok(Ok(())) => page = self.read(log, topic, after_seq, limit)?,
-                        // Deadline reached, or the topic's sender went away.
-                        _ => break,
-                    }
+                    matches!(changed, Ok(Ok(())))
                 }
                 // Shutdown: answer with what there is (nothing) and the cursors.
-                _ = closing.wait_for(|closed| *closed) => break,
+                _ = closing.wait_for(|closed| *closed) => false,
+            };
+            if !woken {
+                break;
             }
+            page = self.read_page(log, topic, after_seq, limit).await?;
         }
         drop(wait);
         self.filter(log, principal, access, &mut page);
@@ -264,24 +265,70 @@ impl Khala {
         }
     }
 
-    /// The page of `topic` after `after_seq`: from its window, rebuilt from
-    /// the log when not held, or read from the log below the held messages.
-    /// The one reader behind long-polls and live streams.
-    pub(crate) fn read(
+    /// [`Khala::read`] without blocking an async worker thread: a page the
+    /// memory holds is answered at once, one that needs the log (a `pread`,
+    /// a database query) is read on a blocking thread. The one reader behind
+    /// polls, long-polls and live streams.
+    pub(crate) async fn read_page(
+        self: &Arc<Self>,
+        log: &Arc<EventLog<Stream>>,
+        topic: &Topic,
+        after_seq: u64,
+        limit: Limit,
+    ) -> Result<PollPage, KhalaError> {
+        if let Some(page) = self.read_held(topic, after_seq, limit)? {
+            return Ok(page);
+        }
+        let (khala, log, topic) = (Arc::clone(self), Arc::clone(log), topic.clone());
+        match tokio::task::spawn_blocking(move || khala.read(&log, &topic, after_seq, limit)).await
+        {
+            Ok(read) => read,
+            Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+            Err(_) => Err(KhalaError::Read(ReadError::Unavailable(
+                "the service is shutting down".into(),
+            ))),
+        }
+    }
+
+    /// The page of `topic` after `after_seq` when memory holds it (the
+    /// aggregate lane, or a topic's window); `None` when the log is needed.
+    fn read_held(
+        &self,
+        topic: &Topic,
+        after_seq: u64,
+        limit: Limit,
+    ) -> Result<Option<PollPage>, KhalaError> {
+        if *topic == Topic::CodexWorkerEvents {
+            let window = self.aggregate.lock().expect("aggregate lock");
+            let polled = window
+                .poll(after_seq, limit, self.max_response_bytes)
+                .map_err(KhalaError::Stale)?;
+            return Ok(Some(polled.into_page().expect(
+                "the aggregate lane has no byte budget: it holds its whole window",
+            )));
+        }
+        match self
+            .driver
+            .poll(topic, after_seq, limit, self.max_response_bytes)
+        {
+            Some(Ok(Polled::Page(page))) => Ok(Some(page)),
+            Some(Err(stale)) => Err(KhalaError::Stale(stale)),
+            Some(Ok(Polled::FromLog(_))) | None => Ok(None),
+        }
+    }
+
+    /// The page of `topic` after `after_seq`: from memory, from its window
+    /// rebuilt from the log when not held, or read from the log below the
+    /// held messages. Blocks while the log is read.
+    fn read(
         &self,
         log: &EventLog<Stream>,
         topic: &Topic,
         after_seq: u64,
         limit: Limit,
     ) -> Result<PollPage, KhalaError> {
-        if *topic == Topic::CodexWorkerEvents {
-            let window = self.aggregate.lock().expect("aggregate lock");
-            let polled = window
-                .poll(after_seq, limit, self.max_response_bytes)
-                .map_err(KhalaError::Stale)?;
-            return Ok(polled
-                .into_page()
-                .expect("the aggregate lane has no byte budget: it holds its whole window"));
+        if let Some(page) = self.read_held(topic, after_seq, limit)? {
+            return Ok(page);
         }
         loop {
             let polled = self

@@ -114,7 +114,8 @@ impl Subscription {
             }
             let khala = &self.core.khala;
             let log = self.core.authority.log();
-            let mut page = match khala.read(log, &self.topic, self.cursor, self.limit) {
+            let read = khala.read_page(log, &self.topic, self.cursor, self.limit);
+            let mut page = match read.await {
                 Ok(page) => page,
                 Err(KhalaError::Stale(stale)) => return Err(Ended::Stale(stale)),
                 Err(error) => return Err(Ended::Failed(error)),
