@@ -300,12 +300,7 @@ impl Khala {
     ) -> Result<Option<PollPage>, KhalaError> {
         if *topic == Topic::CodexWorkerEvents {
             let window = self.aggregate.lock().expect("aggregate lock");
-            let polled = window
-                .poll(after_seq, limit, self.max_response_bytes)
-                .map_err(KhalaError::Stale)?;
-            return Ok(Some(polled.into_page().expect(
-                "the aggregate lane has no byte budget: it holds its whole window",
-            )));
+            return self.whole_window_page(&window, after_seq, limit).map(Some);
         }
         match self
             .driver
@@ -315,6 +310,23 @@ impl Khala {
             Some(Err(stale)) => Err(KhalaError::Stale(stale)),
             Some(Ok(Polled::FromLog(_))) | None => Ok(None),
         }
+    }
+
+    /// The page after `after_seq` of a window that holds everything its
+    /// topic retains (the aggregate lane, a rebuilt firehose), so it never
+    /// sends a read to the log.
+    fn whole_window_page(
+        &self,
+        window: &TopicWindow,
+        after_seq: u64,
+        limit: Limit,
+    ) -> Result<PollPage, KhalaError> {
+        let polled = window
+            .poll(after_seq, limit, self.max_response_bytes)
+            .map_err(KhalaError::Stale)?;
+        Ok(polled
+            .into_page()
+            .expect("a window holding its whole topic answers from memory"))
     }
 
     /// The page of `topic` after `after_seq`: from memory, from its window
@@ -343,12 +355,7 @@ impl Khala {
                         self.firehoses
                             .restore(log, &*self.driver, topic, self.capacity)?;
                     if let Some(window) = rebuilt {
-                        let polled = window
-                            .poll(after_seq, limit, self.max_response_bytes)
-                            .map_err(KhalaError::Stale)?;
-                        return Ok(polled
-                            .into_page()
-                            .expect("a merged topic holds its whole retained window"));
+                        return self.whole_window_page(&window, after_seq, limit);
                     }
                 }
                 None => self.restore(log, topic)?,

@@ -276,7 +276,7 @@ fn reproject(config: &Config) -> anyhow::Result<()> {
     use openagents_runtime_service::storage;
     // The store observes the log so that the snapshot it writes carries the
     // rebuilt projections.
-    let store = std::sync::Arc::new(ProjectionStore::default());
+    let store = std::sync::Arc::new(ProjectionStore::for_reproject());
     let options = LogOptions {
         observer: Some(store.clone()),
         ..LogOptions::default()

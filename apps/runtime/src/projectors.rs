@@ -38,8 +38,10 @@ pub struct ProjectionStore {
     applied_lsn: AtomicU64,
     /// Set when the snapshot's projections were unusable and ignored.
     discarded: AtomicBool,
-    /// The projections as the snapshot held them, until the start is over:
-    /// what `reproject` compares with.
+    /// Whether to keep a copy of the projections as the snapshot held them
+    /// (only `reproject` compares with it; the service does not pay for it).
+    keeps_restored: bool,
+    /// That copy.
     restored: Mutex<Option<ProjectionSnapshot>>,
     /// Records replayed into the projections while the log opened.
     replayed: AtomicU64,
@@ -62,12 +64,20 @@ impl ProjectionStore {
         self.projections.lock().expect("projections lock poisoned")
     }
 
-    /// Loads the saved projections (or starts empty when they are
-    /// unusable), then applies every record of the log they do not cover.
-    /// On the embedded log both happened while the log opened (see the
-    /// `CommitObserver` hooks below); this only checks every stream.
+    /// A store that keeps the snapshot's projections aside, for
+    /// [`ProjectionStore::reproject`] to compare with.
+    pub fn for_reproject() -> Self {
+        ProjectionStore {
+            keeps_restored: true,
+            ..ProjectionStore::default()
+        }
+    }
+
+    /// Applies every record of the log the projections do not cover. The
+    /// saved projections were loaded and the replayed records applied while
+    /// the log opened (see the `CommitObserver` hooks below); this checks
+    /// every stream and catches up what unusable saved projections missed.
     pub(crate) fn recover(&self, log: &EventLog<Stream>) -> Result<CatchUp, String> {
-        self.restored.lock().expect("restored lock").take();
         let rebuilt_from_scratch = self.discarded.load(Ordering::Acquire);
         let mut outcome = self.catch_up(log)?;
         outcome.rebuilt_from_scratch = rebuilt_from_scratch;
@@ -258,7 +268,9 @@ impl CommitObserver<Stream> for ProjectionStore {
         let restored = extension.map(|raw| {
             let snapshot: ProjectionSnapshot =
                 serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
-            *self.restored.lock().expect("restored lock") = Some(snapshot.clone());
+            if self.keeps_restored {
+                *self.restored.lock().expect("restored lock") = Some(snapshot.clone());
+            }
             Projections::from_snapshot(snapshot).map_err(|e| e.to_string())
         });
         *self.lock() = match restored {

@@ -74,6 +74,8 @@ fn serve(queue: &Mutex<Receiver<ReadJob>>, conn: &mut ReaderConn) {
 }
 
 impl Source for PgSource {
+    /// The index keeps no positions for this medium (its archive floor is
+    /// the top), so a read by position is a read by stream and seq.
     fn read(
         &self,
         stream: &str,
@@ -81,35 +83,7 @@ impl Source for PgSource {
         positions: &[RecordPos],
         each: &mut dyn FnMut(RecordRef<'_>),
     ) -> Result<(), ReadError> {
-        if positions.is_empty() {
-            return Ok(());
-        }
-        let wanted = positions.len();
-        let owned_stream = stream.to_owned();
-        let records = self.ask(move |conn| conn.stream_range(&owned_stream, first_seq, wanted))?;
-        if records.len() != wanted {
-            // The index holds records the database does not: it was
-            // restored or changed underneath the running service.
-            return Err(ReadError::Unavailable(format!(
-                "the database holds {} of the {wanted} records of {stream} from seq {first_seq}",
-                records.len()
-            )));
-        }
-        for ((record, pos), seq) in records.iter().zip(positions).zip(first_seq..) {
-            // A row served as another record would be a wrong answer, not a
-            // slow one: checked on every read, not only in debug builds.
-            if record.record.stream != stream || record.seq != seq || record.lsn != pos.offset {
-                return Err(ReadError::Damaged {
-                    offset: record.lsn,
-                    reason: format!(
-                        "expected {stream} #{seq} at lsn {} but the database returned {} #{} at lsn {}",
-                        pos.offset, record.record.stream, record.seq, record.lsn
-                    ),
-                });
-            }
-            each(record.as_ref());
-        }
-        Ok(())
+        self.read_archived(stream, first_seq, positions.len() as u64, each)
     }
 
     /// The database finds records by stream and seq itself, so the index
@@ -128,12 +102,16 @@ impl Source for PgSource {
             let owned_stream = stream.to_owned();
             let records = self.ask(move |conn| conn.stream_range(&owned_stream, seq, wanted))?;
             if records.len() != wanted {
+                // The index holds records the database does not: it was
+                // restored or changed underneath the running service.
                 return Err(ReadError::Unavailable(format!(
                     "the database holds {} of the {wanted} records of {stream} from seq {seq}",
                     records.len()
                 )));
             }
             for record in &records {
+                // A row served as another record would be a wrong answer,
+                // not a slow one: checked on every read.
                 if record.record.stream != stream || record.seq != seq {
                     return Err(ReadError::Damaged {
                         offset: record.lsn,

@@ -37,9 +37,8 @@ use crate::record::RecordRef;
 use crate::segments::Segments;
 use crate::{OpenError, RecordPos};
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -96,9 +95,7 @@ pub(crate) struct Archive {
 
 /// The index file of segment `segment_path`.
 pub(crate) fn index_path(segment_path: &Path) -> PathBuf {
-    let mut name = OsString::from(segment_path.as_os_str());
-    name.push(".idx");
-    PathBuf::from(name)
+    crate::segments::beside(segment_path, ".idx")
 }
 
 /// The FNV-1a hash of an idempotency key: stable across processes, which
@@ -231,19 +228,7 @@ impl SegmentTable {
 
     /// Writes the index file of `segment_path` atomically.
     pub(crate) fn write(&self, segment_path: &Path) -> std::io::Result<()> {
-        let path = index_path(segment_path);
-        let mut temporary = OsString::from(path.as_os_str());
-        temporary.push(".tmp");
-        let temporary = PathBuf::from(temporary);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)?;
-        file.write_all(&self.encode())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &path)?;
-        crate::file::sync_folder(crate::file::folder_of(&path))
+        crate::file::replace_atomically(&index_path(segment_path), &self.encode())
     }
 }
 

@@ -9,7 +9,7 @@ use crate::error::{OpenError, ReadError};
 use crate::index::{Index, RecordPos, StreamState};
 use crate::record::RecordRef;
 use crate::recovery;
-use crate::segments::{Segment, Segments, later_segments, segment_path};
+use crate::segments::{Segment, Segments, beside, later_segments, segment_path};
 use crate::snapshot::{self, Snapshot, SnapshotError};
 use crate::storage::{OwnedRecord, Sink, SinkFailure, SnapshotStore, Source, StagedBatch, Storage};
 use crate::{CommitObserver, OpenReport, SnapshotWritten};
@@ -274,6 +274,24 @@ pub(crate) fn folder_of(path: &Path) -> &Path {
 /// Makes the folder's entries durable: a created segment survives a crash.
 pub(crate) fn sync_folder(folder: &Path) -> std::io::Result<()> {
     File::open(folder).and_then(|dir| dir.sync_all())
+}
+
+/// Replaces the file at `path` with `bytes` (a segment index, the
+/// snapshot): a temporary file beside it, synced, renamed over it, and the
+/// folder synced, so a crash leaves the old file or the new one, never a
+/// mix.
+pub(crate) fn replace_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = beside(path, ".tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temporary, path)?;
+    sync_folder(folder_of(path))
 }
 
 /// The index and segments of every segment file, scanned in log order.
@@ -568,7 +586,7 @@ struct FileSnapshots {
 
 impl SnapshotStore for FileSnapshots {
     fn save(&self, _lsn: u64, bytes: &[u8]) -> Result<(), String> {
-        snapshot::write_file(&self.path, bytes)
+        replace_atomically(&self.path, bytes)
             .map_err(|error| format!("{}: {error}", self.path.display()))
     }
 

@@ -425,9 +425,7 @@ impl<S: StreamState> Index<S> {
             }
         };
         entry.record(record, pos, floor);
-        if entry.state.is_sealed() {
-            entry.drop_archived_keys();
-        }
+        entry.drop_archived_keys();
         self.count(record, pos);
         Ok(())
     }

@@ -89,8 +89,14 @@ impl Segments {
 
 /// The name of the segment whose first record has log position `first_lsn`.
 pub(crate) fn segment_path(base: &Path, first_lsn: u64) -> PathBuf {
-    let mut name = OsString::from(base.as_os_str());
-    name.push(format!(".{first_lsn:0LSN_DIGITS$}"));
+    beside(base, &format!(".{first_lsn:0LSN_DIGITS$}"))
+}
+
+/// `path` with `suffix` appended to its file name: how every file that
+/// belongs to a segment or to the log is named after it.
+pub(crate) fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(suffix);
     PathBuf::from(name)
 }
 

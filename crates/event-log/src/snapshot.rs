@@ -27,9 +27,6 @@
 use crate::index::{Index, StreamState};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::ffi::OsString;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const FORMAT: &str = "openagents-event-log-snapshot";
@@ -147,9 +144,7 @@ pub fn decode_snapshot<S: StreamState>(bytes: &[u8]) -> Result<Snapshot<S>, Snap
 
 /// Where the snapshot of the log whose first segment is `log_path` is kept.
 pub(crate) fn snapshot_path(log_path: &Path) -> PathBuf {
-    let mut name = OsString::from(log_path.as_os_str());
-    name.push(".snapshot");
-    PathBuf::from(name)
+    crate::segments::beside(log_path, ".snapshot")
 }
 
 /// Reads the snapshot file, if there is one.
@@ -159,23 +154,4 @@ pub(crate) fn read_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(error),
     }
-}
-
-/// Replaces the snapshot file atomically: a temporary file, synced, renamed
-/// over it, and the folder synced, so a crash leaves the old snapshot or the
-/// new one, never a mix.
-pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut temporary = OsString::from(path.as_os_str());
-    temporary.push(".tmp");
-    let temporary = PathBuf::from(temporary);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, path)?;
-    crate::file::sync_folder(crate::file::folder_of(path))
 }

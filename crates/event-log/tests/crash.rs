@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Outcome, Request, append, bodies, open_segmented};
+use common::{Outcome, Request, append, bodies, full_scan_copy, open_segmented};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -73,15 +73,7 @@ fn crash_child_appender() {
 /// Opens a copy of the log's segments and their indexes without the
 /// snapshot, and returns every stream's records as a full scan finds them.
 fn full_scan(path: &std::path::Path) -> HashMap<String, Vec<(u64, String)>> {
-    let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(path.parent().unwrap()).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if !name.to_string_lossy().contains(".snapshot") {
-            std::fs::copy(entry.path(), copy.path().join(&name)).unwrap();
-        }
-    }
-    let log = open_segmented(&copy.path().join(path.file_name().unwrap()), SEGMENT_BYTES);
+    let (_copy, log) = full_scan_copy(path, SEGMENT_BYTES);
     (0..5)
         .map(|s| format!("s:{s}"))
         .map(|stream| (stream.clone(), bodies(&log, &stream)))

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Count, Outcome, Request, SEAL, append, bodies, open_segmented};
+use common::{Count, Outcome, Request, SEAL, append, bodies, full_scan_copy, open_segmented};
 use openagents_event_log::EventLog;
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -100,20 +100,6 @@ fn answers(log: &EventLog<Count>, model: &Model) -> Vec<(String, Option<Count>, 
             (stream.clone(), state, keys)
         })
         .collect()
-}
-
-/// Opens a copy of the log without its snapshot: the full scan's index.
-fn full_scan_copy(path: &Path, segment_bytes: u64) -> (tempfile::TempDir, EventLog<Count>) {
-    let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(path.parent().unwrap()).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if !name.to_string_lossy().ends_with(".snapshot") {
-            std::fs::copy(entry.path(), copy.path().join(&name)).unwrap();
-        }
-    }
-    let log = open_segmented(&copy.path().join(path.file_name().unwrap()), segment_bytes);
-    (copy, log)
 }
 
 /// Appends half a record to the log's last segment, as a crash mid-write

@@ -125,6 +125,22 @@ pub fn open_segmented(path: &Path, segment_bytes: u64) -> EventLog<Count> {
     EventLog::open(path, options).unwrap().0
 }
 
+/// Opens a copy of the log at `path` (its segments and their indexes)
+/// without its snapshot: the index a full scan builds. The copy lives as
+/// long as the returned folder.
+pub fn full_scan_copy(path: &Path, segment_bytes: u64) -> (tempfile::TempDir, EventLog<Count>) {
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(path.parent().unwrap()).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if !name.to_string_lossy().contains(".snapshot") {
+            std::fs::copy(entry.path(), copy.path().join(&name)).unwrap();
+        }
+    }
+    let log = open_segmented(&copy.path().join(path.file_name().unwrap()), segment_bytes);
+    (copy, log)
+}
+
 /// Submits and waits for the durable answer.
 pub fn append(log: &EventLog<Count>, request: Request) -> Result<Outcome, LogFailure> {
     let (tx, rx) = mpsc::channel();
