@@ -31,6 +31,9 @@ fn succeeded(what: &str, output: &Output) {
 #[test]
 fn the_console_works_in_a_real_browser() {
     if std::env::var("RUNTIME_TEST_BACKEND").is_ok_and(|backend| backend == "postgres") {
+        eprintln!(
+            "skipped: the_console_works_in_a_real_browser on the postgres suite: it drives its own embedded-log service"
+        );
         return;
     }
     let npm_answers = Command::new("npm")
