@@ -178,14 +178,21 @@ fn mutate(line: &mut Vec<u8>, mutation: &Mutation) {
 /// ends (offset just past its `\n`).
 fn valid_log(records: &[NewRecord]) -> (Vec<u8>, Vec<usize>) {
     let mut heads = std::collections::HashMap::new();
+    let mut create_keys = std::collections::HashSet::new();
     let mut log = Vec::new();
     let mut ends = Vec::new();
     for (position, record) in records.iter().enumerate() {
         let seq = heads.entry(record.stream.clone()).or_insert(0u64);
         *seq += 1;
         let mut record = record.clone();
-        // Only a stream's first record may carry a create key.
-        if *seq > 1 {
+        // Only a stream's first record may carry a create key, and a create
+        // key names one stream of the log.
+        let keeps = *seq == 1
+            && record
+                .create_key
+                .as_ref()
+                .is_some_and(|key| create_keys.insert(key.clone()));
+        if !keeps {
             record.create_key = None;
         }
         log.extend(encoded(&record, position as u64 + 1, *seq));
