@@ -125,6 +125,7 @@ pub fn open<S: StreamState>(
         last_at: loaded.last_at,
         location: connector.location().to_owned(),
         snapshots: Some(Arc::new(snapshot::SnapshotTable::new(connector.clone()))),
+        cold: None,
     };
     let log = EventLog::start(storage, log_options)?;
     listen::spawn(connector, log.refresher())?;

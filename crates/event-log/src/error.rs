@@ -42,6 +42,10 @@ pub enum OpenError {
         /// Which order rule broke, with the numbers.
         problem: crate::index::IndexError,
     },
+    /// The archive of cold histories could not be opened or does not match
+    /// the log.
+    #[error("archive: {0}")]
+    Archive(String),
 }
 
 /// Why an append was not made durable. Nothing of the batch was acknowledged.
@@ -83,4 +87,36 @@ pub enum ReadError {
     /// The medium cannot be reached now (a shared database is down).
     #[error("event log storage is unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Why a stream's history could not be moved to the cold store. Nothing
+/// changed: the hot log still serves it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ColdMoveError {
+    /// The log was opened without an archive.
+    #[error("the log has no archive")]
+    NoArchive,
+    /// The stream does not exist, or has fewer records than asked.
+    #[error("stream {stream} has no seq {base}")]
+    BeyondHead {
+        /// The stream.
+        stream: String,
+        /// The seq asked for.
+        base: u64,
+    },
+    /// Its records could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The cold store refused.
+    #[error(transparent)]
+    Store(#[from] crate::cold::ColdError),
+    /// The stream's records did not fold (the log and the domain disagree).
+    #[error("folding {stream}: {reason}")]
+    Fold {
+        /// The stream.
+        stream: String,
+        /// What the fold said.
+        reason: String,
+    },
 }

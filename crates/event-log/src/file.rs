@@ -5,6 +5,7 @@
 //! sits beside the first segment as `<file>.snapshot` (see `snapshot`).
 
 use crate::archive::Archive;
+use crate::cold::ColdStore;
 use crate::error::{OpenError, ReadError};
 use crate::index::{Index, RecordPos, StreamState};
 use crate::record::RecordRef;
@@ -32,7 +33,8 @@ const ARCHIVED_READ_RECORDS: u64 = 4096;
 /// file at `path`, and recovers its index: every sealed segment gets its
 /// on-disk index (built when missing), then the newest valid snapshot is
 /// loaded and only the records after it are scanned; without one, every
-/// segment is scanned in order. A torn final write of the last segment is
+/// segment is scanned in order. The cold store's catalog is applied before
+/// the scan, so the records it made dead are skipped. A torn final write of the last segment is
 /// cut off, anything else wrong refuses. A segment that reaches
 /// `segment_bytes` is followed by a new one.
 pub(crate) fn open<S: StreamState>(
@@ -40,6 +42,7 @@ pub(crate) fn open<S: StreamState>(
     snapshot_file: &Path,
     segment_bytes: u64,
     observer: Option<&dyn CommitObserver<S>>,
+    cold: Option<Arc<dyn ColdStore>>,
 ) -> Result<(Storage<S>, OpenReport), OpenError> {
     let files = open_files(path)?;
     let archive = Arc::new(Archive::new());
@@ -92,6 +95,9 @@ pub(crate) fn open<S: StreamState>(
     if let Some(observer) = observer {
         observer.restoring(extension.as_deref());
     }
+    if let Some(cold) = &cold {
+        crate::cold::apply_catalog(&mut index, &**cold, &mut replayed)?;
+    }
     let mut recovered = recover::<S>(files, index, from, &mut replayed)?;
     recovered.last_at = recovered.last_at.or(snapshot_at);
     let report = OpenReport {
@@ -125,6 +131,7 @@ pub(crate) fn open<S: StreamState>(
         snapshots: Some(Arc::new(FileSnapshots {
             path: snapshot_file.to_owned(),
         })),
+        cold,
     };
     Ok((storage, report))
 }

@@ -151,6 +151,10 @@ pub struct StreamEntry<S> {
     keys: HashMap<Box<str>, u64>,
     /// Whether keys of archived records were dropped (only once sealed).
     keys_archived: bool,
+    /// Every seq up to this one was moved to the cold store (0: none): the
+    /// cold store serves them, and the medium's copies are dead.
+    #[serde(default)]
+    cold_base: u64,
 }
 
 /// What the index knows of an idempotency key of one stream.
@@ -173,6 +177,35 @@ impl<S> StreamEntry<S> {
             tail: Vec::new(),
             keys: HashMap::new(),
             keys_archived: false,
+            cold_base: 0,
+        }
+    }
+
+    /// The newest seq whose record is served by the cold store (0: none).
+    /// The cold store keeps what the stream's domain chose to keep of the
+    /// seqs up to it; the medium's own copies of them are dead, and
+    /// compaction drops them.
+    pub fn cold_base(&self) -> u64 {
+        self.cold_base
+    }
+
+    /// Moves seqs `..= base` to the cold store: their positions and keys
+    /// leave memory, and a retry's key is looked up in the media.
+    fn go_cold(&mut self, base: u64) {
+        if base <= self.cold_base {
+            return;
+        }
+        debug_assert!(base <= self.head, "only durable records go cold");
+        self.cold_base = base;
+        let dead = usize::try_from(base.saturating_sub(self.tail_start() - 1))
+            .unwrap_or(usize::MAX)
+            .min(self.tail.len());
+        self.tail.drain(..dead);
+        let before = self.keys.len();
+        self.keys.retain(|_, seq| *seq > base);
+        if self.keys.len() < before {
+            self.keys_archived = true;
+            self.keys.shrink_to_fit();
         }
     }
 
@@ -277,46 +310,75 @@ impl<S> StreamEntry<S> {
     }
 }
 
-/// Where a range of one stream's records is: the archived part, read
-/// through the medium by seq, and the tail part, by position. Taken under
-/// the index lock and read after it is released.
+/// Where a range of one stream's records is: the cold part, read from the
+/// cold store, the archived part, read through the medium by seq, and the
+/// tail part, by position. Taken under the index lock and read after it is
+/// released.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReadPlan {
-    first_seq: u64,
+    after_seq: u64,
+    limit: usize,
+    cold_base: u64,
+    first_hot: u64,
     archived: u64,
     tail: Vec<RecordPos>,
 }
 
 impl ReadPlan {
-    /// The plan for `after_seq < seq <= after_seq + limit` of `entry`.
+    /// The plan for the first `limit` records after `after_seq` of
+    /// `entry`: the seqs `after_seq + 1 ..= after_seq + limit`, except that
+    /// seqs the cold store did not keep are skipped and the next ones are
+    /// read instead.
     pub(crate) fn of<S>(entry: &StreamEntry<S>, after_seq: u64, limit: usize) -> Self {
-        let last_wanted = after_seq.saturating_add(limit as u64).min(entry.head);
+        let hot_after = after_seq.max(entry.cold_base);
+        let last_wanted = hot_after.saturating_add(limit as u64).min(entry.head);
         let archived_end = (entry.tail_start() - 1).min(last_wanted);
-        let (_, tail) = entry.tail_after(after_seq, limit);
+        let (_, tail) = entry.tail_after(hot_after, limit);
         ReadPlan {
-            first_seq: after_seq + 1,
-            archived: archived_end.saturating_sub(after_seq),
+            after_seq,
+            limit,
+            cold_base: entry.cold_base,
+            first_hot: hot_after + 1,
+            archived: archived_end.saturating_sub(hot_after),
             tail: tail.to_vec(),
         }
     }
 
-    /// How many records the plan reads.
+    /// How many records of the medium the plan reads at most.
     pub(crate) fn len(&self) -> usize {
-        self.archived as usize + self.tail.len()
+        (self.archived as usize + self.tail.len()).min(self.limit)
     }
 
     /// Reads the planned records of `stream` in seq order.
     pub(crate) fn read(
         &self,
-        source: &dyn crate::Source,
+        readers: &crate::Readers,
         stream: &str,
         each: &mut dyn FnMut(RecordRef<'_>),
     ) -> Result<(), crate::ReadError> {
-        if self.archived > 0 {
-            source.read_archived(stream, self.first_seq, self.archived, each)?;
+        let mut left = self.limit;
+        if self.after_seq < self.cold_base {
+            let cold = readers
+                .cold
+                .as_deref()
+                .ok_or_else(|| crate::ReadError::Damaged {
+                    offset: 0,
+                    reason: format!("{stream} has an archived history but the log has no archive"),
+                })?;
+            left -= cold.read(stream, self.after_seq, self.cold_base, left, each)?;
         }
-        if !self.tail.is_empty() {
-            source.read(stream, self.first_seq + self.archived, &self.tail, each)?;
+        let archived = self.archived.min(left as u64);
+        if archived > 0 {
+            readers
+                .source
+                .read_archived(stream, self.first_hot, archived, each)?;
+            left -= archived as usize;
+        }
+        let tail = &self.tail[..self.tail.len().min(left)];
+        if !tail.is_empty() {
+            readers
+                .source
+                .read(stream, self.first_hot + self.archived, tail, each)?;
         }
         Ok(())
     }
@@ -386,7 +448,9 @@ impl<S: StreamState> Index<S> {
     /// Checks one durable record's order against what precedes it, folds it
     /// into its stream and records where it is: one map lookup, since this
     /// runs once per record at every start. Media use it to rebuild the
-    /// index, and the writer to take in other processes' appends.
+    /// index, and the writer to take in other processes' appends. A record
+    /// its stream has already moved to the cold store is dead: it keeps the
+    /// log's order but is not folded again.
     pub fn recover(&mut self, record: &RecordRef<'_>, pos: RecordPos) -> Result<(), IndexError> {
         let expected_lsn = self.last_lsn + 1;
         if record.lsn != expected_lsn {
@@ -394,6 +458,11 @@ impl<S: StreamState> Index<S> {
                 expected: expected_lsn,
                 found: record.lsn,
             });
+        }
+        if self.is_dead(&record.stream, record.seq) {
+            self.last_lsn = record.lsn;
+            self.last_pos = Some(pos);
+            return Ok(());
         }
         if let Some(stream) = record
             .create_key
@@ -478,6 +547,64 @@ impl<S: StreamState> Index<S> {
         for entry in self.streams.values_mut() {
             entry.archive_below(floor);
         }
+    }
+
+    /// Whether record `seq` of `stream` was moved to the cold store, so
+    /// the medium's copy is dead.
+    pub fn is_dead(&self, stream: &str, seq: u64) -> bool {
+        self.streams
+            .get(stream)
+            .is_some_and(|entry| seq <= entry.cold_base)
+    }
+
+    /// Seqs `..= base` of `stream` are served by the cold store from now on.
+    pub(crate) fn go_cold(&mut self, stream: &str, base: u64) {
+        if let Some(entry) = self.streams.get_mut(stream) {
+            entry.go_cold(base);
+        }
+    }
+
+    /// Accepts that records up to `lsn` are not in the medium any more (a
+    /// compacted stretch of it dropped the dead ones): the next record may
+    /// follow a gap up to it. Positions never go back.
+    pub fn skip_dead_to(&mut self, lsn: u64) {
+        self.last_lsn = self.last_lsn.max(lsn);
+    }
+
+    /// Applies one entry of the cold store's catalog: seqs `..= entry.base`
+    /// of its stream are served by the cold store from now on. A stream the
+    /// index already holds up to that seq (or beyond) keeps its state; one
+    /// it holds less of, or not at all (a start that scans a log whose dead
+    /// records were compacted away), takes the state the entry recorded,
+    /// and the medium's records up to the base are skipped by
+    /// [`Index::recover`]. Returns the head the index had when the state
+    /// was taken from the entry, so the caller can replay the cold records
+    /// after it into derived state.
+    pub fn apply_cold(
+        &mut self,
+        stream: &str,
+        base: u64,
+        state: S,
+        create_key: Option<&str>,
+    ) -> Option<u64> {
+        let entry = self
+            .streams
+            .entry(stream.to_owned())
+            .or_insert_with(|| StreamEntry::new(state.clone()));
+        let previous_head = entry.head;
+        let installed = entry.head < base;
+        if installed {
+            entry.state = state;
+            entry.head = base;
+            entry.tail.clear();
+            entry.keys.clear();
+            entry.keys_archived = true;
+        }
+        entry.go_cold(base);
+        if let Some(key) = create_key {
+            self.create_keys.insert(key.to_owned(), stream.to_owned());
+        }
+        installed.then_some(previous_head)
     }
 
     /// Where the newest record is (`None` for an empty log).

@@ -22,6 +22,7 @@
 //! comes from the [`StreamState`] the caller folds records into.
 
 mod archive;
+mod cold;
 mod error;
 mod file;
 mod index;
@@ -32,7 +33,11 @@ mod snapshot;
 mod storage;
 mod writer;
 
-pub use error::{LogFailure, OpenError, ReadError};
+pub use cold::{
+    COLD_VERSION, ColdBody, ColdDir, ColdEntry, ColdError, ColdStore, FRAME_RAW_BYTES,
+    encode_archive, read_archive_bytes,
+};
+pub use error::{ColdMoveError, LogFailure, OpenError, ReadError};
 use index::ReadPlan;
 pub use index::{Index, IndexError, KeyLookup, RecordPos, StreamEntry, StreamState};
 pub use record::{DecodeError, NewRecord, RECORD_VERSION, RecordRef};
@@ -104,6 +109,9 @@ pub struct LogOptions<S> {
     /// Where the file medium keeps its index snapshot; `None`: beside the
     /// first segment, as `<file>.snapshot`.
     pub snapshot_path: Option<std::path::PathBuf>,
+    /// The folder of the file medium's cold store (see [`ColdDir`]);
+    /// `None`: the log keeps no archive, and nothing can go cold.
+    pub archive_dir: Option<std::path::PathBuf>,
 }
 
 /// The default segment size of the file medium: 128 MiB.
@@ -116,6 +124,7 @@ impl<S> Default for LogOptions<S> {
             observer: None,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             snapshot_path: None,
+            archive_dir: None,
         }
     }
 }
@@ -151,6 +160,14 @@ pub struct SnapshotWritten {
 }
 
 /// State shared by the handle, the readers and the writer thread.
+/// What reads records back: the medium, and the cold store when the log
+/// has one.
+#[derive(Clone)]
+pub(crate) struct Readers {
+    pub(crate) source: Arc<dyn Source>,
+    pub(crate) cold: Option<Arc<dyn ColdStore>>,
+}
+
 pub(crate) struct Shared<S> {
     pub(crate) index: RwLock<Index<S>>,
     location: String,
@@ -185,10 +202,12 @@ impl<S> Shared<S> {
 /// A handle to an open log. Cheap to share behind an `Arc`.
 pub struct EventLog<S: StreamState> {
     shared: Arc<Shared<S>>,
-    source: Arc<dyn Source>,
+    readers: Readers,
     queue: SyncSender<Message<S>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     snapshots: Option<Arc<dyn SnapshotStore>>,
+    /// Held while a history moves to the cold store: one at a time.
+    moving: Mutex<()>,
 }
 
 impl<S: StreamState> EventLog<S> {
@@ -199,11 +218,18 @@ impl<S: StreamState> EventLog<S> {
             .snapshot_path
             .clone()
             .unwrap_or_else(|| snapshot::snapshot_path(path));
+        let cold = match &options.archive_dir {
+            Some(dir) => Some(Arc::new(
+                ColdDir::open(dir).map_err(|error| OpenError::Archive(error.to_string()))?,
+            ) as Arc<dyn ColdStore>),
+            None => None,
+        };
         let (storage, report) = file::open::<S>(
             path,
             &snapshot_path,
             options.segment_bytes,
             options.observer.as_deref(),
+            cold,
         )?;
         let log = Self::start(storage, options).map_err(|source| OpenError::Io {
             path: path.to_owned(),
@@ -223,10 +249,14 @@ impl<S: StreamState> EventLog<S> {
             closed: AtomicBool::new(false),
         });
         let (queue, jobs) = sync_channel(options.max_queued_jobs.max(1));
+        let readers = Readers {
+            source: storage.source,
+            cold: storage.cold,
+        };
         let writer = Writer {
             shared: Arc::clone(&shared),
             sink: storage.sink,
-            source: Arc::clone(&storage.source),
+            readers: readers.clone(),
             last_at: storage.last_at,
             observer: options.observer,
         };
@@ -235,10 +265,11 @@ impl<S: StreamState> EventLog<S> {
             .spawn(move || writer.run(jobs))?;
         Ok(EventLog {
             shared,
-            source: storage.source,
+            readers,
             queue,
             writer: Mutex::new(Some(handle)),
             snapshots: storage.snapshots,
+            moving: Mutex::new(()),
         })
     }
 
@@ -323,18 +354,20 @@ impl<S: StreamState> EventLog<S> {
     /// it too (`None` for a medium this process writes alone). Blocks while
     /// the medium is asked.
     pub fn durable_lsn(&self) -> Result<Option<u64>, ReadError> {
-        self.source.durable_lsn()
+        self.readers.source.durable_lsn()
     }
 
     /// Whether other processes append to the medium too (see
     /// [`EventLog::durable_lsn`]).
     pub fn is_shared(&self) -> bool {
-        self.source.is_shared()
+        self.readers.source.is_shared()
     }
 
     /// Reads the records of `stream` with `after_seq < seq <= after_seq +
-    /// limit` and maps each one while it is in memory. Blocks while the
-    /// medium is read.
+    /// limit` and maps each one while it is in memory. Seqs whose record the
+    /// archive did not keep (old worker heartbeats, an erased run's events)
+    /// are skipped, and as many later ones are read instead. Blocks while
+    /// the medium is read.
     pub fn read_stream<T>(
         &self,
         stream: &str,
@@ -342,13 +375,95 @@ impl<S: StreamState> EventLog<S> {
         limit: usize,
         mut map: impl FnMut(RecordRef<'_>) -> T,
     ) -> Result<Vec<T>, ReadError> {
-        let plan = match self.index().stream(stream) {
-            Some(entry) => ReadPlan::of(entry, after_seq, limit),
-            None => return Ok(Vec::new()),
+        let plan_now = || {
+            self.index()
+                .stream(stream)
+                .map(|entry| (ReadPlan::of(entry, after_seq, limit), entry.cold_base()))
+        };
+        let Some((plan, cold_base)) = plan_now() else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::with_capacity(plan.len());
-        plan.read(&*self.source, stream, &mut |record| out.push(map(record)))?;
-        Ok(out)
+        match plan.read(&self.readers, stream, &mut |record| out.push(map(record))) {
+            Ok(()) => Ok(out),
+            // The history went cold while it was read, and compaction
+            // dropped the medium's copy: once more, from the archive.
+            Err(_) if plan_now().is_some_and(|(_, now)| now > cold_base) => {
+                out.clear();
+                let (plan, _) = plan_now().expect("a stream is never removed");
+                plan.read(&self.readers, stream, &mut |record| out.push(map(record)))?;
+                Ok(out)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Moves seqs `..= base` of `stream` to the cold store, keeping the
+    /// records `keep` accepts (they are shown in seq order), so the hot
+    /// log's copies become dead and compaction can drop them. Once it
+    /// returns the cold store serves those seqs and the stream's state and
+    /// every later record stay as they were. Earlier cold records of the
+    /// stream are offered to `keep` again, so a smaller choice (an erased
+    /// history) replaces a larger one. Returns the new catalog entry, or
+    /// `None` when `base` is not past the stream's cold base. Blocks while
+    /// the history is read and written.
+    pub fn move_cold(
+        &self,
+        stream: &str,
+        base: u64,
+        mut keep: impl FnMut(&RecordRef<'_>) -> bool,
+    ) -> Result<Option<ColdEntry>, ColdMoveError> {
+        let cold = self.readers.cold.as_ref().ok_or(ColdMoveError::NoArchive)?;
+        let _one_at_a_time = self.moving.lock().expect("cold move lock");
+        let (head, cold_base, state_at_head) = {
+            let index = self.index();
+            let entry = index
+                .stream(stream)
+                .filter(|entry| entry.head() >= base)
+                .ok_or_else(|| ColdMoveError::BeyondHead {
+                    stream: stream.to_owned(),
+                    base,
+                })?;
+            (entry.head(), entry.cold_base(), entry.state().clone())
+        };
+        if base <= cold_base {
+            return Ok(None);
+        }
+        let earlier = cold.entry(stream);
+        let state_at_base = (base == head).then_some(state_at_head);
+        let mut moved = cold::Mover::<S>::new(stream, earlier.as_ref(), state_at_base)?;
+        let mut after = 0;
+        while after < base {
+            let page = (base - after).min(4096) as usize;
+            let mut last = after;
+            let mut failure = None;
+            self.read_stream(stream, after, page, |record| {
+                last = record.seq;
+                if record.seq <= base && failure.is_none() {
+                    failure = moved.push(&record, &mut keep).err();
+                }
+            })?;
+            if let Some(error) = failure {
+                return Err(error);
+            }
+            if last == after {
+                break;
+            }
+            after = last;
+        }
+        let (entry, body) = moved.finish(base)?;
+        let entry = cold.put(entry, body)?;
+        self.shared
+            .index
+            .write()
+            .expect("index lock poisoned")
+            .go_cold(stream, base);
+        Ok(Some(entry))
+    }
+
+    /// The cold store, when the log has one: its bytes and catalog.
+    pub fn cold_store(&self) -> Option<&Arc<dyn ColdStore>> {
+        self.readers.cold.as_ref()
     }
 
     /// Writes a snapshot of the index as of now: the writer copies the index
@@ -387,7 +502,7 @@ impl<S: StreamState> EventLog<S> {
 
     /// How many segment files the medium keeps now.
     pub fn segment_count(&self) -> usize {
-        self.source.segment_count()
+        self.readers.source.segment_count()
     }
 
     /// Lets the writer finish every job queued so far, then stops it. Later

@@ -190,4 +190,6 @@ pub struct Storage<S> {
     pub location: String,
     /// Where snapshots are written, when the medium keeps them.
     pub snapshots: Option<std::sync::Arc<dyn SnapshotStore>>,
+    /// Where cold histories are kept, when the log has an archive.
+    pub cold: Option<std::sync::Arc<dyn crate::ColdStore>>,
 }

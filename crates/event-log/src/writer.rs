@@ -29,8 +29,8 @@
 use crate::error::{LogFailure, ReadError};
 use crate::index::{Index, KeyLookup, ReadPlan, RecordPos, StreamState};
 use crate::record::{NewRecord, RecordRef};
-use crate::storage::{OwnedRecord, Sink, SinkFailure, Source, StagedBatch};
-use crate::{BatchStats, CommitObserver, Shared};
+use crate::storage::{OwnedRecord, Sink, SinkFailure, StagedBatch};
+use crate::{BatchStats, CommitObserver, Readers, Shared};
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -137,7 +137,7 @@ struct Draft<S> {
 /// earlier decisions of the same batch staged.
 pub struct Txn<'a, S> {
     index: &'a Index<S>,
-    source: &'a dyn Source,
+    readers: &'a Readers,
     drafts: HashMap<String, Draft<S>>,
     staged: Vec<OwnedRecord>,
     buffer: Vec<u8>,
@@ -252,7 +252,13 @@ impl<'a, S: StreamState> Txn<'a, S> {
         match entry.key(key) {
             KeyLookup::Found(seq) => Ok(Some(seq)),
             KeyLookup::Absent => Ok(None),
-            KeyLookup::Archived => self.source.archived_key(stream, key),
+            KeyLookup::Archived => match self.readers.source.archived_key(stream, key)? {
+                Some(seq) => Ok(Some(seq)),
+                None => match &self.readers.cold {
+                    Some(cold) if entry.cold_base() > 0 => cold.key(stream, key),
+                    _ => Ok(None),
+                },
+            },
         }
     }
 
@@ -288,7 +294,11 @@ impl<'a, S: StreamState> Txn<'a, S> {
         };
         let mut f = Some(f);
         let mut out = None;
-        plan.read(self.source, stream, &mut |record| {
+        plan.read(self.readers, stream, &mut |record| {
+            // A seq the archive did not keep reads as the next one.
+            if record.seq != seq {
+                return;
+            }
             if let Some(f) = f.take() {
                 out = Some(f(record));
             }
@@ -420,7 +430,7 @@ impl<'a, S: StreamState> Txn<'a, S> {
 pub(crate) struct Writer<S> {
     pub(crate) shared: Arc<Shared<S>>,
     pub(crate) sink: Box<dyn Sink>,
-    pub(crate) source: Arc<dyn Source>,
+    pub(crate) readers: Readers,
     pub(crate) last_at: SystemTime,
     pub(crate) observer: Option<Arc<dyn CommitObserver<S>>>,
 }
@@ -564,7 +574,7 @@ impl<S: StreamState> Writer<S> {
                 return Err(self.poison(reason));
             }
         }
-        index.archive_below(self.source.archive_floor());
+        index.archive_below(self.readers.source.archive_floor());
         drop(index);
         if let Some(at) = foreign
             .last()
@@ -599,7 +609,7 @@ impl<S: StreamState> Writer<S> {
         let index = self.shared.index.read().expect("index lock poisoned");
         let mut txn = Txn {
             index: &index,
-            source: &*self.source,
+            readers: &self.readers,
             drafts: HashMap::new(),
             staged: Vec::new(),
             buffer: Vec::new(),
@@ -699,7 +709,7 @@ impl<S: StreamState> Writer<S> {
         for record in staged {
             index.push(&record.as_ref(), record.pos);
         }
-        index.archive_below(self.source.archive_floor());
+        index.archive_below(self.readers.source.archive_floor());
         drop(index);
         self.show(staged)
     }
