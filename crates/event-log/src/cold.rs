@@ -285,14 +285,12 @@ struct Frame {
 
 #[derive(Deserialize)]
 struct Meta {
-    #[serde(flatten)]
     entry: ColdEntry,
     frames: Vec<Frame>,
 }
 
 #[derive(Serialize)]
 struct MetaOut<'a> {
-    #[serde(flatten)]
     entry: &'a ColdEntry,
     frames: &'a [Frame],
 }
@@ -850,13 +848,13 @@ impl<'a, S: StreamState> Mover<'a, S> {
 
 /// At open, before the medium's records are scanned: applies every entry
 /// of the cold store's catalog to `index` (see [`Index::apply_cold`]), and
-/// shows `replayed` the cold records of every stream whose state came from
-/// the catalog, after the head the index had, so derived state is rebuilt
-/// too.
-pub(crate) fn apply_catalog<S: StreamState>(
+/// shows `replayed` (when there is one) the cold records of every stream
+/// whose state came from the catalog, after the head the index had, so
+/// derived state is rebuilt too.
+pub fn apply_catalog<S: StreamState>(
     index: &mut Index<S>,
     cold: &dyn ColdStore,
-    replayed: &mut dyn FnMut(&RecordRef<'_>),
+    mut replayed: Option<&mut dyn FnMut(&RecordRef<'_>)>,
 ) -> Result<(), OpenError> {
     let archive_error =
         |reason: String| OpenError::Archive(format!("{}: {reason}", cold.describe()));
@@ -877,7 +875,7 @@ pub(crate) fn apply_catalog<S: StreamState>(
             state,
             entry.create_key.as_deref(),
         );
-        if let Some(previous_head) = installed {
+        if let (Some(previous_head), Some(replayed)) = (installed, replayed.as_mut()) {
             cold.read(
                 &entry.stream,
                 previous_head,

@@ -96,7 +96,11 @@ pub(crate) fn open<S: StreamState>(
         observer.restoring(extension.as_deref());
     }
     if let Some(cold) = &cold {
-        crate::cold::apply_catalog(&mut index, &**cold, &mut replayed)?;
+        let replay: Option<&mut dyn FnMut(&RecordRef<'_>)> = match observer {
+            Some(_) => Some(&mut replayed),
+            None => None,
+        };
+        crate::cold::apply_catalog(&mut index, &**cold, replay)?;
     }
     let mut recovered = recover::<S>(files, index, from, &mut replayed)?;
     recovered.last_at = recovered.last_at.or(snapshot_at);

@@ -35,7 +35,7 @@ mod writer;
 
 pub use cold::{
     COLD_VERSION, ColdBody, ColdDir, ColdEntry, ColdError, ColdStore, FRAME_RAW_BYTES,
-    encode_archive, read_archive_bytes,
+    apply_catalog, encode_archive, read_archive_bytes,
 };
 pub use error::{ColdMoveError, LogFailure, OpenError, ReadError};
 use index::ReadPlan;
