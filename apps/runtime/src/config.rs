@@ -281,6 +281,18 @@ pub struct Config {
     /// The key receipts are signed with (`RUNTIME_RECEIPT_SIGNING_KEY_FILE`);
     /// receipts carry no signature without it.
     pub receipt_signer: Option<ReceiptSigner>,
+    /// The archive of histories that left the hot log (embedded backend;
+    /// PostgreSQL keeps them in its archive table).
+    pub archive_dir: PathBuf,
+    /// How long after it was sealed a run moves to the archive
+    /// (`RUNTIME_RETENTION_SEALED_AFTER`); `None`: runs stay hot.
+    pub retention_sealed_after: Option<Duration>,
+    /// How old a worker heartbeat must be before only the latest of the
+    /// old ones is kept (`RUNTIME_RETENTION_HEARTBEATS_AFTER`); `None`:
+    /// every heartbeat is kept.
+    pub retention_heartbeats_after: Option<Duration>,
+    /// How often the retention pass runs.
+    pub retention_interval: Duration,
     /// Settings that were ignored, logged as warnings at start.
     pub warnings: Vec<String>,
 }
@@ -345,6 +357,10 @@ impl fmt::Debug for Config {
                 "receipt_signer",
                 &self.receipt_signer.as_ref().map(|_| "<redacted>"),
             )
+            .field("archive_dir", &self.archive_dir)
+            .field("retention_sealed_after", &self.retention_sealed_after)
+            .field("retention_heartbeats_after", &self.retention_heartbeats_after)
+            .field("retention_interval", &self.retention_interval)
             .field("warnings", &self.warnings)
             .finish()
     }
@@ -517,6 +533,14 @@ impl Config {
                 .map(PathBuf::from),
             credentials_path: vars.credentials_path()?,
             receipt_signer: vars.receipt_signer()?,
+            archive_dir: vars.text("RUNTIME_ARCHIVE_DIR", ".runtime-data/archive").into(),
+            retention_sealed_after: vars.duration("RUNTIME_RETENTION_SEALED_AFTER")?,
+            retention_heartbeats_after: vars.duration("RUNTIME_RETENTION_HEARTBEATS_AFTER")?,
+            retention_interval: Duration::from_millis(vars.bounded(
+                "RUNTIME_RETENTION_INTERVAL_MS",
+                60_000,
+                100..=86_400_000,
+            )?),
             warnings,
         })
     }
@@ -546,7 +570,11 @@ impl Config {
             return Ok(());
         }
         check_writable_file("RUNTIME_EVENT_LOG_PATH", &self.event_log_path)?;
-        check_writable_file("RUNTIME_CHECKPOINT_PATH", &self.checkpoint_path)
+        check_writable_file("RUNTIME_CHECKPOINT_PATH", &self.checkpoint_path)?;
+        check_writable_file(
+            "RUNTIME_ARCHIVE_DIR",
+            &self.archive_dir.join("catalog.jsonl"),
+        )
     }
 
     /// The configuration tests start from: every default, data under `dir`.
@@ -555,6 +583,7 @@ impl Config {
         config.bind_addr = "127.0.0.1:0".parse().expect("valid address");
         config.event_log_path = dir.join("runtime-events.jsonl");
         config.checkpoint_path = dir.join("projection-state.json");
+        config.archive_dir = dir.join("archive");
         config
     }
 }
@@ -724,6 +753,22 @@ impl Vars<'_> {
         })
     }
 
+    /// A duration such as `30d`, `12h` or `90s` (humantime's units); unset:
+    /// `None`.
+    fn duration(&self, name: &'static str) -> Result<Option<Duration>, ConfigError> {
+        let Some(value) = self.optional(name) else {
+            return Ok(None);
+        };
+        match humantime::parse_duration(&value) {
+            Ok(duration) if !duration.is_zero() => Ok(Some(duration)),
+            _ => Err(ConfigError {
+                variable: name,
+                value,
+                expected: "a duration above zero such as 30d, 12h or 90s".into(),
+            }),
+        }
+    }
+
     fn boolean(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.optional(name).as_deref() {
             None => Ok(default),
@@ -781,6 +826,27 @@ mod tests {
         assert_eq!(config.max_body_bytes, 1_048_576);
         assert_eq!(config.fanout_queue_capacity, 1024);
         assert!(config.sync_token_signing_key.is_none());
+    }
+
+    #[test]
+    fn retention_durations_parse_and_a_bad_one_names_its_variable() {
+        let config = with(&[
+            ("RUNTIME_RETENTION_SEALED_AFTER", "30d"),
+            ("RUNTIME_RETENTION_HEARTBEATS_AFTER", "90s"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.retention_sealed_after,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(config.retention_heartbeats_after, Some(Duration::from_secs(90)));
+        assert_eq!(with(&[]).unwrap().retention_sealed_after, None);
+        for bad in ["30 parsecs", "0s", "-1d", "d30"] {
+            let error = with(&[("RUNTIME_RETENTION_SEALED_AFTER", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("RUNTIME_RETENTION_SEALED_AFTER"), "{error}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::khala::Khala;
 use crate::metrics::Metrics;
 use crate::projectors::{CatchUp, ProjectionStore};
 use crate::reload::Reloader;
+use crate::retention::{Policy, Retention};
 use crate::storage;
 use crate::sync_auth;
 use openagents_authority::Stream;
@@ -34,6 +35,8 @@ pub struct Core {
     /// Heartbeat age after which a live worker is stale.
     pub(crate) heartbeat_stale_after_ms: u64,
     flusher: Flusher,
+    /// Moves histories to the archive, when a retention policy is set.
+    retention: Option<Retention>,
     /// Reloads the sync-auth files, when any is configured.
     sync_auth_reloader: Option<Reloader>,
 }
@@ -110,7 +113,14 @@ impl Core {
         }
         khala.recover(&log).map_err(StartError::Khala)?;
         let log = Arc::new(log);
+        let retention = Retention::start(
+            Arc::clone(&log),
+            Policy::of(config),
+            config.retention_interval,
+            snapshot_after_moves(Arc::clone(&log), Arc::clone(&metrics)),
+        );
         let core = Core {
+            retention,
             khala,
             flusher: Flusher::start(
                 Arc::clone(&projections),
@@ -145,10 +155,32 @@ impl Core {
         last.saturating_sub(self.projections.applied_lsn())
     }
 
+    /// Bytes of the archive (0 without one).
+    pub(crate) fn archive_bytes(&self) -> u64 {
+        self.authority
+            .log()
+            .cold_store()
+            .map_or(0, |cold| cold.bytes())
+    }
+
+    /// Runs whose history is served from the archive: one pass over the
+    /// index's streams.
+    pub(crate) fn archived_runs(&self) -> u64 {
+        let log = self.authority.log();
+        let index = log.index();
+        index
+            .streams()
+            .filter(|(_, entry)| entry.cold_base() > 0 && entry.state().as_run().is_some())
+            .count() as u64
+    }
+
     /// Writes the snapshot (or checkpoint) a last time, then stops the
     /// writer after the writes already queued; what they add is replayed at
     /// the next start.
     pub fn shutdown(&self) {
+        if let Some(retention) = &self.retention {
+            retention.stop();
+        }
         self.flusher.stop();
         if let Err(error) = self.projections.flush(self.authority.log()) {
             tracing::error!(%error, "writing the snapshot at shutdown failed");
@@ -160,6 +192,19 @@ impl Core {
 impl Drop for Core {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// After a retention pass moved histories: a snapshot, so the next start
+/// finds their cold bases in it (the log position did not change, so the
+/// flusher would not write one).
+fn snapshot_after_moves(
+    log: Arc<EventLog<Stream>>,
+    metrics: Arc<Metrics>,
+) -> impl Fn(&crate::retention::PassReport) + Send + 'static {
+    move |_| match log.write_snapshot() {
+        Ok(written) => metrics.snapshot(&written),
+        Err(error) => tracing::warn!(%error, "writing the snapshot after a retention pass failed"),
     }
 }
 

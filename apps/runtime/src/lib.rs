@@ -14,6 +14,8 @@
 //! - `fanout`, `khala`, `firehose`: live delivery, topic polling and its
 //!   auth, and the per-user firehoses;
 //! - `storage`: the configured backend (embedded file or PostgreSQL);
+//! - `retention`: which histories move to the archive, in the background
+//!   and in the offline `archive` command;
 //! - `core`: the recovered state the routes serve from;
 //! - `cutover`: write-mode controls and the recorded parity gate;
 //! - `server`: router, extractors and handlers;
@@ -34,6 +36,7 @@ pub mod orchestration;
 pub mod projectors;
 pub(crate) mod queries;
 pub(crate) mod reload;
+pub mod retention;
 pub mod server;
 pub mod storage;
 pub(crate) mod subscription;

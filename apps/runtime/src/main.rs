@@ -8,7 +8,10 @@
 //!   prints what changed and exits (on the embedded log the service must be
 //!   stopped: the file is locked while it runs);
 //! - `import-log FILE` copies an embedded log file into the PostgreSQL
-//!   database of `RUNTIME_DATABASE_URL`, whose log must be empty.
+//!   database of `RUNTIME_DATABASE_URL`, whose log must be empty;
+//! - `archive [--dry-run]` runs the retention policy once with the service
+//!   stopped, printing progress, then compacts the hot log (`--dry-run`
+//!   only says what it would move and reclaim).
 //!
 //! `--help` and `--version` are answered before the environment is read.
 //! Any failure to start is one line on stderr, `error: ...`, and exit code
@@ -27,6 +30,8 @@ Usage:
   openagents-runtime-service                  serve HTTP until SIGINT or SIGTERM
   openagents-runtime-service reproject        rebuild the projections from the log (service stopped)
   openagents-runtime-service import-log FILE  copy an embedded log into RUNTIME_DATABASE_URL
+  openagents-runtime-service archive [--dry-run]
+                                              run the retention policy once (service stopped)
   openagents-runtime-service COMMAND --help   help on one command
 
 Options:
@@ -77,6 +82,10 @@ the ranges); a bad value refuses to start with one line naming the variable.
   RUNTIME_RECEIPT_SIGNING_KEY_FILE         secp256k1 key receipts are signed with (none)
   RUNTIME_SHUTDOWN_GRACE_MS                time in-flight requests get at shutdown (10000)
   RUNTIME_PARITY_REPORT_PATH               parity report shown by /internal/v1/cutover/status
+  RUNTIME_ARCHIVE_DIR                      archive of histories that left the hot log (.runtime-data/archive)
+  RUNTIME_RETENTION_SEALED_AFTER           archive runs sealed longer ago, e.g. 30d (off)
+  RUNTIME_RETENTION_HEARTBEATS_AFTER       keep one worker heartbeat older than this, e.g. 1h (off)
+  RUNTIME_RETENTION_INTERVAL_MS            time between retention passes (60000)
   RUST_LOG                                 log filter (info)
 ";
 
@@ -98,12 +107,25 @@ empty. Reads the same environment as the service
 (openagents-runtime-service --help).
 ";
 
+const ARCHIVE_USAGE: &str = "\
+Usage: openagents-runtime-service archive [--dry-run]
+
+Runs the retention policy (RUNTIME_RETENTION_SEALED_AFTER,
+RUNTIME_RETENTION_HEARTBEATS_AFTER) once: moves the histories it names to
+the archive, printing progress, then compacts the hot log and writes the
+snapshot. With --dry-run it moves nothing and says what it would move and how
+many bytes of the hot log that would reclaim. On the embedded log the service
+must be stopped (the log is locked while it runs). Reads the same environment
+as the service (openagents-runtime-service --help).
+";
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
     Serve,
     Reproject,
     ImportLog(OsString),
+    Archive { dry_run: bool },
     Print(&'static str),
 }
 
@@ -122,6 +144,12 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Command, UsageError
         Some(arg) if arg == "reproject" => match args.next() {
             None => Command::Reproject,
             Some(arg) if is_help(&arg) => Command::Print(REPROJECT_USAGE),
+            Some(arg) => return Err(unexpected(&arg)),
+        },
+        Some(arg) if arg == "archive" => match args.next() {
+            None => Command::Archive { dry_run: false },
+            Some(arg) if is_help(&arg) => Command::Print(ARCHIVE_USAGE),
+            Some(arg) if arg == "--dry-run" => Command::Archive { dry_run: true },
             Some(arg) => return Err(unexpected(&arg)),
         },
         Some(arg) if arg == "import-log" => match args.next() {
@@ -188,6 +216,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Reproject => reproject(&config),
         Command::ImportLog(file) => import_log(&config, file),
+        Command::Archive { dry_run } => archive(&config, dry_run),
         Command::Serve => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -302,6 +331,50 @@ fn reproject(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the retention policy once over the stopped service's log, then
+/// compacts it; with `dry_run`, only reports what the pass would do.
+fn archive(config: &Config, dry_run: bool) -> anyhow::Result<()> {
+    use openagents_runtime_service::core::Core;
+    use openagents_runtime_service::retention::{PassReport, Policy, run_pass};
+    let policy = Policy::of(config);
+    if policy.is_off() {
+        anyhow::bail!(
+            "no retention policy: set RUNTIME_RETENTION_SEALED_AFTER or RUNTIME_RETENTION_HEARTBEATS_AFTER"
+        );
+    }
+    // The pass below is the only one: the service's own thread stays off.
+    let mut stopped = config.clone();
+    stopped.retention_sealed_after = None;
+    stopped.retention_heartbeats_after = None;
+    let (core, _) = Core::open(&stopped).with_context(|| {
+        format!(
+            "opening the event log of {} (is the service still running?)",
+            config.describe_storage()
+        )
+    })?;
+    let log = core.authority.log();
+    let describe = |report: &PassReport| {
+        format!(
+            "{} runs and the old heartbeats of {} workers: {} records, {} bytes of the hot log",
+            report.runs, report.workers, report.records, report.bytes
+        )
+    };
+    let mut printed = std::time::Instant::now();
+    let report = run_pass(log, policy, std::time::SystemTime::now(), dry_run, &mut |report| {
+        if printed.elapsed() >= std::time::Duration::from_secs(1) {
+            println!("progress: {}", describe(report));
+            printed = std::time::Instant::now();
+        }
+    })?;
+    if dry_run {
+        println!("would move {}, which compaction would reclaim", describe(&report));
+    } else {
+        println!("moved {}", describe(&report));
+    }
+    core.shutdown();
+    Ok(())
+}
+
 /// Copies the embedded log `file` into the configured database.
 fn import_log(config: &Config, file: OsString) -> anyhow::Result<()> {
     let file = std::path::PathBuf::from(file);
@@ -328,6 +401,17 @@ mod tests {
     #[test]
     fn the_grammar() {
         assert_eq!(parsed(&[]).unwrap(), Command::Serve);
+        assert_eq!(
+            parsed(&["archive"]).unwrap(),
+            Command::Archive { dry_run: false }
+        );
+        assert_eq!(
+            parsed(&["archive", "--dry-run"]).unwrap(),
+            Command::Archive { dry_run: true }
+        );
+        assert_eq!(parsed(&["archive", "--help"]).unwrap(), Command::Print(ARCHIVE_USAGE));
+        assert!(parsed(&["archive", "--dry-run", "x"]).is_err());
+        assert!(parsed(&["archive", "--force"]).is_err());
         assert_eq!(parsed(&["-h"]).unwrap(), Command::Print(USAGE));
         assert_eq!(parsed(&["--version"]).unwrap(), Command::Print(VERSION));
         assert_eq!(parsed(&["-V"]).unwrap(), Command::Print(VERSION));

@@ -81,6 +81,8 @@ pub(crate) struct Scraped {
     pub(crate) khala_waiters: usize,
     pub(crate) khala_streams: usize,
     pub(crate) log_segments: usize,
+    pub(crate) archive_bytes: u64,
+    pub(crate) archived_runs: u64,
 }
 
 /// A count as a gauge's value.
@@ -112,6 +114,8 @@ pub struct Metrics {
     snapshot_written_unix: std::sync::atomic::AtomicU64,
     start_records_replayed: Gauge,
     log_segments: Gauge,
+    archive_bytes: Gauge,
+    archived_runs: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -233,7 +237,21 @@ impl Default for Metrics {
             "Segment files of the embedded log (0 on PostgreSQL)",
             log_segments.clone(),
         );
+        let archive_bytes = Gauge::default();
+        registry.register(
+            "archive_bytes",
+            "Bytes of the archive of histories that left the hot log",
+            archive_bytes.clone(),
+        );
+        let archived_runs = Gauge::default();
+        registry.register(
+            "archived_runs",
+            "Runs whose history is served from the archive",
+            archived_runs.clone(),
+        );
         Metrics {
+            archive_bytes,
+            archived_runs,
             snapshot_bytes,
             snapshot_lsn,
             snapshot_age_seconds,
@@ -342,6 +360,8 @@ impl Metrics {
             .set(gauge_value(scraped.khala_streams as u64));
         self.log_segments
             .set(gauge_value(scraped.log_segments as u64));
+        self.archive_bytes.set(gauge_value(scraped.archive_bytes));
+        self.archived_runs.set(gauge_value(scraped.archived_runs));
         let written = self
             .snapshot_written_unix
             .load(std::sync::atomic::Ordering::Acquire);

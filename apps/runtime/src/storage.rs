@@ -26,6 +26,7 @@ pub fn open_log(
         StorageBackend::Jsonl => {
             let options = LogOptions {
                 snapshot_path: Some(config.checkpoint_path.clone()),
+                archive_dir: Some(config.archive_dir.clone()),
                 ..options
             };
             Ok(EventLog::open(&config.event_log_path, options)?)

@@ -225,6 +225,19 @@ pub fn read_archive_bytes(
     opened.read(place, stream, after_seq, upto, limit, each)
 }
 
+/// What a cold history keeps of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The record as it is.
+    Whole,
+    /// Its place only: stream, seq, lsn, type, time, writer and creation
+    /// key, with the payload `null` and no attributes or idempotency key
+    /// (an erased run's events, whose places other streams' merges count).
+    Husk,
+    /// Nothing: the seq reads as absent.
+    Drop,
+}
+
 /// Where a medium keeps the cold histories of its streams.
 pub trait ColdStore: Send + Sync + 'static {
     /// Makes `body` (described by `entry`, whose `records` and `bytes` the
@@ -800,7 +813,7 @@ impl<'a, S: StreamState> Mover<'a, S> {
     pub(crate) fn push(
         &mut self,
         record: &RecordRef<'_>,
-        keep: &mut dyn FnMut(&RecordRef<'_>) -> bool,
+        keep: &mut dyn FnMut(&RecordRef<'_>) -> Keep,
     ) -> Result<(), ColdMoveError> {
         if let Some(key) = &record.create_key {
             self.create_key = Some(key.to_string());
@@ -815,13 +828,17 @@ impl<'a, S: StreamState> Mover<'a, S> {
                 None => self.state = Some(S::open(record).map_err(fold_error)?),
             }
         }
-        if keep(record) {
-            self.body.push(record).map_err(|source| ColdError::Io {
+        let pushed = match keep(record) {
+            Keep::Whole => self.body.push(record),
+            Keep::Husk => self.body.push(&husk(record)),
+            Keep::Drop => return Ok(()),
+        };
+        pushed.map_err(|source| {
+            ColdMoveError::Store(ColdError::Io {
                 path: PathBuf::from(self.stream),
                 source,
-            })?;
-        }
-        Ok(())
+            })
+        })
     }
 
     pub(crate) fn finish(self, base: u64) -> Result<(ColdEntry, ColdBody), ColdMoveError> {
@@ -843,6 +860,19 @@ impl<'a, S: StreamState> Mover<'a, S> {
             state,
         };
         Ok((entry, self.body))
+    }
+}
+
+/// The place of `record` without its content (see [`Keep::Husk`]).
+fn husk<'a>(record: &RecordRef<'a>) -> RecordRef<'a> {
+    static NULL: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    let null = NULL.get_or_init(|| RawValue::from_string("null".to_owned()).expect("null is JSON"));
+    RecordRef {
+        payload: null,
+        attrs: None,
+        key: None,
+        hash: None,
+        ..record.clone()
     }
 }
 

@@ -317,36 +317,35 @@ impl<S> StreamEntry<S> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReadPlan {
     after_seq: u64,
-    limit: usize,
-    cold_base: u64,
+    /// The last seq read from the cold store.
+    cold_end: u64,
     first_hot: u64,
     archived: u64,
     tail: Vec<RecordPos>,
 }
 
 impl ReadPlan {
-    /// The plan for the first `limit` records after `after_seq` of
-    /// `entry`: the seqs `after_seq + 1 ..= after_seq + limit`, except that
-    /// seqs the cold store did not keep are skipped and the next ones are
-    /// read instead.
+    /// The plan for `after_seq < seq <= after_seq + limit` of `entry`: seqs
+    /// up to its cold base from the cold store (which may not have kept
+    /// each of them), the rest from the medium.
     pub(crate) fn of<S>(entry: &StreamEntry<S>, after_seq: u64, limit: usize) -> Self {
         let hot_after = after_seq.max(entry.cold_base);
-        let last_wanted = hot_after.saturating_add(limit as u64).min(entry.head);
+        let last_wanted = after_seq.saturating_add(limit as u64).min(entry.head);
         let archived_end = (entry.tail_start() - 1).min(last_wanted);
-        let (_, tail) = entry.tail_after(hot_after, limit);
+        let hot_limit = usize::try_from(last_wanted.saturating_sub(hot_after)).unwrap_or(usize::MAX);
+        let (_, tail) = entry.tail_after(hot_after, hot_limit);
         ReadPlan {
             after_seq,
-            limit,
-            cold_base: entry.cold_base,
+            cold_end: entry.cold_base.min(last_wanted),
             first_hot: hot_after + 1,
             archived: archived_end.saturating_sub(hot_after),
             tail: tail.to_vec(),
         }
     }
 
-    /// How many records of the medium the plan reads at most.
+    /// How many records of the medium the plan reads.
     pub(crate) fn len(&self) -> usize {
-        (self.archived as usize + self.tail.len()).min(self.limit)
+        self.archived as usize + self.tail.len()
     }
 
     /// Reads the planned records of `stream` in seq order.
@@ -356,29 +355,22 @@ impl ReadPlan {
         stream: &str,
         each: &mut dyn FnMut(RecordRef<'_>),
     ) -> Result<(), crate::ReadError> {
-        let mut left = self.limit;
-        if self.after_seq < self.cold_base {
-            let cold = readers
-                .cold
-                .as_deref()
-                .ok_or_else(|| crate::ReadError::Damaged {
-                    offset: 0,
-                    reason: format!("{stream} has an archived history but the log has no archive"),
-                })?;
-            left -= cold.read(stream, self.after_seq, self.cold_base, left, each)?;
+        if self.after_seq < self.cold_end {
+            let cold = readers.cold.as_deref().ok_or_else(|| crate::ReadError::Damaged {
+                offset: 0,
+                reason: format!("{stream} has an archived history but the log has no archive"),
+            })?;
+            cold.read(stream, self.after_seq, self.cold_end, usize::MAX, each)?;
         }
-        let archived = self.archived.min(left as u64);
-        if archived > 0 {
+        if self.archived > 0 {
             readers
                 .source
-                .read_archived(stream, self.first_hot, archived, each)?;
-            left -= archived as usize;
+                .read_archived(stream, self.first_hot, self.archived, each)?;
         }
-        let tail = &self.tail[..self.tail.len().min(left)];
-        if !tail.is_empty() {
+        if !self.tail.is_empty() {
             readers
                 .source
-                .read(stream, self.first_hot + self.archived, tail, each)?;
+                .read(stream, self.first_hot + self.archived, &self.tail, each)?;
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ mod storage;
 mod writer;
 
 pub use cold::{
-    COLD_VERSION, ColdBody, ColdDir, ColdEntry, ColdError, ColdStore, FRAME_RAW_BYTES,
+    COLD_VERSION, ColdBody, Keep, ColdDir, ColdEntry, ColdError, ColdStore, FRAME_RAW_BYTES,
     apply_catalog, encode_archive, read_archive_bytes,
 };
 pub use error::{ColdMoveError, LogFailure, OpenError, ReadError};
@@ -364,10 +364,10 @@ impl<S: StreamState> EventLog<S> {
     }
 
     /// Reads the records of `stream` with `after_seq < seq <= after_seq +
-    /// limit` and maps each one while it is in memory. Seqs whose record the
-    /// archive did not keep (old worker heartbeats, an erased run's events)
-    /// are skipped, and as many later ones are read instead. Blocks while
-    /// the medium is read.
+    /// limit` and maps each one while it is in memory. A seq whose record
+    /// the archive did not keep (an old worker heartbeat) is left out, so a
+    /// page can hold fewer records than it spans. Blocks while the medium
+    /// is read.
     pub fn read_stream<T>(
         &self,
         stream: &str,
@@ -398,8 +398,8 @@ impl<S: StreamState> EventLog<S> {
         }
     }
 
-    /// Moves seqs `..= base` of `stream` to the cold store, keeping the
-    /// records `keep` accepts (they are shown in seq order), so the hot
+    /// Moves seqs `..= base` of `stream` to the cold store, keeping of each
+    /// record what `keep` says (they are shown in seq order), so the hot
     /// log's copies become dead and compaction can drop them. Once it
     /// returns the cold store serves those seqs and the stream's state and
     /// every later record stay as they were. Earlier cold records of the
@@ -411,7 +411,7 @@ impl<S: StreamState> EventLog<S> {
         &self,
         stream: &str,
         base: u64,
-        mut keep: impl FnMut(&RecordRef<'_>) -> bool,
+        mut keep: impl FnMut(&RecordRef<'_>) -> Keep,
     ) -> Result<Option<ColdEntry>, ColdMoveError> {
         let cold = self.readers.cold.as_ref().ok_or(ColdMoveError::NoArchive)?;
         let _one_at_a_time = self.moving.lock().expect("cold move lock");
@@ -434,22 +434,17 @@ impl<S: StreamState> EventLog<S> {
         let mut moved = cold::Mover::<S>::new(stream, earlier.as_ref(), state_at_base)?;
         let mut after = 0;
         while after < base {
-            let page = (base - after).min(4096) as usize;
-            let mut last = after;
+            let page = (base - after).min(4096);
             let mut failure = None;
-            self.read_stream(stream, after, page, |record| {
-                last = record.seq;
-                if record.seq <= base && failure.is_none() {
+            self.read_stream(stream, after, page as usize, |record| {
+                if failure.is_none() {
                     failure = moved.push(&record, &mut keep).err();
                 }
             })?;
             if let Some(error) = failure {
                 return Err(error);
             }
-            if last == after {
-                break;
-            }
-            after = last;
+            after += page;
         }
         let (entry, body) = moved.finish(base)?;
         let entry = cold.put(entry, body)?;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Count, Outcome, Request, SEAL, append, bodies};
-use openagents_event_log::{EventLog, LogOptions, OpenError};
+use openagents_event_log::{EventLog, Keep, LogOptions, OpenError};
 use std::path::Path;
 
 fn open_with_archive(log: &Path, archive: &Path) -> EventLog<Count> {
@@ -72,7 +72,7 @@ fn a_cold_history_reads_back_the_same_and_answers_retries_across_reopens() {
     fill(&log, "run:a", 40, true);
     fill(&log, "run:b", 10, false);
     let before_a = bodies(&log, "run:a");
-    let entry = log.move_cold("run:a", 40, |_| true).unwrap().unwrap();
+    let entry = log.move_cold("run:a", 40, |_| Keep::Whole).unwrap().unwrap();
     assert_eq!((entry.base, entry.records), (40, 40));
     assert_eq!(log.index().stream("run:a").unwrap().cold_base(), 40);
     assert_eq!(bodies(&log, "run:a"), before_a);
@@ -91,7 +91,7 @@ fn a_cold_history_reads_back_the_same_and_answers_retries_across_reopens() {
         Outcome::KeyReused
     );
     assert!(
-        log.move_cold("run:a", 40, |_| true).unwrap().is_none(),
+        log.move_cold("run:a", 40, |_| Keep::Whole).unwrap().is_none(),
         "moving the same base again changes nothing"
     );
     let live_states = states(&log);
@@ -126,7 +126,7 @@ fn a_history_that_keeps_some_records_skips_the_others_and_later_records_follow()
     let log = open_with_archive(&log_path, &archive);
     fill(&log, "worker:w", 20, false);
     let entry = log
-        .move_cold("worker:w", 12, |record| record.seq % 4 == 0)
+        .move_cold("worker:w", 12, every_fourth)
         .unwrap()
         .unwrap();
     assert_eq!((entry.base, entry.records), (12, 3));
@@ -134,26 +134,46 @@ fn a_history_that_keeps_some_records_skips_the_others_and_later_records_follow()
         log.read_stream("worker:w", after, limit, |r| r.seq)
             .unwrap()
     };
-    assert_eq!(seqs(&log, 0, 2), vec![4, 8]);
-    assert_eq!(seqs(&log, 0, 5), vec![4, 8, 12, 13, 14]);
-    assert_eq!(seqs(&log, 8, 3), vec![12, 13, 14]);
+    assert_eq!(seqs(&log, 0, 2), Vec::<u64>::new(), "a page inside a gap");
+    assert_eq!(seqs(&log, 0, 5), vec![4]);
+    assert_eq!(seqs(&log, 0, 14), vec![4, 8, 12, 13, 14]);
+    assert_eq!(seqs(&log, 8, 6), vec![12, 13, 14]);
     assert_eq!(seqs(&log, 12, 100), (13..=20).collect::<Vec<_>>());
     assert_eq!(log.index().stream("worker:w").unwrap().state().records, 20);
     // A later move folds the state from the earlier history's.
     let entry = log
-        .move_cold("worker:w", 16, |record| record.seq % 4 == 0)
+        .move_cold("worker:w", 16, every_fourth)
         .unwrap()
         .unwrap();
     assert_eq!((entry.base, entry.records), (16, 4));
     let state: Count = serde_json::from_str(entry.state.get()).unwrap();
     assert_eq!(state.records, 16, "the state at the base, not at the head");
     fill_after(&log, 21);
+    // A husk keeps the place, not the content; what was dropped before
+    // stays dropped.
+    let entry = log
+        .move_cold("worker:w", 21, |record| {
+            if record.seq == 21 { Keep::Whole } else { Keep::Husk }
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!((entry.base, entry.records), (21, 9));
+    let husks = log
+        .read_stream("worker:w", 0, 21, |r| (r.seq, r.payload.get().to_owned(), r.key.is_some()))
+        .unwrap();
+    assert_eq!(husks.len(), 9);
+    assert!(husks[..8].iter().all(|(_, payload, key)| payload == "null" && !key));
+    assert_eq!(husks[8], (21, "0".to_owned(), false));
     let live = states(&log);
     drop(log);
     std::fs::remove_file(log_path.with_extension("jsonl.snapshot")).ok();
     let log = open_with_archive(&log_path, &archive);
     assert_eq!(states(&log), live);
     assert_eq!(seqs(&log, 0, 100), [4, 8, 12, 16, 17, 18, 19, 20, 21]);
+}
+
+fn every_fourth(record: &openagents_event_log::RecordRef<'_>) -> Keep {
+    if record.seq % 4 == 0 { Keep::Whole } else { Keep::Drop }
 }
 
 fn fill_after(log: &EventLog<Count>, seq: u64) {
@@ -170,8 +190,8 @@ fn an_archive_that_lost_a_history_refuses_to_open_and_a_torn_catalog_line_is_cut
     let log = open_with_archive(&log_path, &archive);
     fill(&log, "run:a", 5, true);
     fill(&log, "run:b", 5, true);
-    log.move_cold("run:a", 5, |_| true).unwrap();
-    log.move_cold("run:b", 5, |_| true).unwrap();
+    log.move_cold("run:a", 5, |_| Keep::Whole).unwrap();
+    log.move_cold("run:b", 5, |_| Keep::Whole).unwrap();
     let bytes = log.cold_store().unwrap().bytes();
     assert!(bytes > 0);
     log.write_snapshot().unwrap();

@@ -64,6 +64,8 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
             khala_waiters: core.khala.waiting(),
             khala_streams: core.khala.streaming(),
             log_segments: core.authority.log().segment_count(),
+            archive_bytes: core.archive_bytes(),
+            archived_runs: core.archived_runs(),
         },
         Err(_) => Scraped::default(),
     };
