@@ -6,15 +6,20 @@
 //! in the authority's decisions.
 
 use crate::authority::{Authority, AuthorityError};
-use crate::types::{AppendEventBody, CreateRunBody, EventView, RunView};
-use openagents_artifacts::{BuildError, ReceiptSigner, RunHeader, build_receipt, write_replay};
+use crate::core::Core;
+use crate::types::{AppendEventBody, CreateRunBody, EraseRunBody, EventView, RunView};
+use openagents_artifacts::{
+    BuildError, Receipt, ReceiptSigner, RunHeader, build_receipt, write_replay,
+};
 use openagents_authority::{
-    AppendEvent, CreateRun, DecisionError, RunHead, RunWrite, decide_append, decide_create,
+    AppendEvent, CreateRun, DecisionError, EraseRun, Erasure, RunHead, RunWrite, Trajectory,
+    check_reason, decide_append, decide_create, decide_erase,
 };
 use openagents_run_state::RunEvent;
 use openagents_workers::{Owner, WorkerId};
 use serde_json::{Map, Value};
 use std::io::Write;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Longest event type and idempotency key accepted, in characters.
@@ -79,6 +84,59 @@ pub async fn append_event(
     authority
         .execute(move |txn| decide_append(txn, run_id, request))
         .await
+}
+
+/// How many times an erasure of a live run is tried again when the run grew
+/// between hashing it and the tombstone's decision.
+const ERASE_ATTEMPTS: usize = 3;
+
+/// Erases a run: hashes its events as its receipt does (on a blocking
+/// thread, the decision must not read the log on the writer), then appends
+/// the tombstone if the run still ends where it was hashed. A live run
+/// (with `force`) can grow meanwhile; it is hashed again, a few times, then
+/// the conflict is answered.
+pub(crate) async fn erase_run(
+    core: &Arc<Core>,
+    run_id: Uuid,
+    body: EraseRunBody,
+    written_by: Option<String>,
+) -> Result<Erasure, AuthorityError> {
+    check_reason(&body.reason)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let head = core.authority.run(run_id)?;
+        // Refused before the events are read for nothing.
+        if !head.is_sealed() && !body.force {
+            return Err(DecisionError::RunNotSealed(run_id).into());
+        }
+        let reader = Arc::clone(core);
+        let receipt =
+            tokio::task::spawn_blocking(move || unsigned_receipt(&reader.authority, &head))
+                .await
+                .map_err(|error| AuthorityError::Artifact(error.to_string()))??;
+        let request = EraseRun {
+            run_id,
+            reason: body.reason.clone(),
+            force: body.force,
+            written_by: written_by.clone(),
+            trajectory: Trajectory {
+                last_seq: receipt.last_seq,
+                event_count: receipt.event_count,
+                trajectory_hash: receipt.trajectory_hash,
+                receipt_canonical_json_sha256: receipt.canonical_json_sha256,
+            },
+        };
+        let decided = core
+            .authority
+            .execute(move |txn| decide_erase(txn, request))
+            .await;
+        match decided {
+            Err(AuthorityError::Decision(DecisionError::SequenceConflict { .. }))
+                if attempt < ERASE_ATTEMPTS => {}
+            other => return other,
+        }
+    }
 }
 
 /// Writes the body of `GET /internal/v1/runs/{id}`, `{"run": {…, "events":
@@ -260,6 +318,16 @@ fn artifact_error(error: BuildError<AuthorityError>) -> AuthorityError {
     }
 }
 
+/// The receipt of the run as `head` shows it, unsigned. Blocking (reads
+/// the file).
+fn unsigned_receipt(authority: &Authority, head: &RunHead) -> Result<Receipt, AuthorityError> {
+    build_receipt(
+        &artifact_header(head),
+        event_pages(authority, head.id, head.latest_seq),
+    )
+    .map_err(artifact_error)
+}
+
 /// The run's `openagents.receipt.v1` as JSON bytes, signed by `signer`
 /// when there is one. Blocking (reads the file).
 pub fn receipt(
@@ -268,11 +336,7 @@ pub fn receipt(
     signer: Option<&ReceiptSigner>,
 ) -> Result<Vec<u8>, AuthorityError> {
     let head = authority.run(run_id)?;
-    let receipt = build_receipt(
-        &artifact_header(&head),
-        event_pages(authority, run_id, head.latest_seq),
-    )
-    .map_err(artifact_error)?;
+    let receipt = unsigned_receipt(authority, &head)?;
     let receipt = match signer {
         Some(signer) => receipt.signed(signer),
         None => receipt,
