@@ -425,6 +425,8 @@ impl Khala {
             end = start;
         }
         let newest: Vec<Message> = chunks.into_iter().rev().flatten().collect();
+        // Erased while it was read: its payloads must not be held.
+        refuse_erased(&log.index(), topic)?;
         let mut restored = head;
         if self.driver.restore(topic.clone(), head, newest).is_err() {
             self.driver.forget(topic);

@@ -425,4 +425,60 @@ mod tests {
         );
         core.shutdown();
     }
+
+    /// Erasure drops the run's projections, and a start (from the snapshot
+    /// or from the log) does not build them again.
+    #[tokio::test]
+    async fn an_erased_run_leaves_no_projection_before_or_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::for_tests(dir.path());
+        let (core, _) = Core::open(&config).unwrap();
+        let core = Arc::new(core);
+        let body = CreateRunBody {
+            worker_id: None,
+            metadata: None,
+            owner_user_id: None,
+            owner_guest_scope: None,
+            idempotency_key: None,
+        };
+        let run = create_run(&core.authority, body, None)
+            .await
+            .unwrap()
+            .run
+            .id;
+        let finished = append("run.finished", json!({"status": "succeeded"}));
+        append_event(&core.authority, run, finished, None)
+            .await
+            .unwrap();
+        let topic = openagents_authority::StreamId::Run(run).topic();
+        assert!(core.projections.run_summary(&run.to_string()).is_some());
+        let erase = EraseRunBody {
+            reason: "asked".into(),
+            force: false,
+        };
+        let erasure = erase_run(&core, run, erase, Some("ops".into()))
+            .await
+            .unwrap();
+        assert_eq!(erasure.seq, 3);
+        let gone = |core: &Core| {
+            assert!(core.projections.run_summary(&run.to_string()).is_none());
+            assert!(core.projections.checkpoint(&topic).is_none());
+            assert!(matches!(
+                core.authority.run(run),
+                Err(AuthorityError::Decision(DecisionError::RunErased { .. }))
+            ));
+        };
+        gone(&core);
+        core.shutdown();
+        drop(core);
+        let (core, _) = Core::open(&config).unwrap();
+        gone(&core);
+        core.shutdown();
+        drop(core);
+        // Without the snapshot the projections are rebuilt from the log.
+        std::fs::remove_file(&config.checkpoint_path).unwrap();
+        let (core, _) = Core::open(&config).unwrap();
+        gone(&core);
+        core.shutdown();
+    }
 }
