@@ -376,6 +376,17 @@ mod tests {
         }
     }
 
+    /// Creates a run from `body` and returns its id.
+    async fn new_run(authority: &Authority, body: CreateRunBody) -> Uuid {
+        create_run(authority, body, None).await.unwrap().run.id
+    }
+
+    /// Seals the run as succeeded.
+    async fn finish(authority: &Authority, run: Uuid) {
+        let finished = append("run.finished", json!({"status": "succeeded"}));
+        append_event(authority, run, finished, None).await.unwrap();
+    }
+
     /// The streamed body is byte for byte the one serializing the whole view
     /// as a value gives, across more than one page of events.
     #[tokio::test]
@@ -389,11 +400,7 @@ mod tests {
             owner_guest_scope: None,
             idempotency_key: None,
         };
-        let run = create_run(&core.authority, body, None)
-            .await
-            .unwrap()
-            .run
-            .id;
+        let run = new_run(&core.authority, body).await;
         for n in 0..ARTIFACT_PAGE + 3 {
             let payload =
                 json!({"n": n, "text": "line\nbreak \"quoted\"", "f": 0.1, "nested": {"k": n % 3}});
@@ -406,10 +413,7 @@ mod tests {
             .await
             .unwrap();
         }
-        let finished = append("run.finished", json!({"status": "succeeded"}));
-        append_event(&core.authority, run, finished, None)
-            .await
-            .unwrap();
+        finish(&core.authority, run).await;
 
         let head = core.authority.run(run).unwrap();
         let mut streamed = Vec::new();
@@ -434,22 +438,8 @@ mod tests {
         let config = Config::for_tests(dir.path());
         let (core, _) = Core::open(&config).unwrap();
         let core = Arc::new(core);
-        let body = CreateRunBody {
-            worker_id: None,
-            metadata: None,
-            owner_user_id: None,
-            owner_guest_scope: None,
-            idempotency_key: None,
-        };
-        let run = create_run(&core.authority, body, None)
-            .await
-            .unwrap()
-            .run
-            .id;
-        let finished = append("run.finished", json!({"status": "succeeded"}));
-        append_event(&core.authority, run, finished, None)
-            .await
-            .unwrap();
+        let run = new_run(&core.authority, CreateRunBody::default()).await;
+        finish(&core.authority, run).await;
         let topic = openagents_authority::StreamId::Run(run).topic();
         assert!(core.projections.run_summary(&run.to_string()).is_some());
         let erase = EraseRunBody {

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// Body of `POST /internal/v1/runs`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /internal/v1/runs`; the default is a run with nothing
+/// given.
+#[derive(Debug, Default, Deserialize)]
 pub struct CreateRunBody {
     /// The worker the run is for.
     pub worker_id: Option<String>,
