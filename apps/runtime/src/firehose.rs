@@ -105,7 +105,8 @@ impl Firehoses {
         *count += 1;
         let topic = firehose_topic(key);
         if is_tombstone(record) {
-            // The window holds the erased run's events; rebuilt without them.
+            // The window holds the erased run's events: the next read rebuilds
+            // it with placeholders in their places.
             driver.forget(&topic);
             return Ok(Some((topic, *count)));
         }
