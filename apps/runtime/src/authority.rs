@@ -116,13 +116,31 @@ impl Authority {
         Ok(())
     }
 
-    /// A run as currently committed.
+    /// A run as currently committed; an erased run is refused with its
+    /// tombstone, so no read of it reaches the log.
     pub(crate) fn run(&self, run_id: Uuid) -> Result<RunHead, AuthorityError> {
         let index = self.log.index();
-        index
+        let head = index
             .stream(&StreamId::Run(run_id).to_string())
-            .and_then(|entry| entry.state().as_run().cloned())
-            .ok_or(DecisionError::RunNotFound(run_id).into())
+            .and_then(|entry| entry.state().as_run())
+            .ok_or(DecisionError::RunNotFound(run_id))?;
+        if let Some(erasure) = head.erasure() {
+            return Err(DecisionError::RunErased {
+                run: run_id,
+                erasure: Box::new(erasure.clone()),
+            }
+            .into());
+        }
+        Ok(head.clone())
+    }
+
+    /// Refuses an erased run; an unknown run passes (the caller answers
+    /// it as it does).
+    pub(crate) fn refuse_erased(&self, run_id: Uuid) -> Result<(), AuthorityError> {
+        match self.run(run_id) {
+            Err(AuthorityError::Decision(DecisionError::RunNotFound(_))) => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     /// Events of a run with `after_seq < seq`, at most `limit`, read from

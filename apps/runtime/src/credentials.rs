@@ -40,7 +40,7 @@ pub(crate) enum Scope {
     /// Read workers and their checkpoints.
     #[serde(rename = "workers:read")]
     WorkersRead,
-    /// Operations routes: cutover status, fanout hooks.
+    /// Operations routes: cutover status, fanout hooks, run erasure.
     #[serde(rename = "admin")]
     Admin,
 }

@@ -81,6 +81,14 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message).with_reason(reason_code)
     }
 
+    /// 410 `reason_code: run_erased`: the run was erased; `details` is what
+    /// the caller may see of its tombstone.
+    pub(crate) fn run_erased(message: impl Into<String>, details: Value) -> Self {
+        Self::new(StatusCode::GONE, "gone", message)
+            .with_reason("run_erased")
+            .with_details(details)
+    }
+
     /// 405: the route exists, the method does not.
     pub(crate) fn method_not_allowed() -> Self {
         Self::new(
@@ -226,6 +234,13 @@ fn decision_error(error: DecisionError, message: String) -> ApiError {
     use DecisionError::*;
     match error {
         RunNotFound(_) | WorkerNotFound(_) => ApiError::not_found(message),
+        RunErased { run, erasure } => {
+            ApiError::run_erased(message, crate::types::tombstone_view(run, &erasure))
+        }
+        RunNotSealed(_) => ApiError::conflict("run_not_sealed", message),
+        ReservedEventType(_) => {
+            ApiError::invalid_request(message).with_reason("reserved_event_type")
+        }
         RunState(rule) => {
             let reason = rule.reason_code();
             if reason == "run_terminal" {
@@ -313,6 +328,11 @@ impl From<KhalaError> for ApiError {
             KhalaError::Stale(stale) => {
                 let details = serde_json::to_value(&stale).unwrap_or_default();
                 ApiError::new(StatusCode::GONE, "stale_cursor", message).with_details(details)
+            }
+            // A sync token's holder sees that the run is gone and when,
+            // not the tombstone's internal fields (credential, reason).
+            KhalaError::RunErased { run, erased_at } => {
+                ApiError::run_erased(message, json!({"run_id": run, "erased_at": erased_at}))
             }
             KhalaError::Read(error) => error.into(),
         }

@@ -15,10 +15,16 @@
 //! by sequence from the log, so its retained window is what it holds
 //! (`openagents_khala::window`). No lock is held while the log is read, so
 //! the commit path never waits on a rebuild.
+//!
+//! An erased run keeps its places in its owner's firehose, so every later
+//! sequence (and every client's cursor) stays what it was; what fills them
+//! is a placeholder, `kind: "run.erased"` with `payload: {run_id, run_seq}`
+//! and the erasure's time, never the event. Its tombstone drops the
+//! firehose's window, so the next read rebuilds it with the placeholders.
 
 use crate::fanout::FanoutDriver;
 use crate::khala::{KhalaError, stream_message};
-use openagents_authority::{Stream, StreamId};
+use openagents_authority::{RUN_ERASED, Stream, StreamId, is_tombstone};
 use openagents_event_log::{EventLog, Index, ReadError, RecordRef};
 use openagents_khala::message::Message;
 use openagents_khala::topic::Topic;
@@ -98,6 +104,12 @@ impl Firehoses {
         let count = counts.per_user.entry(key).or_default();
         *count += 1;
         let topic = firehose_topic(key);
+        if is_tombstone(record) {
+            // The window holds the erased run's events: the next read rebuilds
+            // it with placeholders in their places.
+            driver.forget(&topic);
+            return Ok(Some((topic, *count)));
+        }
         // Published under the lock, so that a rebuild installs its window
         // either before this message (which then extends it) or after it
         // (and has counted it).
@@ -187,7 +199,14 @@ fn newest_messages(
         index
             .streams()
             .filter(|(_, entry)| owner_key(entry.state()) == Some(key))
-            .map(|(stream, entry)| Backwards::new(stream, entry.head()))
+            .map(|(stream, entry)| {
+                let erased_at = entry
+                    .state()
+                    .as_run()
+                    .and_then(|run| run.erasure())
+                    .map(|erasure| erasure.erased_at.clone());
+                Backwards::new(stream, entry.head(), erased_at)
+            })
             .collect()
     };
     // Max-heap of each stream's newest record not taken yet, by log position.
@@ -232,6 +251,8 @@ struct Read {
 /// Reads one stream from its head down, a chunk at a time.
 struct Backwards {
     stream: String,
+    /// When the stream's run was erased: its records become placeholders.
+    erased_at: Option<String>,
     /// The newest seq not read yet; 0 once the stream is read to its start.
     below: u64,
     /// Read and not taken yet, oldest first.
@@ -239,9 +260,10 @@ struct Backwards {
 }
 
 impl Backwards {
-    fn new(stream: &str, head: u64) -> Self {
+    fn new(stream: &str, head: u64, erased_at: Option<String>) -> Self {
         Backwards {
             stream: stream.to_owned(),
+            erased_at,
             below: head,
             buffer: Vec::new(),
         }
@@ -261,7 +283,11 @@ impl Backwards {
                 after,
                 (self.below - after) as usize,
                 |record| {
-                    firehose_message(&record, "", 0).map(|message| Read {
+                    let message = match &self.erased_at {
+                        Some(erased_at) => Ok(erased_placeholder(&record, erased_at)),
+                        None => firehose_message(&record, "", 0),
+                    };
+                    message.map(|message| Read {
                         lsn: record.lsn,
                         message,
                     })
@@ -307,6 +333,22 @@ fn firehose_key(topic: &Topic) -> Option<(Family, u64)> {
         Topic::UserRuns(user) => Some((Family::Runs, *user)),
         Topic::UserWorkers(user) => Some((Family::Workers, *user)),
         _ => None,
+    }
+}
+
+/// What stands in a firehose for a record of an erased run: its place and
+/// its run, nothing of the event (numbered once its place is known).
+fn erased_placeholder(record: &RecordRef<'_>, erased_at: &str) -> Message {
+    let run_id = match record.stream.parse::<StreamId>() {
+        Ok(StreamId::Run(run_id)) => Some(run_id),
+        _ => None,
+    };
+    Message {
+        topic: String::new(),
+        sequence: 0,
+        kind: RUN_ERASED.to_owned(),
+        payload: json!({"run_id": run_id, "run_seq": record.seq}),
+        published_at: erased_at.to_owned(),
     }
 }
 

@@ -13,7 +13,7 @@
 use crate::config::Config;
 use crate::fanout::FanoutDriver;
 use crate::firehose::Firehoses;
-use openagents_authority::{Stream, StreamId, WorkerAfter};
+use openagents_authority::{Stream, StreamId, WorkerAfter, is_tombstone};
 use openagents_event_log::{CommitObserver, EventLog, Index, ReadError, RecordRef};
 use openagents_khala::acl::{self, Access, Entity, OwnerLookup, Principal};
 use openagents_khala::auth::SyncTokenVerifier;
@@ -62,6 +62,14 @@ pub(crate) enum KhalaError {
     /// Too many live streams are open, in all or for this principal.
     #[error("too many live streams are open; retry shortly")]
     TooManyStreams,
+    /// The topic's run was erased.
+    #[error("run {run} was erased at {erased_at}")]
+    RunErased {
+        /// The run.
+        run: uuid::Uuid,
+        /// When its tombstone was recorded.
+        erased_at: String,
+    },
     /// The log could not be read.
     #[error(transparent)]
     Read(#[from] ReadError),
@@ -179,9 +187,10 @@ impl Khala {
         topic: &Topic,
     ) -> Result<Access, KhalaError> {
         let index = log.index();
-        Ok(acl::authorize(principal, topic, |entity| {
-            owner_lookup(&index, entity)
-        })?)
+        let access = acl::authorize(principal, topic, |entity| owner_lookup(&index, entity))?;
+        // After the ACL: only who may see the run learns that it was erased.
+        refuse_erased(&index, topic)?;
+        Ok(access)
     }
 
     /// Answers every waiting long-poll now, and every later one without
@@ -276,6 +285,9 @@ impl Khala {
         after_seq: u64,
         limit: Limit,
     ) -> Result<PollPage, KhalaError> {
+        // Checked on every page: a long-poll or a stream opened before the
+        // erasure ends at its next read.
+        refuse_erased(&log.index(), topic)?;
         if let Some(page) = self.read_held(topic, after_seq, limit)? {
             return Ok(page);
         }
@@ -413,6 +425,8 @@ impl Khala {
             end = start;
         }
         let newest: Vec<Message> = chunks.into_iter().rev().flatten().collect();
+        // Erased while it was read: its payloads must not be held.
+        refuse_erased(&log.index(), topic)?;
         let mut restored = head;
         if self.driver.restore(topic.clone(), head, newest).is_err() {
             self.driver.forget(topic);
@@ -506,7 +520,11 @@ impl Khala {
         let is_worker = stream.worker_id().is_some();
         let topic = Topic::from(stream);
         let name = topic.to_string();
-        if self.driver.holds(&topic) {
+        if is_tombstone(record) {
+            // The window holds the erased run's payloads: drop it. Readers
+            // are woken to be told the run is gone.
+            self.driver.forget(&topic);
+        } else if self.driver.holds(&topic) {
             let message = stream_message(record, &name, record.seq)?;
             if self.driver.publish(&topic, message).is_err() {
                 self.driver.forget(&topic);
@@ -718,6 +736,23 @@ fn newest_worker_records(
     }
     newest.reverse();
     Ok((total, newest))
+}
+
+/// Refuses a topic whose run was erased.
+fn refuse_erased(index: &Index<Stream>, topic: &Topic) -> Result<(), KhalaError> {
+    let Some(StreamId::Run(run)) = topic.stream() else {
+        return Ok(());
+    };
+    let erasure = index
+        .stream(&StreamId::Run(run).to_string())
+        .and_then(|entry| entry.state().as_run()?.erasure().cloned());
+    match erasure {
+        Some(erasure) => Err(KhalaError::RunErased {
+            run,
+            erased_at: erasure.erased_at,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn khala_owner(owner: &openagents_workers::Owner) -> acl::Owner {

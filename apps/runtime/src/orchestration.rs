@@ -6,15 +6,20 @@
 //! in the authority's decisions.
 
 use crate::authority::{Authority, AuthorityError};
-use crate::types::{AppendEventBody, CreateRunBody, EventView, RunView};
-use openagents_artifacts::{BuildError, ReceiptSigner, RunHeader, build_receipt, write_replay};
+use crate::core::Core;
+use crate::types::{AppendEventBody, CreateRunBody, EraseRunBody, EventView, RunView};
+use openagents_artifacts::{
+    BuildError, Receipt, ReceiptSigner, RunHeader, build_receipt, write_replay,
+};
 use openagents_authority::{
-    AppendEvent, CreateRun, DecisionError, RunHead, RunWrite, decide_append, decide_create,
+    AppendEvent, CreateRun, DecisionError, EraseRun, Erasure, RunHead, RunWrite, Trajectory,
+    check_reason, decide_append, decide_create, decide_erase,
 };
 use openagents_run_state::RunEvent;
 use openagents_workers::{Owner, WorkerId};
 use serde_json::{Map, Value};
 use std::io::Write;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Longest event type and idempotency key accepted, in characters.
@@ -79,6 +84,59 @@ pub async fn append_event(
     authority
         .execute(move |txn| decide_append(txn, run_id, request))
         .await
+}
+
+/// How many times an erasure of a live run is tried again when the run grew
+/// between hashing it and the tombstone's decision.
+const ERASE_ATTEMPTS: usize = 3;
+
+/// Erases a run: hashes its events as its receipt does (on a blocking
+/// thread, the decision must not read the log on the writer), then appends
+/// the tombstone if the run still ends where it was hashed. A live run
+/// (with `force`) can grow meanwhile; it is hashed again, a few times, then
+/// the conflict is answered.
+pub(crate) async fn erase_run(
+    core: &Arc<Core>,
+    run_id: Uuid,
+    body: EraseRunBody,
+    written_by: Option<String>,
+) -> Result<Erasure, AuthorityError> {
+    check_reason(&body.reason)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let head = core.authority.run(run_id)?;
+        // Refused before the events are read for nothing.
+        if !head.is_sealed() && !body.force {
+            return Err(DecisionError::RunNotSealed(run_id).into());
+        }
+        let reader = Arc::clone(core);
+        let receipt =
+            tokio::task::spawn_blocking(move || unsigned_receipt(&reader.authority, &head))
+                .await
+                .map_err(|error| AuthorityError::Artifact(error.to_string()))??;
+        let request = EraseRun {
+            run_id,
+            reason: body.reason.clone(),
+            force: body.force,
+            written_by: written_by.clone(),
+            trajectory: Trajectory {
+                last_seq: receipt.last_seq,
+                event_count: receipt.event_count,
+                trajectory_hash: receipt.trajectory_hash,
+                receipt_canonical_json_sha256: receipt.canonical_json_sha256,
+            },
+        };
+        let decided = core
+            .authority
+            .execute(move |txn| decide_erase(txn, request))
+            .await;
+        match decided {
+            Err(AuthorityError::Decision(DecisionError::SequenceConflict { .. }))
+                if attempt < ERASE_ATTEMPTS => {}
+            other => return other,
+        }
+    }
 }
 
 /// Writes the body of `GET /internal/v1/runs/{id}`, `{"run": {…, "events":
@@ -260,6 +318,16 @@ fn artifact_error(error: BuildError<AuthorityError>) -> AuthorityError {
     }
 }
 
+/// The receipt of the run as `head` shows it, unsigned. Blocking (reads
+/// the file).
+fn unsigned_receipt(authority: &Authority, head: &RunHead) -> Result<Receipt, AuthorityError> {
+    build_receipt(
+        &artifact_header(head),
+        event_pages(authority, head.id, head.latest_seq),
+    )
+    .map_err(artifact_error)
+}
+
 /// The run's `openagents.receipt.v1` as JSON bytes, signed by `signer`
 /// when there is one. Blocking (reads the file).
 pub fn receipt(
@@ -268,11 +336,7 @@ pub fn receipt(
     signer: Option<&ReceiptSigner>,
 ) -> Result<Vec<u8>, AuthorityError> {
     let head = authority.run(run_id)?;
-    let receipt = build_receipt(
-        &artifact_header(&head),
-        event_pages(authority, run_id, head.latest_seq),
-    )
-    .map_err(artifact_error)?;
+    let receipt = unsigned_receipt(authority, &head)?;
     let receipt = match signer {
         Some(signer) => receipt.signed(signer),
         None => receipt,
@@ -312,6 +376,17 @@ mod tests {
         }
     }
 
+    /// Creates a run from `body` and returns its id.
+    async fn new_run(authority: &Authority, body: CreateRunBody) -> Uuid {
+        create_run(authority, body, None).await.unwrap().run.id
+    }
+
+    /// Seals the run as succeeded.
+    async fn finish(authority: &Authority, run: Uuid) {
+        let finished = append("run.finished", json!({"status": "succeeded"}));
+        append_event(authority, run, finished, None).await.unwrap();
+    }
+
     /// The streamed body is byte for byte the one serializing the whole view
     /// as a value gives, across more than one page of events.
     #[tokio::test]
@@ -325,11 +400,7 @@ mod tests {
             owner_guest_scope: None,
             idempotency_key: None,
         };
-        let run = create_run(&core.authority, body, None)
-            .await
-            .unwrap()
-            .run
-            .id;
+        let run = new_run(&core.authority, body).await;
         for n in 0..ARTIFACT_PAGE + 3 {
             let payload =
                 json!({"n": n, "text": "line\nbreak \"quoted\"", "f": 0.1, "nested": {"k": n % 3}});
@@ -342,10 +413,7 @@ mod tests {
             .await
             .unwrap();
         }
-        let finished = append("run.finished", json!({"status": "succeeded"}));
-        append_event(&core.authority, run, finished, None)
-            .await
-            .unwrap();
+        finish(&core.authority, run).await;
 
         let head = core.authority.run(run).unwrap();
         let mut streamed = Vec::new();
@@ -359,6 +427,48 @@ mod tests {
             String::from_utf8(streamed).unwrap(),
             String::from_utf8(expected).unwrap()
         );
+        core.shutdown();
+    }
+
+    /// Erasure drops the run's projections, and a start (from the snapshot
+    /// or from the log) does not build them again.
+    #[tokio::test]
+    async fn an_erased_run_leaves_no_projection_before_or_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::for_tests(dir.path());
+        let (core, _) = Core::open(&config).unwrap();
+        let core = Arc::new(core);
+        let run = new_run(&core.authority, CreateRunBody::default()).await;
+        finish(&core.authority, run).await;
+        let topic = openagents_authority::StreamId::Run(run).topic();
+        assert!(core.projections.run_summary(&run.to_string()).is_some());
+        let erase = EraseRunBody {
+            reason: "asked".into(),
+            force: false,
+        };
+        let erasure = erase_run(&core, run, erase, Some("ops".into()))
+            .await
+            .unwrap();
+        assert_eq!(erasure.seq, 3);
+        let gone = |core: &Core| {
+            assert!(core.projections.run_summary(&run.to_string()).is_none());
+            assert!(core.projections.checkpoint(&topic).is_none());
+            assert!(matches!(
+                core.authority.run(run),
+                Err(AuthorityError::Decision(DecisionError::RunErased { .. }))
+            ));
+        };
+        gone(&core);
+        core.shutdown();
+        drop(core);
+        let (core, _) = Core::open(&config).unwrap();
+        gone(&core);
+        core.shutdown();
+        drop(core);
+        // Without the snapshot the projections are rebuilt from the log.
+        std::fs::remove_file(&config.checkpoint_path).unwrap();
+        let (core, _) = Core::open(&config).unwrap();
+        gone(&core);
         core.shutdown();
     }
 }

@@ -11,7 +11,9 @@
 //! from the log, with a warning; a projection that claims more than the log
 //! holds is rebuilt too, so a summary never disagrees with the log.
 
-use openagents_authority::{Stream, StreamId, WorkerAfter, lifecycle_event, transition_event};
+use openagents_authority::{
+    Stream, StreamId, WorkerAfter, is_tombstone, lifecycle_event, transition_event,
+};
 use openagents_event_log::{
     CommitObserver, EventLog, ExtensionEncoder, Index, RecordRef, SnapshotWritten,
 };
@@ -94,10 +96,26 @@ impl ProjectionStore {
     /// not seen; a projection ahead of the log is rebuilt from the start.
     fn catch_up(&self, log: &EventLog<Stream>) -> Result<CatchUp, String> {
         let mut outcome = CatchUp::default();
-        let heads: Vec<(String, u64)> = log
+        let (heads, erased): (Vec<_>, Vec<_>) = log
             .index()
             .streams()
-            .map(|(name, entry)| (name.to_owned(), entry.head()))
+            .map(|(name, entry)| {
+                let erased = entry
+                    .state()
+                    .as_run()
+                    .and_then(|run| run.erasure())
+                    .is_some();
+                (name.to_owned(), entry.head(), erased)
+            })
+            .partition(|(_, _, erased)| !erased);
+        // An erased run projects nothing: its derived data went with it,
+        // and its records are not read again (a compaction deletes them).
+        for (stream, _, _) in &erased {
+            self.forget(stream);
+        }
+        let heads: Vec<(String, u64)> = heads
+            .into_iter()
+            .map(|(stream, head, _)| (stream, head))
             .collect();
         let mut reported = Instant::now();
         for (done, (stream, head)) in heads.iter().enumerate() {
@@ -311,6 +329,10 @@ impl ProjectionStore {
 /// Applies one record to the projection of its stream.
 fn apply_record(projections: &mut Projections, record: &RecordRef<'_>) -> Result<(), String> {
     match record.stream.parse() {
+        // The tombstone drops everything derived from the run's events.
+        Ok(StreamId::Run(run_id)) if is_tombstone(record) => {
+            projections.forget_run(&run_id.to_string());
+        }
         Ok(StreamId::Run(run_id)) => {
             let event = transition_event(record).map_err(|e| e.to_string())?;
             let applied = projections.apply_run_event(&run_id.to_string(), &event);

@@ -58,10 +58,37 @@ impl QueryError {
     }
 }
 
+/// The `status` filter of the run list: a run status, or `erased`, the
+/// only filter that lists erased runs (they are not runs to work with any
+/// more, but an operator may need to find their tombstones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusFilter {
+    Run(RunStatus),
+    Erased,
+}
+
+impl StatusFilter {
+    /// The filter's spelling in a query: a status's wire name, or `erased`.
+    fn parse(text: &str) -> Result<Self, String> {
+        if text == "erased" {
+            return Ok(StatusFilter::Erased);
+        }
+        by_wire_name(text).map(StatusFilter::Run)
+    }
+
+    fn matches(self, head: &RunHead) -> bool {
+        match (self, head.erasure()) {
+            (StatusFilter::Erased, erasure) => erasure.is_some(),
+            (StatusFilter::Run(status), None) => head.status == status,
+            (StatusFilter::Run(_), Some(_)) => false,
+        }
+    }
+}
+
 /// The filters of `GET /internal/v1/runs`.
 #[derive(Debug, Default)]
 pub(crate) struct RunQuery {
-    status: Option<RunStatus>,
+    status: Option<StatusFilter>,
     owner: Option<Owner>,
     worker_id: Option<String>,
     created_after: Option<SystemTime>,
@@ -212,7 +239,7 @@ impl RunQuery {
             .transpose()
             .map_err(|_| QueryError::new("cursor", "is not a cursor this route returned"))?;
         Ok(RunQuery {
-            status: params.parsed("status", by_wire_name)?,
+            status: params.parsed("status", StatusFilter::parse)?,
             owner: params.owner()?,
             worker_id: params.get("worker_id").map(str::to_owned),
             created_after: params.time("created_after")?,
@@ -227,7 +254,9 @@ impl RunQuery {
     /// the time parses only for runs that pass them.
     fn matches(&self, head: &RunHead) -> bool {
         self.before_id.is_none_or(|before| head.id < before)
-            && self.status.is_none_or(|status| head.status == status)
+            && self
+                .status
+                .map_or(head.erasure().is_none(), |status| status.matches(head))
             && self
                 .worker_id
                 .as_deref()

@@ -203,7 +203,10 @@ pub fn router(state: AppState) -> Router {
         .route("/console/assets/{name}", get(console::asset))
         .route("/internal/v1/cutover/status", get(health::cutover_status))
         .route("/internal/v1/runs", post(runs::create).get(queries::runs))
-        .route("/internal/v1/runs/{run_id}", get(runs::get))
+        .route(
+            "/internal/v1/runs/{run_id}",
+            get(runs::get).delete(runs::erase),
+        )
         .route("/internal/v1/runs/{run_id}/receipt", get(runs::receipt))
         .route("/internal/v1/runs/{run_id}/replay", get(runs::replay))
         .route("/internal/v1/receipts/signing-key", get(runs::signing_key))

@@ -37,6 +37,8 @@ pub(crate) enum Ended {
     SlowConsumer,
     /// The service is shutting down; the subscription is over.
     Closing,
+    /// The topic's run was erased; the subscription is over.
+    Erased(KhalaError),
     /// The log could not be read; the subscription is over.
     Failed(KhalaError),
 }
@@ -118,6 +120,7 @@ impl Subscription {
             let mut page = match read.await {
                 Ok(page) => page,
                 Err(KhalaError::Stale(stale)) => return Err(Ended::Stale(stale)),
+                Err(erased @ KhalaError::RunErased { .. }) => return Err(Ended::Erased(erased)),
                 Err(error) => return Err(Ended::Failed(error)),
             };
             let plan = *page.plan();

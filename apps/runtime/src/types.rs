@@ -2,15 +2,16 @@
 //! request bodies as clients send them, and the views responses are built
 //! from. Field names and orders here are the contract's.
 
-use openagents_authority::RunHead;
+use openagents_authority::{Erasure, RunHead};
 use openagents_run_state::RunEvent;
 use openagents_workers::Owner;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// Body of `POST /internal/v1/runs`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /internal/v1/runs`; the default is a run with nothing
+/// given.
+#[derive(Debug, Default, Deserialize)]
 pub struct CreateRunBody {
     /// The worker the run is for.
     pub worker_id: Option<String>,
@@ -36,6 +37,31 @@ pub struct AppendEventBody {
     /// The last seq the client saw.
     pub expected_previous_seq: Option<u64>,
 }
+
+/// Body of `DELETE /internal/v1/runs/{run_id}`. Unknown fields are refused:
+/// a misspelt `force` must not erase less carefully than asked.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EraseRunBody {
+    /// Why the run is erased (required, 1..=1024 characters).
+    pub(crate) reason: String,
+    /// Erase a run that is not sealed.
+    #[serde(default)]
+    pub(crate) force: bool,
+}
+
+/// A tombstone as responses show it: the run, then the erasure's fields.
+pub(crate) fn tombstone_view(run_id: uuid::Uuid, erasure: &Erasure) -> Value {
+    let mut view = serde_json::Map::new();
+    view.insert("run_id".into(), Value::String(run_id.to_string()));
+    if let Ok(Value::Object(fields)) = serde_json::to_value(erasure) {
+        view.extend(fields);
+    }
+    Value::Object(view)
+}
+
+/// Status a run view shows for an erased run.
+const ERASED_STATUS: &str = "erased";
 
 /// Query of `GET /internal/v1/runs/{run_id}/events`.
 #[derive(Debug, Deserialize)]
@@ -81,7 +107,10 @@ impl<'a> RunView<'a> {
         RunView {
             id: head.id.to_string(),
             worker_id: head.worker_id.as_deref(),
-            status: head.status.as_str(),
+            status: match head.erasure() {
+                Some(_) => ERASED_STATUS,
+                None => head.status.as_str(),
+            },
             metadata: &head.metadata,
             owner: head.owner.as_ref(),
             latest_seq: head.latest_seq,

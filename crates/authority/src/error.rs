@@ -1,5 +1,6 @@
 //! Why a decision refused a write, and why a record would not fold.
 
+use crate::erasure::Erasure;
 use openagents_event_log::{AppendError, ReadError};
 use openagents_run_state::RunStateError;
 use openagents_workers::{
@@ -17,6 +18,20 @@ pub enum DecisionError {
     /// No run with this id.
     #[error("run {0} not found")]
     RunNotFound(Uuid),
+    /// The run was erased: its tombstone is all that is left.
+    #[error("run {run} was erased at {}", .erasure.erased_at)]
+    RunErased {
+        /// The run.
+        run: Uuid,
+        /// Its tombstone.
+        erasure: Box<Erasure>,
+    },
+    /// A live run may be erased only with `force`.
+    #[error("run {0} is not sealed; erasing it needs \"force\": true")]
+    RunNotSealed(Uuid),
+    /// An event type only the service itself appends.
+    #[error("event type {0} is appended only by erasing the run")]
+    ReservedEventType(&'static str),
     /// No worker with this id.
     #[error("worker {0} not found")]
     WorkerNotFound(String),

@@ -7,7 +7,7 @@
 //! - [`Stream`]: the [`StreamState`](openagents_event_log::StreamState) fold
 //!   of runs ([`RunHead`]) and workers.
 //! - [`decide_create`], [`decide_append`], [`decide_import`],
-//!   [`decide_worker`]: decisions run on the log's writer against a
+//!   [`decide_erase`], [`decide_worker`]: decisions run on the log's writer against a
 //!   [`Txn`](openagents_event_log::Txn), in log order, so a check and the
 //!   append it allows are one atomic step.
 //! - [`fold_events`]: the rules a whole list of a run's events keeps.
@@ -15,6 +15,7 @@
 //! No async runtime, no HTTP, no environment, no clock: the time of a worker
 //! decision is passed in ([`WorkerClock`]).
 
+mod erasure;
 mod error;
 mod events;
 mod run;
@@ -23,6 +24,10 @@ mod stream;
 mod stream_id;
 mod workers;
 
+pub use erasure::{
+    EraseRun, Erasure, MAX_REASON_CHARS, RUN_ERASED, Tombstone, Trajectory, check_reason,
+    decide_erase, is_tombstone,
+};
 pub use error::{DecisionError, FoldError};
 pub use events::{EventListError, fold_events};
 pub use run::{RunHead, run_event, transition_event};

@@ -1,6 +1,7 @@
 //! A run as the log folds it: [`RunHead`], the attributes its first record
 //! carries, and the conversion of a run record into the event clients see.
 
+use crate::erasure::{Erasure, erased_head, is_tombstone};
 use crate::error::FoldError;
 use openagents_event_log::{ReadError, RecordRef};
 use openagents_run_state::{Applied, RunEvent, RunStatus, RunTransition};
@@ -54,11 +55,19 @@ pub struct RunHead {
     cancel_requested_seq: Option<u64>,
     /// Seq of the event that sealed the run.
     finished_seq: Option<u64>,
+    /// Set by the run's tombstone: the run is erased. Absent from the
+    /// snapshots of runs that are not, so their bytes did not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    erasure: Option<Arc<Erasure>>,
 }
 
 impl RunHead {
     /// Builds the run from its first record.
     pub(crate) fn open(id: Uuid, first: &RecordRef<'_>) -> Result<Self, FoldError> {
+        // After a compaction an erased run's stream begins with its tombstone.
+        if is_tombstone(first) {
+            return erased_head(id, first);
+        }
         let attrs: RunAttrs = first
             .attrs
             .and_then(|raw| serde_json::from_str(raw.get()).ok())
@@ -74,13 +83,52 @@ impl RunHead {
             latest_seq: 0,
             cancel_requested_seq: None,
             finished_seq: None,
+            erasure: None,
         };
         head.apply(first)?;
         Ok(head)
     }
 
+    /// The run as a tombstone describes it; the same whether the tombstone
+    /// is folded after the run's records or opens a compacted stream.
+    pub(crate) fn from_erasure(id: Uuid, attrs: RunAttrs, erasure: Erasure) -> Self {
+        RunHead {
+            id,
+            status: erasure.tombstone.status_at_erasure,
+            worker_id: attrs.worker_id.map(Arc::from),
+            owner: attrs.owner,
+            metadata: Arc::from(attrs.metadata),
+            created_at: Arc::from(attrs.created_at.as_deref().unwrap_or(&erasure.erased_at)),
+            updated_at: erasure.erased_at.clone(),
+            latest_seq: erasure.seq,
+            cancel_requested_seq: None,
+            finished_seq: None,
+            erasure: Some(Arc::new(erasure)),
+        }
+    }
+
     /// Folds one more record; on error the run is left as it was.
     pub(crate) fn apply(&mut self, record: &RecordRef<'_>) -> Result<(), FoldError> {
+        let refused = || FoldError::BreaksStateMachine {
+            run: self.id,
+            seq: record.seq,
+        };
+        if self.erasure.is_some() {
+            return Err(refused());
+        }
+        if is_tombstone(record) {
+            let erased = erased_head(self.id, record)?;
+            let tombstone = &erased.erasure.as_ref().expect("an erased head").tombstone;
+            // Only a sealed run, or any run by force, and only as it stood.
+            let allowed = (self.is_sealed() || tombstone.forced)
+                && tombstone.status_at_erasure == self.status
+                && tombstone.last_seq == self.latest_seq;
+            if !allowed {
+                return Err(refused());
+            }
+            *self = erased;
+            return Ok(());
+        }
         let payload = transition_payload(record)?;
         match self.status.decide(&record.event_type, &payload) {
             Ok(Some(Applied::Moved(next))) => {
@@ -105,9 +153,15 @@ impl RunHead {
         Ok(())
     }
 
-    /// Whether the run is sealed: it accepts no new event, only retries.
+    /// Whether the run is sealed: it accepts no new event, only retries
+    /// (an erased run not even those).
     pub fn is_sealed(&self) -> bool {
-        self.status.is_terminal()
+        self.status.is_terminal() || self.erasure.is_some()
+    }
+
+    /// The run's erasure, once its tombstone is folded.
+    pub fn erasure(&self) -> Option<&Erasure> {
+        self.erasure.as_deref()
     }
 
     /// The seq of the event that first made `transition`, for idempotent

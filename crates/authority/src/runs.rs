@@ -4,6 +4,7 @@
 //! The order of the append checks is the contract's: idempotency key, then
 //! `expected_previous_seq`, then the run state machine.
 
+use crate::erasure::{RUN_ERASED, erased};
 use crate::error::DecisionError;
 use crate::events::{EventListError, fold_events};
 use crate::run::{RunAttrs, RunHead, run_event};
@@ -91,6 +92,10 @@ pub fn decide_create(
     if let Some(key) = &request.idempotency_key
         && let Some(stream) = txn.stream_for_create_key(key).map(str::to_owned)
     {
+        // An erased run's first record may be gone: nothing to replay.
+        if let Some(head) = txn.stream(&stream).and_then(|view| view.state.as_run()) {
+            erased(head)?;
+        }
         return replay_keyed(txn, &stream, 1, &request.content_hash());
     }
     // The content hash is only compared on a retry with the same key.
@@ -168,14 +173,18 @@ fn replayed(txn: &Txn<'_, Stream>, stream: &str, seq: u64) -> Result<RunWrite, D
     })
 }
 
-/// Decides an append to a run: idempotency key, then expected previous seq,
-/// then the state machine.
+/// Decides an append to a run: an erased run first (even a retry finds
+/// nothing left to replay), then idempotency key, expected previous seq and
+/// the state machine.
 pub fn decide_append(
     txn: &mut Txn<'_, Stream>,
     run_id: Uuid,
     request: AppendEvent,
 ) -> Result<RunWrite, DecisionError> {
     let stream = StreamId::Run(run_id).to_string();
+    if let Some(head) = txn.stream(&stream).and_then(|view| view.state.as_run()) {
+        erased(head)?;
+    }
     if let Some(key) = &request.idempotency_key
         && let Some(seq) = txn.seq_for_key(&stream, key)?
     {
@@ -186,6 +195,11 @@ pub fn decide_append(
         .stream(&stream)
         .and_then(|view| view.state.as_run())
         .ok_or(DecisionError::RunNotFound(run_id))?;
+    // After the key check, so a retry of such an event from before erasure
+    // existed still replays.
+    if request.event_type == RUN_ERASED {
+        return Err(DecisionError::ReservedEventType(RUN_ERASED));
+    }
     if let Some(expected) = request.expected_previous_seq
         && expected != head.latest_seq
     {
@@ -262,6 +276,13 @@ pub fn decide_import(txn: &mut Txn<'_, Stream>, run: ImportRun) -> Result<RunHea
             "run {} already exists",
             run.id
         )));
+    }
+    if run
+        .events
+        .iter()
+        .any(|event| event.event_type == RUN_ERASED)
+    {
+        return Err(DecisionError::ReservedEventType(RUN_ERASED));
     }
     fold_events(&run.events).map_err(|error| match error {
         EventListError::Rejected { source, .. } => DecisionError::RunState(source),

@@ -6,14 +6,15 @@ use openagents_authority::{
     AppendEvent, CreateRun, DecisionError, RunHead, RunWrite, Stream, StreamId, decide_append,
     decide_create,
 };
-use openagents_event_log::{EventLog, LogFailure, LogOptions, Txn};
+use openagents_event_log::EventLog;
 use openagents_run_state::{Applied, RunStatus, RunTransition};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::mpsc;
+use support::{decide, open};
 use uuid::Uuid;
+
+mod support;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -196,21 +197,6 @@ impl Model {
             }
         }
     }
-}
-
-fn open(path: &Path) -> EventLog<Stream> {
-    EventLog::open(path, LogOptions::default()).unwrap().0
-}
-
-fn decide<R: Send + 'static>(
-    log: &EventLog<Stream>,
-    decision: impl FnOnce(&mut Txn<'_, Stream>) -> R + Send + 'static,
-) -> R {
-    let (tx, rx) = mpsc::channel();
-    log.submit(decision, move |outcome: Result<R, LogFailure>| {
-        tx.send(outcome).unwrap()
-    });
-    rx.recv().unwrap().expect("the log makes the batch durable")
 }
 
 /// Every run's folded head, by id.

@@ -32,6 +32,8 @@ const WS_PING: Duration = Duration::from_secs(15);
 const RECONNECT_BACKOFF_MS: u64 = 1000;
 /// Close codes of the WebSocket lane, by how the stream ended.
 const CLOSE_STALE_CURSOR: u16 = 4410;
+/// The topic is gone for good (its run was erased), as HTTP's 410.
+const CLOSE_RUN_ERASED: u16 = 4411;
 const CLOSE_SLOW_CONSUMER: u16 = 4429;
 const CLOSE_SHUTTING_DOWN: u16 = 1001;
 const CLOSE_UNAVAILABLE: u16 = 1011;
@@ -62,7 +64,8 @@ pub(crate) async fn messages(
     let result = poll(core, &topic, &uri, &authorization).await;
     match &result {
         Ok(_) => state.metrics().khala_outcome(None),
-        Err(error) if error.status().as_u16() == 410 => {
+        // A stale cursor's 410 has no reason code; an erased run's has.
+        Err(error) if error.status().as_u16() == 410 && error.reason_code().is_none() => {
             state.metrics().khala_outcome(Some("stale_cursor"))
         }
         Err(error)
@@ -282,6 +285,7 @@ fn final_frame(ended: Ended) -> (Value, u16) {
             "the service is shutting down; resume from the last sequence".to_owned(),
             CLOSE_SHUTTING_DOWN,
         ),
+        Ended::Erased(error) => ("run_erased", error.to_string(), CLOSE_RUN_ERASED),
         Ended::Failed(error) => ("unavailable", error.to_string(), CLOSE_UNAVAILABLE),
     };
     (
@@ -319,6 +323,7 @@ fn final_event(ended: Ended) -> Event {
             "shutting_down",
             "the service is shutting down; resume from the last id".to_owned(),
         ),
+        Ended::Erased(error) => ("run_erased", error.to_string()),
         Ended::Failed(error) => ("unavailable", error.to_string()),
     };
     let data = json!({"code": code, "message": message}).to_string();

@@ -131,7 +131,8 @@ pub(crate) async fn internal_auth(
 /// What a request to `path` needs: `None` for routes outside the
 /// credential rule (health, metrics, Khala topics), `Some(None)` for an
 /// internal path of no resource (any credential, then 404), else the scope.
-/// Reads are `GET` (and `HEAD`); every other method needs the write scope.
+/// Reads are `GET` (and `HEAD`); every other method needs the write scope,
+/// but `DELETE` of a run (erasure) needs `admin`.
 fn required_scope(method: &Method, path: &str) -> Option<Option<Scope>> {
     let internal = path.strip_prefix("/internal/v1/")?;
     if internal.starts_with("khala/topics/") {
@@ -139,6 +140,10 @@ fn required_scope(method: &Method, path: &str) -> Option<Option<Scope>> {
     }
     let read = method == Method::GET || method == Method::HEAD;
     let family = internal.split('/').next().unwrap_or_default();
+    // Erasing a run destroys data a writer cannot restore: an operator's act.
+    if family == "runs" && method == Method::DELETE {
+        return Some(Some(Scope::Admin));
+    }
     let scope = match (family, read) {
         ("runs" | "projectors" | "receipts", true) => Scope::RunsRead,
         ("runs" | "projectors" | "receipts", false) => Scope::RunsWrite,

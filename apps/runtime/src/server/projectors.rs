@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use crate::server::AppState;
 use axum::Json;
 use axum::extract::State;
-use openagents_authority::StreamId;
+use openagents_authority::{StreamId, StreamKind, parse_run_id, split_topic};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -15,6 +15,7 @@ pub(crate) async fn checkpoint(
     RunId(run_id): RunId,
 ) -> Result<Json<Value>, ApiError> {
     let core = state.fresh_core().await?;
+    core.authority.refuse_erased(run_id)?;
     let checkpoint = core
         .projections
         .checkpoint(&StreamId::Run(run_id).topic())
@@ -28,6 +29,7 @@ pub(crate) async fn run_summary(
     RunId(run_id): RunId,
 ) -> Result<Json<Value>, ApiError> {
     let core = state.fresh_core().await?;
+    core.authority.refuse_erased(run_id)?;
     let summary = core
         .projections
         .run_summary(&run_id.to_string())
@@ -51,6 +53,11 @@ pub(crate) async fn drift(
         .topic
         .filter(|topic| !topic.is_empty())
         .ok_or_else(|| ApiError::invalid_request("the topic query parameter is required"))?;
+    if let Some((StreamKind::Run, run_id)) = split_topic(&topic)
+        && let Ok(run_id) = parse_run_id(run_id)
+    {
+        core.authority.refuse_erased(run_id)?;
+    }
     let drift = core
         .projections
         .drift(&topic)

@@ -6,7 +6,10 @@ use crate::error::ApiError;
 use crate::orchestration;
 use crate::server::AppState;
 use crate::server::streamed::blocking_body;
-use crate::types::{AppendEventBody, CreateRunBody, EventView, EventsPageQuery, RunView};
+use crate::types::{
+    AppendEventBody, CreateRunBody, EraseRunBody, EventView, EventsPageQuery, RunView,
+    tombstone_view,
+};
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -63,6 +66,20 @@ pub(crate) async fn get(
         orchestration::write_run(&core.authority, &head, out)
     });
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `DELETE /internal/v1/runs/{run_id}` body `{reason, force?}`: appends the
+/// run's tombstone and answers it.
+pub(crate) async fn erase(
+    State(state): State<AppState>,
+    writer: Option<Extension<WrittenBy>>,
+    RunId(run_id): RunId,
+    Json(body): Json<EraseRunBody>,
+) -> Result<Response, ApiError> {
+    let core = state.fresh_core().await?;
+    let erasure = orchestration::erase_run(core, run_id, body, WrittenBy::name(writer)).await?;
+    let body = json!({"tombstone": tombstone_view(run_id, &erasure)});
+    Ok(axum::Json(body).into_response())
 }
 
 /// `GET /internal/v1/runs/{run_id}/events?after_seq=&limit=`.

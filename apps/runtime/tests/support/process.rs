@@ -111,13 +111,21 @@ impl Server {
         body: Option<&Value>,
         headers: &str,
     ) -> std::io::Result<(u16, Value)> {
-        let (status, body) = self.request_text(method, path, body, headers)?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let (status, body) = self.request_text(method, path, &body, headers)?;
         Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+    }
+
+    /// A request whose body is sent exactly as given (malformed JSON, say),
+    /// with extra header lines, each ending in CRLF.
+    pub fn call_raw(&self, method: &str, path: &str, body: &str, headers: &str) -> (u16, Value) {
+        let (status, body) = self.request_text(method, path, body, headers).unwrap();
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
     /// A GET whose body is returned as text (e.g. `/metrics`).
     pub fn raw(&self, path: &str) -> (u16, String) {
-        self.request_text("GET", path, None, "").unwrap()
+        self.request_text("GET", path, "", "").unwrap()
     }
 
     /// One request on a new connection: the status and the body as text
@@ -126,11 +134,10 @@ impl Server {
         &self,
         method: &str,
         path: &str,
-        body: Option<&Value>,
+        body: &str,
         headers: &str,
     ) -> std::io::Result<(u16, String)> {
         let mut stream = TcpStream::connect(&self.addr)?;
-        let body = body.map(Value::to_string).unwrap_or_default();
         write!(
             stream,
             "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}connection: close\r\n\r\n{body}",
