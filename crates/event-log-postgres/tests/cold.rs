@@ -17,9 +17,10 @@
 mod common;
 
 use common::{Count, Outcome, Request, SEAL};
-use openagents_event_log::{EventLog, LogOptions, OpenReport};
+use openagents_event_log::{CommitObserver, EventLog, Index, LogOptions, OpenReport, RecordRef};
 use openagents_event_log_postgres::{PgOptions, open};
-use std::sync::mpsc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -98,11 +99,39 @@ impl Drop for Db {
 }
 
 fn start(url: &str) -> (EventLog<Count>, OpenReport) {
+    start_with(url, None)
+}
+
+fn start_with(
+    url: &str,
+    observer: Option<Arc<dyn CommitObserver<Count>>>,
+) -> (EventLog<Count>, OpenReport) {
     let options = PgOptions {
         url: url.to_owned(),
         readers: 2,
     };
-    open(&options, LogOptions::default()).unwrap()
+    let log_options = LogOptions {
+        observer,
+        ..LogOptions::default()
+    };
+    open(&options, log_options).unwrap()
+}
+
+/// Counts the records a start replays to derived state, per stream.
+#[derive(Default)]
+struct Replays(Mutex<BTreeMap<String, u64>>);
+
+impl CommitObserver<Count> for Replays {
+    fn committed(&self, _records: &[RecordRef<'_>], _index: &Index<Count>) {}
+
+    fn replayed(&self, record: &RecordRef<'_>) {
+        *self
+            .0
+            .lock()
+            .unwrap()
+            .entry(record.stream.to_string())
+            .or_default() += 1;
+    }
 }
 
 fn append(log: &EventLog<Count>, stream: &str, body: &str, key: Option<&str>) -> Outcome {
@@ -240,8 +269,19 @@ fn a_cold_history_leaves_events_reads_back_the_same_and_survives_restarts() {
     drop(log);
 
     db.execute("DELETE FROM projection_checkpoint");
-    let (log, report) = start(&db.url());
+    let replays = Arc::new(Replays::default());
+    let (log, report) = start_with(&db.url(), Some(replays.clone()));
     assert!(report.snapshot.is_none());
+    let replayed = replays.0.lock().unwrap().clone();
+    assert_eq!(
+        replayed.into_iter().collect::<Vec<_>>(),
+        [
+            ("run:a".into(), 40),
+            ("run:b".into(), 10),
+            ("run:w".into(), 10)
+        ],
+        "derived state sees the cold records too"
+    );
     assert_eq!(states(&log), live, "rebuilt from every row, across the gap");
     assert_eq!(records(&log, "run:a"), before);
     retries(&log, "run:a");
