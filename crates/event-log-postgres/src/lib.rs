@@ -17,12 +17,17 @@
 //!   instances' appends within milliseconds;
 //! - `snapshot`: the shared index snapshot row (the index and the
 //!   projections), which a start loads before it reads the rows after it;
+//! - `cold`: the cold store, the `archived_streams` table: a stream's
+//!   history moved out of the hot log, whose `events` rows are deleted with
+//!   the move;
 //! - `import`: copying an embedded log into an empty database.
 //!
 //! The table constraints hold the log's rules on their own: a stream's seqs
-//! and the log's lsns are unique and contiguous from 1, idempotency keys are
-//! unique per stream and creation keys log-wide.
+//! and the log's lsns are unique and contiguous from 1 (but where a cold
+//! history deleted rows), idempotency keys are unique per stream and
+//! creation keys log-wide.
 
+mod cold;
 mod connect;
 mod import;
 mod listen;
@@ -36,7 +41,8 @@ pub use connect::Connector;
 pub use import::import;
 
 use openagents_event_log::{
-    CommitObserver, EventLog, Index, LogOptions, OpenReport, SnapshotWritten, Storage, StreamState,
+    ColdStore, CommitObserver, EventLog, Index, LogOptions, OpenReport, RecordRef, SnapshotWritten,
+    Storage, StreamState, apply_catalog,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -95,19 +101,28 @@ pub enum PgError {
 }
 
 /// Connects, applies pending migrations, loads the index from the shared
-/// snapshot and the `events` rows after it (or from every row), and starts
-/// the writer, the readers and the listener. The observer sees the
-/// snapshot's extension and every row read, as on the file medium.
+/// snapshot, the archive table's catalog and the `events` rows after the
+/// snapshot (or from every row), and starts the writer, the readers and the
+/// listener. The observer sees the snapshot's extension, the cold records
+/// of histories the snapshot did not have, and every row read, as on the
+/// file medium.
 pub fn open<S: StreamState>(
     options: &PgOptions,
     log_options: LogOptions<S>,
 ) -> Result<(EventLog<S>, OpenReport), PgError> {
     let connector = Connector::new(&options.url)?;
     let observer = log_options.observer.clone();
+    // The readers connect at their first read, which comes after the
+    // migrations below (the catalog is read through them).
+    let source = Arc::new(source::PgSource::start(connector.clone(), options.readers)?);
+    let cold = Arc::new(cold::PgColdStore::new(
+        connector.clone(),
+        Arc::clone(&source),
+    ));
     let (sink, loaded) = connect::off_runtime(|| {
         let mut client = connector.connect_at_start()?;
         schema::migrate(&mut client, &connector)?;
-        let loaded = load_index::<S>(&mut client, &connector, observer.as_deref())?;
+        let loaded = load_index::<S>(&mut client, &connector, &cold, observer.as_deref())?;
         Ok::<_, PgError>((sink::PgSink::new(connector.clone(), client), loaded))
     })?;
     let report = OpenReport {
@@ -121,11 +136,11 @@ pub fn open<S: StreamState>(
     let storage = Storage {
         index: loaded.index,
         sink: Box::new(sink),
-        source: Arc::new(source::PgSource::start(connector.clone(), options.readers)?),
+        source,
         last_at: loaded.last_at,
         location: connector.location().to_owned(),
         snapshots: Some(Arc::new(snapshot::SnapshotTable::new(connector.clone()))),
-        cold: None,
+        cold: Some(cold as Arc<dyn ColdStore>),
     };
     let log = EventLog::start(storage, log_options)?;
     listen::spawn(connector, log.refresher())?;
@@ -140,11 +155,13 @@ struct Loaded<S> {
     snapshot: Option<SnapshotWritten>,
 }
 
-/// Starts from the shared snapshot when it is usable, then streams every
-/// later record in lsn order into the index and to the observer.
+/// Starts from the shared snapshot when it is usable, applies the archive
+/// table's catalog, then streams every later record in lsn order into the
+/// index and to the observer.
 fn load_index<S: StreamState>(
     client: &mut postgres::Client,
     connector: &Connector,
+    cold: &Arc<cold::PgColdStore>,
     observer: Option<&dyn CommitObserver<S>>,
 ) -> Result<Loaded<S>, PgError> {
     let restored = snapshot::restore::<S>(client);
@@ -163,6 +180,39 @@ fn load_index<S: StreamState>(
     if let Some(observer) = observer {
         observer.restoring(extension.as_deref());
     }
+    let failed = |reason: String| connector.database_error(reason);
+    // The catalog and the rows are read in one snapshot: a history another
+    // instance moves cold meanwhile is either in both (its rows deleted,
+    // its row there) or in neither.
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .map_err(|e| failed(connect::error_text(&e)))?;
+    let entries = cold::entries(client, None).map_err(failed)?;
+    if let Some(at) = cold::newest_time(client)
+        .map_err(failed)?
+        .and_then(|at| rows::parse_time(&at))
+    {
+        last_at = last_at.max(at);
+    }
+    cold.remember(&entries);
+    let at_start = cold::AtStart {
+        entries,
+        store: Arc::clone(cold),
+    };
+    let mut replayed = |record: &RecordRef<'_>| {
+        if let Some(observer) = observer {
+            observer.replayed(record);
+        }
+    };
+    let replay: Option<&mut dyn FnMut(&RecordRef<'_>)> = match observer {
+        Some(_) => Some(&mut replayed),
+        None => None,
+    };
+    // The cold records it replays come through the readers, outside this
+    // snapshot: an archive only ever grows its base, so they still hold
+    // every record up to the base read here (unless a later move erased
+    // some, which only the observer's derived state would miss).
+    apply_catalog(&mut index, &at_start, replay).map_err(|error| failed(error.to_string()))?;
     let before = index.record_count();
     let mut after = index.last_lsn();
     let (started, mut reported) = (Instant::now(), Instant::now());
@@ -181,6 +231,13 @@ fn load_index<S: StreamState>(
         let Some(last) = records.last() else { break };
         after = last.lsn;
         for record in &records {
+            // A batch's rows commit together, numbered from the head (see
+            // `rows::APPEND_SQL`), so a scan never sees a later row without
+            // the earlier ones: a gap in the lsns can only be rows a cold
+            // history deleted (`cold::PgColdStore::put`).
+            if record.lsn > index.last_lsn() + 1 {
+                index.skip_dead_to(record.lsn - 1);
+            }
             index
                 .recover(&record.as_ref(), record.pos)
                 .map_err(|reason| PgError::Corrupt {
@@ -196,6 +253,16 @@ fn load_index<S: StreamState>(
             last_at = last_at.max(at);
         }
     }
+    // The newest rows may all have gone cold: the head, read in the same
+    // snapshot, is where the next append goes.
+    let head: i64 = client
+        .query_one("SELECT lsn FROM log_head WHERE id = 1", &[])
+        .map_err(|e| failed(connect::error_text(&e)))?
+        .get(0);
+    index.skip_dead_to(u64::try_from(head).unwrap_or(0));
+    client
+        .batch_execute("COMMIT")
+        .map_err(|e| failed(connect::error_text(&e)))?;
     Ok(Loaded {
         replayed: index.record_count() - before,
         index,

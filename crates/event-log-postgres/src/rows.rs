@@ -28,8 +28,12 @@ pub(crate) fn stream_range_sql() -> String {
 }
 
 /// Inserts a batch given as one array per column (`$1` to `$10`, and `$14`
-/// for `written_by`) and moves the head from `$12` to `$11`, in one statement; it touches one row when every record
-/// went in and the head was where the writer left it.
+/// for `written_by`) and moves the head from `$12` to `$11`, in one
+/// statement; it touches one row when every record went in, numbered
+/// `$12 + 1 ..= $11` (with `lsn` unique, `$13` records between those bounds
+/// are contiguous), and the head was where the writer left it. The lsn rule
+/// lives here rather than in a foreign key since cold histories delete rows
+/// (migration 3).
 pub(crate) const APPEND_SQL: &str = "
 WITH inserted AS (
     INSERT INTO events (stream, seq, lsn, event_type, recorded_at, idempotency_key,
@@ -40,10 +44,12 @@ WITH inserted AS (
                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $14::text[])
          AS batch(stream, seq, lsn, event_type, recorded_at, idempotency_key,
                   content_hash, create_key, attrs, payload, written_by)
-    RETURNING 1
+    RETURNING lsn
 )
 UPDATE log_head SET lsn = $11
-WHERE id = 1 AND lsn = $12 AND (SELECT count(*) FROM inserted) = $13";
+WHERE id = 1 AND lsn = $12 AND (SELECT count(*) FROM inserted) = $13 AND $11 - $12 = $13
+  AND (SELECT coalesce(min(lsn), $12 + 1) FROM inserted) = $12 + 1
+  AND (SELECT coalesce(max(lsn), $11) FROM inserted) = $11";
 
 /// A batch as the arrays [`APPEND_SQL`] takes, one per column.
 pub(crate) struct Columns<'a> {
@@ -148,7 +154,7 @@ pub(crate) fn fetch(
 
 /// One row as a record. The database keeps no byte positions: a record's
 /// position is its lsn.
-fn decode(row: &Row) -> Result<OwnedRecord, String> {
+pub(crate) fn decode(row: &Row) -> Result<OwnedRecord, String> {
     let number = |index: usize| {
         u64::try_from(row.get::<_, i64>(index)).map_err(|_| "negative seq or lsn".to_string())
     };

@@ -13,6 +13,7 @@ use postgres::Client;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_event_log.sql"),
     include_str!("../migrations/0002_written_by.sql"),
+    include_str!("../migrations/0003_archived_streams.sql"),
 ];
 
 /// Arbitrary key of the advisory lock that serializes migrations.

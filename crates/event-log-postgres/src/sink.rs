@@ -178,6 +178,10 @@ impl PgSink {
         }
     }
 
+    fn fatal(&self, reason: String) -> SinkFailure {
+        SinkFailure::Fatal(self.describe(reason))
+    }
+
     fn unavailable(&self, reason: String) -> SinkFailure {
         SinkFailure::Unavailable(self.describe(reason))
     }
@@ -204,6 +208,7 @@ impl Sink for PgSink {
             Ok((head, conn.records_after(after_lsn, head)?))
         })?;
         self.locked_head = head;
+        follows(after_lsn, &records, Some(head)).map_err(|reason| self.fatal(reason))?;
         Ok(records)
     }
 
@@ -218,7 +223,9 @@ impl Sink for PgSink {
             if moved != 1 {
                 // The head moved without this writer's lock: refuse rather
                 // than commit records decided against a stale log.
-                return Err(format!("log head is no longer at lsn {from}"));
+                return Err(format!(
+                    "log head is no longer at lsn {from}, or the batch is not numbered from it"
+                ));
             }
             // Until here a failure rolled the batch back; a failed COMMIT may
             // not have, so it is not the step's failure but its outcome.
@@ -243,6 +250,74 @@ impl Sink for PgSink {
     }
 
     fn pull(&mut self, after_lsn: u64) -> Result<Vec<OwnedRecord>, SinkFailure> {
-        self.with_conn(|conn| conn.records_after(after_lsn, u64::MAX))
+        let records = self.with_conn(|conn| conn.records_after(after_lsn, u64::MAX))?;
+        follows(after_lsn, &records, None).map_err(|reason| self.fatal(reason))?;
+        Ok(records)
+    }
+}
+
+/// Checks that `records` continue the writer's log from `after` (up to
+/// `head`, when known). Rows leave `events` only when another instance
+/// moves a history cold; if that took rows this instance had not taken in
+/// yet, its index cannot learn that history but at a start (the writer
+/// applies no archive catalog), so the log stops writing and says so rather
+/// than decide against a wrong index.
+fn follows(after: u64, records: &[OwnedRecord], head: Option<u64>) -> Result<(), String> {
+    let gap = |from: u64, to: u64| {
+        format!(
+            "lsns {from}..={to} moved to archived_streams (another instance moved a history \
+             cold) before this instance took them in; restart it to load the archive"
+        )
+    };
+    let mut expected = after + 1;
+    for record in records {
+        if record.lsn != expected {
+            return Err(gap(expected, record.lsn.saturating_sub(1)));
+        }
+        expected += 1;
+    }
+    match head {
+        Some(head) if head >= expected => Err(gap(expected, head)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::follows;
+    use openagents_event_log::{NewRecord, OwnedRecord, RecordPos};
+    use serde_json::value::RawValue;
+
+    fn at(lsn: u64) -> OwnedRecord {
+        OwnedRecord {
+            record: NewRecord {
+                stream: "s".into(),
+                event_type: "t".into(),
+                payload: RawValue::from_string("1".into()).unwrap(),
+                idempotency_key: None,
+                content_hash: None,
+                create_key: None,
+                attrs: None,
+                written_by: None,
+            },
+            lsn,
+            seq: lsn,
+            at: String::new(),
+            pos: RecordPos {
+                offset: lsn,
+                len: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn records_taken_in_across_deleted_rows_are_refused() {
+        assert!(follows(3, &[at(4), at(5)], Some(5)).is_ok());
+        assert!(follows(3, &[], Some(3)).is_ok());
+        assert!(follows(3, &[], None).is_ok());
+        let inside = follows(3, &[at(4), at(7)], None).unwrap_err();
+        assert!(inside.contains("lsns 5..=6"), "{inside}");
+        let on_top = follows(3, &[at(4)], Some(9)).unwrap_err();
+        assert!(on_top.contains("lsns 5..=9"), "{on_top}");
     }
 }

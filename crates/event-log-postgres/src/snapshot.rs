@@ -5,8 +5,9 @@
 //! serves all of them, and an older one never replaces a newer one.
 //!
 //! A start loads it, checks that the events table holds its last record as
-//! the snapshot's index says, and reads only the rows after it; a snapshot
-//! that fails a check is ignored with a warning and the whole table is read.
+//! the snapshot's index says (or that the record went cold with its
+//! stream's history), and reads only the rows after it; a snapshot that
+//! fails a check is ignored with a warning and the whole table is read.
 //! It is written every few seconds, so each write opens a connection of its
 //! own rather than keeping one.
 
@@ -117,8 +118,10 @@ fn last_record_time<S: StreamState>(
             "SELECT stream, seq, recorded_at FROM events WHERE lsn = $1",
             &[&to_i64(lsn)],
         )
-        .map_err(|e| error_text(&e))?
-        .ok_or_else(|| format!("the snapshot is ahead of the log: no record {lsn}"))?;
+        .map_err(|e| error_text(&e))?;
+    let Some(row) = row else {
+        return moved_cold(client, lsn);
+    };
     let (stream, seq, at): (String, i64, String) = (row.get(0), row.get(1), row.get(2));
     let head = snapshot.index.stream(&stream).map(|entry| entry.head());
     if head != u64::try_from(seq).ok() {
@@ -127,4 +130,23 @@ fn last_record_time<S: StreamState>(
         ));
     }
     Ok(parse_time(&at))
+}
+
+/// The snapshot's last row is gone: that is fine when the log did reach it
+/// and a history was moved cold (the only way rows leave `events`), since
+/// the catalog the start applies next covers it. The time then comes from
+/// the archive table (see `cold::newest_time`) and the later rows.
+fn moved_cold(client: &mut Client, lsn: u64) -> Result<Option<SystemTime>, String> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT lsn FROM log_head WHERE id = 1) >= $1
+                    AND EXISTS (SELECT 1 FROM archived_streams)",
+            &[&to_i64(lsn)],
+        )
+        .map_err(|e| error_text(&e))?;
+    if row.get::<_, Option<bool>>(0) == Some(true) {
+        Ok(None)
+    } else {
+        Err(format!("the snapshot is ahead of the log: no record {lsn}"))
+    }
 }

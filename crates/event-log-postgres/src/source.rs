@@ -3,12 +3,21 @@
 //!
 //! A read blocks its caller until a reader thread answers, like a `pread`
 //! on the file medium does. The threads connect when first used and again
-//! after a failure.
+//! after a failure. They also serve the cold store's reads of the
+//! `archived_streams` table (see `cold`).
+//!
+//! Several instances share the database, and an instance's index learns
+//! that another one moved a stream cold only at its next start. Until then
+//! its reads of the stream's early seqs find no rows in `events`, so they
+//! fall back to the archive row: every instance answers the same records.
 
+use crate::cold::{self, ArchiveRow};
 use crate::connect::{Connector, error_text};
 use crate::rows::{self, to_i64};
-use openagents_event_log::{OwnedRecord, ReadError, RecordPos, RecordRef, Source};
-use postgres::{Client, Statement};
+use openagents_event_log::{
+    ColdEntry, OwnedRecord, ReadError, RecordPos, RecordRef, Source, read_archive_bytes,
+};
+use postgres::{Client, IsolationLevel, Statement};
 use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 
@@ -62,6 +71,88 @@ impl PgSource {
     }
 }
 
+impl PgSource {
+    /// The archive row of `stream`, if it has one.
+    pub(crate) fn archive(&self, stream: &str) -> Result<Option<ArchiveRow>, ReadError> {
+        let stream = stream.to_owned();
+        self.ask(move |conn| conn.archive(&stream))
+    }
+
+    /// The catalog entry of `stream`, or of every stream (`None`).
+    pub(crate) fn entries(&self, stream: Option<&str>) -> Result<Vec<ColdEntry>, ReadError> {
+        let stream = stream.map(str::to_owned);
+        self.ask(move |conn| conn.entries(stream.as_deref()))
+    }
+
+    /// The sum of the `bytes` column of `archived_streams`.
+    pub(crate) fn archive_bytes(&self) -> Result<u64, ReadError> {
+        self.ask(|conn| {
+            conn.with(|s| {
+                let row = s
+                    .client
+                    .query_one(
+                        "SELECT coalesce(sum(bytes), 0)::bigint FROM archived_streams",
+                        &[],
+                    )
+                    .map_err(|e| error_text(&e))?;
+                u64::try_from(row.get::<_, i64>(0)).map_err(|_| "negative bytes".to_string())
+            })
+        })
+    }
+
+    /// The records of `stream` with `seq <= seq < page_end` from the
+    /// archive row and `events` as one snapshot sees them: the archive's
+    /// kept records up to its base, then every row after it, which must all
+    /// be there.
+    fn with_archive(
+        &self,
+        stream: &str,
+        seq: u64,
+        page_end: u64,
+    ) -> Result<Vec<OwnedRecord>, ReadError> {
+        let owned_stream = stream.to_owned();
+        let (archive, rows) =
+            self.ask(move |conn| conn.range_with_archive(&owned_stream, seq, page_end))?;
+        let mut records = Vec::new();
+        let base = match archive {
+            Some(row) => {
+                let upto = row.base.min(page_end - 1);
+                if upto >= seq {
+                    read_archive_bytes(
+                        &row.archive,
+                        stream,
+                        seq - 1,
+                        upto,
+                        usize::MAX,
+                        &mut |r| {
+                            let pos = RecordPos {
+                                offset: r.lsn,
+                                len: 0,
+                            };
+                            records.push(OwnedRecord::from_ref(&r, pos));
+                        },
+                    )?;
+                }
+                row.base
+            }
+            None => 0,
+        };
+        let first_hot = seq.max(base + 1);
+        let hot: Vec<OwnedRecord> = rows.into_iter().filter(|r| r.seq > base).collect();
+        let expected = page_end.saturating_sub(first_hot);
+        if hot.len() as u64 != expected {
+            // The index holds records the database does not: it was
+            // restored or changed underneath the running service.
+            return Err(ReadError::Unavailable(format!(
+                "the database holds {} of the {expected} records of {stream} from seq {first_hot}",
+                hot.len()
+            )));
+        }
+        records.extend(hot);
+        Ok(records)
+    }
+}
+
 /// Takes jobs until the source is dropped.
 fn serve(queue: &Mutex<Receiver<ReadJob>>, conn: &mut ReaderConn) {
     loop {
@@ -99,38 +190,51 @@ impl Source for PgSource {
         let end = first_seq + count;
         while seq < end {
             let wanted = (end - seq).min(rows::PULL_PAGE as u64) as usize;
+            let page_end = seq + wanted as u64;
             let owned_stream = stream.to_owned();
-            let records = self.ask(move |conn| conn.stream_range(&owned_stream, seq, wanted))?;
+            let mut records =
+                self.ask(move |conn| conn.stream_range(&owned_stream, seq, wanted))?;
             if records.len() != wanted {
-                // The index holds records the database does not: it was
-                // restored or changed underneath the running service.
-                return Err(ReadError::Unavailable(format!(
-                    "the database holds {} of the {wanted} records of {stream} from seq {seq}",
-                    records.len()
-                )));
+                // Rows are missing: another instance moved the history cold
+                // after this index was built (or the database changed under
+                // the service, which the fallback reports).
+                records = self.with_archive(stream, seq, page_end)?;
             }
+            let mut next = seq;
             for record in &records {
                 // A row served as another record would be a wrong answer,
-                // not a slow one: checked on every read.
-                if record.record.stream != stream || record.seq != seq {
+                // not a slow one: checked on every read. Seqs only rise, and
+                // skip only where an archive did not keep a record.
+                if record.record.stream != stream || record.seq < next || record.seq >= page_end {
                     return Err(ReadError::Damaged {
                         offset: record.lsn,
                         reason: format!(
-                            "expected {stream} #{seq} but the database returned {} #{}",
+                            "expected {stream} #{next} or later but the database returned {} #{}",
                             record.record.stream, record.seq
                         ),
                     });
                 }
                 each(record.as_ref());
-                seq += 1;
+                next = record.seq + 1;
             }
+            seq = page_end;
         }
         Ok(())
     }
 
+    /// A keyed retry on a stream another instance moved cold finds no row
+    /// in `events`: the key is then looked up in the archive.
     fn archived_key(&self, stream: &str, key: &str) -> Result<Option<u64>, ReadError> {
-        let (stream, key) = (stream.to_owned(), key.to_owned());
-        self.ask(move |conn| conn.seq_for_key(&stream, &key))
+        let (owned_stream, owned_key) = (stream.to_owned(), key.to_owned());
+        if let Some(seq) = self.ask(move |conn| conn.seq_for_key(&owned_stream, &owned_key))? {
+            return Ok(Some(seq));
+        }
+        // Asked after `events`: a cold move that deleted the key's row had
+        // committed its archive row with it.
+        match self.archive(stream)? {
+            Some(row) => cold::key_in(&row.archive, stream, key),
+            None => Ok(None),
+        }
     }
 
     /// Every record: the database locates them all.
@@ -158,6 +262,7 @@ struct ReaderStatements {
     stream_range: Statement,
     seq_for_key: Statement,
     head: Statement,
+    archive: Statement,
 }
 
 impl ReaderConn {
@@ -186,6 +291,53 @@ impl ReaderConn {
                 u64::try_from(row.get::<_, i64>(0)).map_err(|_| "negative seq".to_string())
             })
             .transpose()
+        })
+    }
+
+    fn archive(&mut self, stream: &str) -> Result<Option<ArchiveRow>, String> {
+        self.with(|s| {
+            let row = s
+                .client
+                .query_opt(&s.archive, &[&stream])
+                .map_err(|e| error_text(&e))?;
+            row.map(|row| ArchiveRow::decode(&row)).transpose()
+        })
+    }
+
+    fn entries(&mut self, stream: Option<&str>) -> Result<Vec<ColdEntry>, String> {
+        self.with(|s| cold::entries(&mut s.client, stream))
+    }
+
+    /// The archive row and the rows of `seq <= seq < page_end`, in one
+    /// snapshot, so a cold move committing between the two reads cannot
+    /// hide records from both.
+    fn range_with_archive(
+        &mut self,
+        stream: &str,
+        seq: u64,
+        page_end: u64,
+    ) -> Result<(Option<ArchiveRow>, Vec<OwnedRecord>), String> {
+        self.with(|s| {
+            let text = |e: postgres::Error| error_text(&e);
+            let mut txn = s
+                .client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(text)?;
+            let archive = txn
+                .query_opt(&s.archive, &[&stream])
+                .map_err(text)?
+                .map(|row| ArchiveRow::decode(&row))
+                .transpose()?;
+            let count = to_i64(page_end - seq);
+            let rows = txn
+                .query(&s.stream_range, &[&stream, &to_i64(seq), &count])
+                .map_err(text)?;
+            txn.commit().map_err(text)?;
+            let records = rows.iter().map(rows::decode).collect::<Result<_, _>>()?;
+            Ok((archive, records))
         })
     }
 
@@ -226,6 +378,7 @@ impl ReaderConn {
             seq_for_key: client
                 .prepare("SELECT seq FROM events WHERE stream = $1 AND idempotency_key = $2")?,
             head: client.prepare("SELECT lsn FROM log_head WHERE id = 1")?,
+            archive: client.prepare(cold::ARCHIVE_SQL)?,
             client,
         })
     }
