@@ -359,7 +359,10 @@ impl fmt::Debug for Config {
             )
             .field("archive_dir", &self.archive_dir)
             .field("retention_sealed_after", &self.retention_sealed_after)
-            .field("retention_heartbeats_after", &self.retention_heartbeats_after)
+            .field(
+                "retention_heartbeats_after",
+                &self.retention_heartbeats_after,
+            )
             .field("retention_interval", &self.retention_interval)
             .field("warnings", &self.warnings)
             .finish()
@@ -533,7 +536,9 @@ impl Config {
                 .map(PathBuf::from),
             credentials_path: vars.credentials_path()?,
             receipt_signer: vars.receipt_signer()?,
-            archive_dir: vars.text("RUNTIME_ARCHIVE_DIR", ".runtime-data/archive").into(),
+            archive_dir: vars
+                .text("RUNTIME_ARCHIVE_DIR", ".runtime-data/archive")
+                .into(),
             retention_sealed_after: vars.duration("RUNTIME_RETENTION_SEALED_AFTER")?,
             retention_heartbeats_after: vars.duration("RUNTIME_RETENTION_HEARTBEATS_AFTER")?,
             retention_interval: Duration::from_millis(vars.bounded(
@@ -839,7 +844,10 @@ mod tests {
             config.retention_sealed_after,
             Some(Duration::from_secs(30 * 86_400))
         );
-        assert_eq!(config.retention_heartbeats_after, Some(Duration::from_secs(90)));
+        assert_eq!(
+            config.retention_heartbeats_after,
+            Some(Duration::from_secs(90))
+        );
         assert_eq!(with(&[]).unwrap().retention_sealed_after, None);
         for bad in ["30 parsecs", "0s", "-1d", "d30"] {
             let error = with(&[("RUNTIME_RETENTION_SEALED_AFTER", bad)])

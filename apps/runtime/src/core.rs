@@ -73,11 +73,25 @@ impl Core {
         Self::open_with(config, Arc::new(Metrics::default()))
     }
 
+    /// [`Core::open`] without the background retention pass, for a command
+    /// that runs its own (`archive`).
+    pub fn open_without_retention(config: &Config) -> Result<(Core, Recovery), StartError> {
+        Self::open_as(config, Arc::new(Metrics::default()), false)
+    }
+
     /// Opens and recovers the log, then catches projections up; log batches
     /// are counted in `metrics`. Blocking: run it off the async runtime.
     pub fn open_with(
         config: &Config,
         metrics: Arc<Metrics>,
+    ) -> Result<(Core, Recovery), StartError> {
+        Self::open_as(config, metrics, true)
+    }
+
+    fn open_as(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        with_retention: bool,
     ) -> Result<(Core, Recovery), StartError> {
         let projections = Arc::new(ProjectionStore::default());
         let khala =
@@ -113,12 +127,16 @@ impl Core {
         }
         khala.recover(&log).map_err(StartError::Khala)?;
         let log = Arc::new(log);
-        let retention = Retention::start(
-            Arc::clone(&log),
-            Policy::of(config),
-            config.retention_interval,
-            snapshot_after_moves(Arc::clone(&log), Arc::clone(&metrics)),
-        );
+        let retention = with_retention
+            .then(|| {
+                Retention::start(
+                    Arc::clone(&log),
+                    Policy::of(config),
+                    config.retention_interval,
+                    snapshot_after_moves(Arc::clone(&log), Arc::clone(&metrics)),
+                )
+            })
+            .flatten();
         let core = Core {
             retention,
             khala,

@@ -111,9 +111,9 @@ const ARCHIVE_USAGE: &str = "\
 Usage: openagents-runtime-service archive [--dry-run]
 
 Runs the retention policy (RUNTIME_RETENTION_SEALED_AFTER,
-RUNTIME_RETENTION_HEARTBEATS_AFTER) once: moves the histories it names to
-the archive, printing progress, then compacts the hot log and writes the
-snapshot. With --dry-run it moves nothing and says what it would move and how
+RUNTIME_RETENTION_HEARTBEATS_AFTER) once: moves the histories it names, and
+those of erased runs, to the archive, printing progress, then compacts the
+hot log and writes the snapshot. With --dry-run it moves nothing and says what it would move and how
 many bytes of the hot log that would reclaim. On the embedded log the service
 must be stopped (the log is locked while it runs). Reads the same environment
 as the service (openagents-runtime-service --help).
@@ -338,15 +338,11 @@ fn archive(config: &Config, dry_run: bool) -> anyhow::Result<()> {
     use openagents_runtime_service::retention::{PassReport, Policy, run_pass};
     let policy = Policy::of(config);
     if policy.is_off() {
-        anyhow::bail!(
-            "no retention policy: set RUNTIME_RETENTION_SEALED_AFTER or RUNTIME_RETENTION_HEARTBEATS_AFTER"
+        println!(
+            "no retention policy is set (RUNTIME_RETENTION_SEALED_AFTER, RUNTIME_RETENTION_HEARTBEATS_AFTER): only erased runs move"
         );
     }
-    // The pass below is the only one: the service's own thread stays off.
-    let mut stopped = config.clone();
-    stopped.retention_sealed_after = None;
-    stopped.retention_heartbeats_after = None;
-    let (core, _) = Core::open(&stopped).with_context(|| {
+    let (core, _) = Core::open_without_retention(config).with_context(|| {
         format!(
             "opening the event log of {} (is the service still running?)",
             config.describe_storage()
@@ -355,19 +351,28 @@ fn archive(config: &Config, dry_run: bool) -> anyhow::Result<()> {
     let log = core.authority.log();
     let describe = |report: &PassReport| {
         format!(
-            "{} runs and the old heartbeats of {} workers: {} records, {} bytes of the hot log",
-            report.runs, report.workers, report.records, report.bytes
+            "{} runs, {} erased runs and the old heartbeats of {} workers: {} records, {} bytes of the hot log",
+            report.runs, report.erased, report.workers, report.records, report.bytes
         )
     };
     let mut printed = std::time::Instant::now();
-    let report = run_pass(log, policy, std::time::SystemTime::now(), dry_run, &mut |report| {
-        if printed.elapsed() >= std::time::Duration::from_secs(1) {
-            println!("progress: {}", describe(report));
-            printed = std::time::Instant::now();
-        }
-    })?;
+    let report = run_pass(
+        log,
+        policy,
+        std::time::SystemTime::now(),
+        dry_run,
+        &mut |report| {
+            if printed.elapsed() >= std::time::Duration::from_secs(1) {
+                println!("progress: {}", describe(report));
+                printed = std::time::Instant::now();
+            }
+        },
+    )?;
     if dry_run {
-        println!("would move {}, which compaction would reclaim", describe(&report));
+        println!(
+            "would move {}, which compaction would reclaim",
+            describe(&report)
+        );
     } else {
         println!("moved {}", describe(&report));
     }
@@ -409,7 +414,10 @@ mod tests {
             parsed(&["archive", "--dry-run"]).unwrap(),
             Command::Archive { dry_run: true }
         );
-        assert_eq!(parsed(&["archive", "--help"]).unwrap(), Command::Print(ARCHIVE_USAGE));
+        assert_eq!(
+            parsed(&["archive", "--help"]).unwrap(),
+            Command::Print(ARCHIVE_USAGE)
+        );
         assert!(parsed(&["archive", "--dry-run", "x"]).is_err());
         assert!(parsed(&["archive", "--force"]).is_err());
         assert_eq!(parsed(&["-h"]).unwrap(), Command::Print(USAGE));

@@ -12,6 +12,11 @@
 //!   are what its lifecycle topic (and its owner's fleet firehose) retains,
 //!   and Khala serves a retained range whole.
 //!
+//! - An erased run's history always moves at the next pass, whatever the
+//!   policy: the archive keeps its tombstone whole and of every other
+//!   event only its place (a husk without payload), which its owner's
+//!   firehose still counts. Compaction then removes the payloads from disk.
+//!
 //! A move is `EventLog::move_cold`: the history is durable in the archive
 //! before the index serves it from there, so a run is readable from the hot
 //! log, the archive or both at every instant. The hot log's copies are then
@@ -19,7 +24,7 @@
 //! background of the service and in the offline `archive` command.
 
 use crate::config::Config;
-use openagents_authority::Stream;
+use openagents_authority::{RUN_ERASED, Stream};
 use openagents_event_log::{ColdMoveError, EventLog, Index, Keep, ReadError, RecordRef};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,6 +69,8 @@ impl Policy {
 pub struct PassReport {
     /// Runs whose whole history moved.
     pub runs: u64,
+    /// Erased runs whose payloads left the hot log.
+    pub erased: u64,
     /// Workers whose old heartbeats moved.
     pub workers: u64,
     /// Records of the hot log that became dead.
@@ -84,6 +91,7 @@ struct Move {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MoveKind {
     Run,
+    Erased,
     Heartbeats { latest: Option<u64> },
 }
 
@@ -91,6 +99,8 @@ impl Move {
     fn keeps(&self, record: &RecordRef<'_>) -> Keep {
         match self.kind {
             MoveKind::Run => Keep::Whole,
+            MoveKind::Erased if record.event_type == RUN_ERASED => Keep::Whole,
+            MoveKind::Erased => Keep::Husk,
             MoveKind::Heartbeats { latest }
                 if record.event_type == HEARTBEAT && Some(record.seq) != latest =>
             {
@@ -101,18 +111,25 @@ impl Move {
     }
 }
 
-/// Runs sealed before `cutoff` whose history is still hot, by stream name.
-fn sealed_runs(index: &Index<Stream>, cutoff: SystemTime) -> Vec<Move> {
+/// Runs whose history is still hot and that were erased, or sealed before
+/// `cutoff` (when given), by stream name.
+fn run_moves(index: &Index<Stream>, cutoff: Option<SystemTime>) -> Vec<Move> {
     let mut moves: Vec<Move> = index
         .streams()
         .filter(|(_, entry)| entry.cold_base() < entry.head())
         .filter_map(|(name, entry)| {
             let run = entry.state().as_run().filter(|run| run.is_sealed())?;
-            let sealed_at = humantime::parse_rfc3339(&run.updated_at).ok()?;
-            (sealed_at < cutoff).then(|| Move {
+            let kind = if run.erasure().is_some() {
+                MoveKind::Erased
+            } else {
+                let sealed_at = humantime::parse_rfc3339(&run.updated_at).ok()?;
+                cutoff.filter(|cutoff| sealed_at < *cutoff)?;
+                MoveKind::Run
+            };
+            Some(Move {
                 stream: name.to_owned(),
                 base: entry.head(),
-                kind: MoveKind::Run,
+                kind,
             })
         })
         .collect();
@@ -149,7 +166,11 @@ fn heartbeat_move(
     'pages: while after < movable {
         let page = (movable - after).min(PAGE as u64);
         let records = log.read_stream(stream, after, page as usize, |record| {
-            (record.seq, record.event_type == HEARTBEAT, recorded_at(&record))
+            (
+                record.seq,
+                record.event_type == HEARTBEAT,
+                recorded_at(&record),
+            )
         })?;
         for (seq, heartbeat, at) in records {
             if at >= cutoff {
@@ -181,10 +202,8 @@ fn planned(
     policy: Policy,
     now: SystemTime,
 ) -> Result<Vec<Move>, ReadError> {
-    let mut moves = Vec::new();
-    if let Some(after) = policy.sealed_after {
-        moves.extend(sealed_runs(&log.index(), now - after));
-    }
+    let cutoff = policy.sealed_after.map(|after| now - after);
+    let mut moves = run_moves(&log.index(), cutoff);
     if let Some(after) = policy.heartbeats_after {
         let workers = workers(&log.index());
         for (stream, cold_base) in workers {
@@ -238,13 +257,16 @@ pub fn run_pass(
         let (records, bytes) = hot_records(log, &planned.stream, cold_base, planned.base)?;
         if !dry_run
             && log
-                .move_cold(&planned.stream, planned.base, |record| planned.keeps(record))?
+                .move_cold(&planned.stream, planned.base, |record| {
+                    planned.keeps(record)
+                })?
                 .is_none()
         {
             continue;
         }
         match planned.kind {
             MoveKind::Run => report.runs += 1,
+            MoveKind::Erased => report.erased += 1,
             MoveKind::Heartbeats { .. } => report.workers += 1,
         }
         report.records += records;
@@ -263,17 +285,15 @@ pub(crate) struct Retention {
 }
 
 impl Retention {
-    /// Starts the thread, unless the policy moves nothing or the log has no
-    /// archive.
+    /// Starts the thread, unless the log has no archive. It runs without a
+    /// policy too, for erased runs.
     pub(crate) fn start(
         log: Arc<EventLog<Stream>>,
         policy: Policy,
         interval: Duration,
         moved: impl Fn(&PassReport) + Send + 'static,
     ) -> Option<Self> {
-        if policy.is_off() || log.cold_store().is_none() {
-            return None;
-        }
+        log.cold_store()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -282,7 +302,7 @@ impl Retention {
                 while !stopping.load(Ordering::Acquire) {
                     match run_pass(&log, policy, SystemTime::now(), false, &mut |_| {}) {
                         Ok(report) if report != PassReport::default() => {
-                            tracing::info!(runs = report.runs, workers = report.workers, records = report.records, bytes = report.bytes, "retention moved histories to the archive");
+                            tracing::info!(runs = report.runs, erased = report.erased, workers = report.workers, records = report.records, bytes = report.bytes, "retention moved histories to the archive");
                             moved(&report);
                         }
                         Ok(_) => {}

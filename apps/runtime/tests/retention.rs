@@ -222,15 +222,19 @@ fn old_heartbeats_thin_to_the_latest_and_the_worker_stays_as_it_was() {
     let entry = || -> Option<Value> {
         let text = std::fs::read_to_string(&catalog).ok()?;
         text.lines()
+            .rev()
             .filter_map(|line| serde_json::from_str::<Value>(line.get(9..)?).ok())
-            .filter(|entry| entry["stream"] == format!("worker:{worker}"))
-            .last()
+            .find(|entry| entry["stream"] == format!("worker:{worker}"))
     };
     wait_for("the heartbeats to move", || entry().is_some());
     // Records 1..=14 left the hot log; the archive kept the registration
     // and the latest heartbeat among them.
     let entry = entry().unwrap();
-    assert_eq!((entry["base"].clone(), entry["records"].clone()), (json!(14), json!(2)), "{entry}");
+    assert_eq!(
+        (entry["base"].clone(), entry["records"].clone()),
+        (json!(14), json!(2)),
+        "{entry}"
+    );
     let (_, after) = server.call("GET", &worker_path, None);
     assert_eq!(after["worker"]["worker"], before["worker"]["worker"]);
     assert_eq!(after["worker"]["worker"]["metadata"]["beat"], 20);
@@ -289,14 +293,18 @@ fn the_archive_command_moves_offline_and_a_restored_backup_serves_the_same() {
     server.signal("-TERM");
     drop(server);
 
-    let (ok, text) = command(data.path(), &["archive"], &[]);
-    assert!(!ok && text.contains("RUNTIME_RETENTION_SEALED_AFTER"), "{text}");
+    let (ok, text) = command(data.path(), &["archive", "--dry-run"], &[]);
+    assert!(ok && text.contains("only erased runs move"), "{text}");
+    assert!(text.contains("would move 0 runs"), "{text}");
     let policy = [("RUNTIME_RETENTION_SEALED_AFTER", "1ms")];
     let (ok, text) = command(data.path(), &["archive", "--dry-run"], &policy);
     assert!(ok, "{text}");
     assert!(text.contains("would move 3 runs"), "{text}");
     let (ok, text) = command(data.path(), &["archive", "--dry-run"], &policy);
-    assert!(ok && text.contains("would move 3 runs"), "a dry run moves nothing: {text}");
+    assert!(
+        ok && text.contains("would move 3 runs"),
+        "a dry run moves nothing: {text}"
+    );
     let (ok, text) = command(data.path(), &["archive"], &policy);
     assert!(ok, "{text}");
     assert!(text.contains("moved 3 runs"), "{text}");
@@ -323,4 +331,86 @@ fn the_archive_command_moves_offline_and_a_restored_backup_serves_the_same() {
     std::fs::create_dir(restored.path().join("archive").join("streams")).unwrap();
     let (ok, text) = command(restored.path(), &["archive", "--dry-run"], &policy);
     assert!(!ok && text.contains("missing"), "{text}");
+}
+
+#[test]
+fn an_erased_run_keeps_only_its_tombstone_and_places_in_the_archive() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &[]);
+    let erased = sealed_run(&server, 20);
+    let kept = sealed_run(&server, 20);
+    let secret = "some words that repeat";
+    let firehose = "/internal/v1/khala/topics/runs:user:1:events/messages?after_seq=0";
+    let token = user_token(1);
+    let sequences = |server: &Server| -> Vec<u64> {
+        let (status, page) = server.call_authorized(firehose, &token);
+        assert_eq!(status, 200, "{page}");
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["sequence"].as_u64().unwrap())
+            .collect()
+    };
+    let before = sequences(&server);
+    let kept_before = reads(&server, &kept);
+    let (status, body) = server.call(
+        "DELETE",
+        &format!("/internal/v1/runs/{erased}"),
+        Some(json!({"reason": "the user asked"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let file = data
+        .path()
+        .join("archive")
+        .join("streams")
+        .join(format!("run%3A{erased}.zst"));
+    wait_for("the erased run to move", || file.exists());
+    let catalog =
+        std::fs::read_to_string(data.path().join("archive").join("catalog.jsonl")).unwrap();
+    assert!(catalog.contains(&erased), "{catalog}");
+    let archived = zstd_lines(&std::fs::read(&file).unwrap());
+    assert_eq!(archived.len(), 23, "every place, and the tombstone");
+    assert!(
+        !archived.iter().any(|line| line.contains(secret)),
+        "{archived:?}"
+    );
+    assert!(archived.last().unwrap().contains("run.erased"));
+    let (status, _) = server.raw(&format!("/internal/v1/runs/{erased}"));
+    assert_eq!(status, 410);
+    assert_eq!(
+        sequences(&server),
+        before
+            .iter()
+            .copied()
+            .chain([before.len() as u64 + 1])
+            .collect::<Vec<_>>()
+    );
+    server.signal("-KILL");
+    drop(server);
+
+    let server = start(data.path(), &[]);
+    let (status, _) = server.raw(&format!("/internal/v1/runs/{erased}/events"));
+    assert_eq!(status, 410);
+    assert_eq!(reads(&server, &kept), kept_before);
+    assert_eq!(sequences(&server).len(), before.len() + 1);
+}
+
+/// The record lines of an archive file: after its header line and meta,
+/// zstd frames back to back.
+fn zstd_lines(file: &[u8]) -> Vec<String> {
+    let header_end = file.iter().position(|b| *b == b'\n').unwrap();
+    let header: Value = serde_json::from_slice(&file[..header_end]).unwrap();
+    assert_eq!(header["format"], "openagents-runtime-archive");
+    let meta_len = header["meta_bytes"].as_u64().unwrap() as usize;
+    let meta: Value = serde_json::from_slice(&file[header_end + 1..][..meta_len]).unwrap();
+    let body = &file[header_end + 1 + meta_len..];
+    let mut lines = Vec::new();
+    for frame in meta["frames"].as_array().unwrap() {
+        let offset = frame["offset"].as_u64().unwrap() as usize;
+        let len = frame["len"].as_u64().unwrap() as usize;
+        let raw = zstd::decode_all(&body[offset..offset + len]).unwrap();
+        lines.extend(String::from_utf8(raw).unwrap().lines().map(str::to_owned));
+    }
+    lines
 }

@@ -17,7 +17,9 @@
 mod common;
 
 use common::{Count, Outcome, Request, SEAL};
-use openagents_event_log::{CommitObserver, EventLog, Index, LogOptions, OpenReport, RecordRef};
+use openagents_event_log::{
+    CommitObserver, EventLog, Index, Keep, LogOptions, OpenReport, RecordRef,
+};
 use openagents_event_log_postgres::{PgOptions, open};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, mpsc};
@@ -235,7 +237,10 @@ fn a_cold_history_leaves_events_reads_back_the_same_and_survives_restarts() {
     }
     fill(&log, "run:a", 40);
     let before = records(&log, "run:a");
-    let entry = log.move_cold("run:a", 40, |_| true).unwrap().unwrap();
+    let entry = log
+        .move_cold("run:a", 40, |_| Keep::Whole)
+        .unwrap()
+        .unwrap();
     assert_eq!((entry.base, entry.records), (40, 40));
     assert_eq!(
         db.count("SELECT count(*) FROM events WHERE stream = 'run:a'"),
@@ -302,7 +307,7 @@ fn an_instance_that_started_before_the_move_reads_the_cold_history_the_same() {
     caught_up(&b);
     let before = records(&b, "run:a");
     assert_eq!(before, records(&a, "run:a"));
-    a.move_cold("run:a", 30, |_| true).unwrap().unwrap();
+    a.move_cold("run:a", 30, |_| Keep::Whole).unwrap().unwrap();
     assert_eq!(
         db.count("SELECT count(*) FROM events WHERE stream = 'run:a'"),
         0
@@ -361,7 +366,7 @@ fn a_move_whose_connection_is_terminated_changes_nothing() {
         )
         .unwrap();
         std::thread::scope(|scope| {
-            let mover = scope.spawn(|| log.move_cold("run:a", 10, |_| true));
+            let mover = scope.spawn(|| log.move_cold("run:a", 10, |_| Keep::Whole));
             let mut killer = postgres::Client::connect(&url, postgres::NoTls).unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
@@ -393,7 +398,9 @@ fn a_move_whose_connection_is_terminated_changes_nothing() {
     assert_eq!(records(&log, "run:a"), before);
     retries(&log, "run:a");
 
-    log.move_cold("run:a", 10, |_| true).unwrap().unwrap();
+    log.move_cold("run:a", 10, |_| Keep::Whole)
+        .unwrap()
+        .unwrap();
     assert_eq!(stats(), (0, 1), "a later move goes through");
     assert_eq!(records(&log, "run:a"), before);
 }
@@ -406,14 +413,18 @@ fn erasing_keeps_the_last_record_and_drops_the_earlier_bytes() {
     let (log, _) = start(&db.url());
     fill(&log, "run:e", 40);
     let last = records(&log, "run:e").pop().unwrap();
-    log.move_cold("run:e", 39, |_| true).unwrap().unwrap();
+    log.move_cold("run:e", 39, |_| Keep::Whole)
+        .unwrap()
+        .unwrap();
     let whole = db.count("SELECT octet_length(archive)::bigint FROM archived_streams");
     assert_eq!(
         db.count("SELECT count(*) FROM events WHERE stream = 'run:e'"),
         1
     );
     let entry = log
-        .move_cold("run:e", 40, |r| r.seq == 40)
+        .move_cold("run:e", 40, |r| {
+            if r.seq == 40 { Keep::Whole } else { Keep::Drop }
+        })
         .unwrap()
         .unwrap();
     assert_eq!((entry.base, entry.records), (40, 1));

@@ -332,7 +332,8 @@ impl ReadPlan {
         let hot_after = after_seq.max(entry.cold_base);
         let last_wanted = after_seq.saturating_add(limit as u64).min(entry.head);
         let archived_end = (entry.tail_start() - 1).min(last_wanted);
-        let hot_limit = usize::try_from(last_wanted.saturating_sub(hot_after)).unwrap_or(usize::MAX);
+        let hot_limit =
+            usize::try_from(last_wanted.saturating_sub(hot_after)).unwrap_or(usize::MAX);
         let (_, tail) = entry.tail_after(hot_after, hot_limit);
         ReadPlan {
             after_seq,
@@ -356,10 +357,13 @@ impl ReadPlan {
         each: &mut dyn FnMut(RecordRef<'_>),
     ) -> Result<(), crate::ReadError> {
         if self.after_seq < self.cold_end {
-            let cold = readers.cold.as_deref().ok_or_else(|| crate::ReadError::Damaged {
-                offset: 0,
-                reason: format!("{stream} has an archived history but the log has no archive"),
-            })?;
+            let cold = readers
+                .cold
+                .as_deref()
+                .ok_or_else(|| crate::ReadError::Damaged {
+                    offset: 0,
+                    reason: format!("{stream} has an archived history but the log has no archive"),
+                })?;
             cold.read(stream, self.after_seq, self.cold_end, usize::MAX, each)?;
         }
         if self.archived > 0 {

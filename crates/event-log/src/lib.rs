@@ -34,7 +34,7 @@ mod storage;
 mod writer;
 
 pub use cold::{
-    COLD_VERSION, ColdBody, Keep, ColdDir, ColdEntry, ColdError, ColdStore, FRAME_RAW_BYTES,
+    COLD_VERSION, ColdBody, ColdDir, ColdEntry, ColdError, ColdStore, FRAME_RAW_BYTES, Keep,
     apply_catalog, encode_archive, read_archive_bytes,
 };
 pub use error::{ColdMoveError, LogFailure, OpenError, ReadError};

@@ -72,7 +72,10 @@ fn a_cold_history_reads_back_the_same_and_answers_retries_across_reopens() {
     fill(&log, "run:a", 40, true);
     fill(&log, "run:b", 10, false);
     let before_a = bodies(&log, "run:a");
-    let entry = log.move_cold("run:a", 40, |_| Keep::Whole).unwrap().unwrap();
+    let entry = log
+        .move_cold("run:a", 40, |_| Keep::Whole)
+        .unwrap()
+        .unwrap();
     assert_eq!((entry.base, entry.records), (40, 40));
     assert_eq!(log.index().stream("run:a").unwrap().cold_base(), 40);
     assert_eq!(bodies(&log, "run:a"), before_a);
@@ -91,7 +94,9 @@ fn a_cold_history_reads_back_the_same_and_answers_retries_across_reopens() {
         Outcome::KeyReused
     );
     assert!(
-        log.move_cold("run:a", 40, |_| Keep::Whole).unwrap().is_none(),
+        log.move_cold("run:a", 40, |_| Keep::Whole)
+            .unwrap()
+            .is_none(),
         "moving the same base again changes nothing"
     );
     let live_states = states(&log);
@@ -153,16 +158,26 @@ fn a_history_that_keeps_some_records_skips_the_others_and_later_records_follow()
     // stays dropped.
     let entry = log
         .move_cold("worker:w", 21, |record| {
-            if record.seq == 21 { Keep::Whole } else { Keep::Husk }
+            if record.seq == 21 {
+                Keep::Whole
+            } else {
+                Keep::Husk
+            }
         })
         .unwrap()
         .unwrap();
     assert_eq!((entry.base, entry.records), (21, 9));
     let husks = log
-        .read_stream("worker:w", 0, 21, |r| (r.seq, r.payload.get().to_owned(), r.key.is_some()))
+        .read_stream("worker:w", 0, 21, |r| {
+            (r.seq, r.payload.get().to_owned(), r.key.is_some())
+        })
         .unwrap();
     assert_eq!(husks.len(), 9);
-    assert!(husks[..8].iter().all(|(_, payload, key)| payload == "null" && !key));
+    assert!(
+        husks[..8]
+            .iter()
+            .all(|(_, payload, key)| payload == "null" && !key)
+    );
     assert_eq!(husks[8], (21, "0".to_owned(), false));
     let live = states(&log);
     drop(log);
@@ -173,7 +188,11 @@ fn a_history_that_keeps_some_records_skips_the_others_and_later_records_follow()
 }
 
 fn every_fourth(record: &openagents_event_log::RecordRef<'_>) -> Keep {
-    if record.seq % 4 == 0 { Keep::Whole } else { Keep::Drop }
+    if record.seq % 4 == 0 {
+        Keep::Whole
+    } else {
+        Keep::Drop
+    }
 }
 
 fn fill_after(log: &EventLog<Count>, seq: u64) {
