@@ -188,7 +188,7 @@ fn a_history_that_keeps_some_records_skips_the_others_and_later_records_follow()
 }
 
 fn every_fourth(record: &openagents_event_log::RecordRef<'_>) -> Keep {
-    if record.seq % 4 == 0 {
+    if record.seq.is_multiple_of(4) {
         Keep::Whole
     } else {
         Keep::Drop
