@@ -1096,8 +1096,21 @@ mod tests {
                 .to_string()
                 .contains("RUNTIME_EVENT_LOG_PATH")
         );
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "the probe files are removed");
+        config.event_log_path = dir.path().join("events.jsonl");
+        config.archive_dir = file.join("archive");
+        assert!(
+            config
+                .check_paths()
+                .unwrap_err()
+                .to_string()
+                .contains("RUNTIME_ARCHIVE_DIR")
+        );
+        let mut leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        leftovers.sort();
+        assert_eq!(leftovers, ["archive", "file"], "the probe files are removed");
     }
 
     #[test]
