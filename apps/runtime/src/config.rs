@@ -406,6 +406,12 @@ impl Config {
                     .to_owned(),
             );
         }
+        let event_log_path: PathBuf = vars
+            .text(
+                "RUNTIME_EVENT_LOG_PATH",
+                ".runtime-data/runtime-events.jsonl",
+            )
+            .into();
         let max_body_bytes = vars.bounded("RUNTIME_MAX_BODY_BYTES", 1_048_576, 1024..=64 << 20)?;
         let max_body_bytes_in_flight = vars.bounded(
             "RUNTIME_MAX_BODY_BYTES_IN_FLIGHT",
@@ -429,12 +435,7 @@ impl Config {
             fanout_driver: vars.fanout_driver(&storage_backend)?,
             storage_backend,
             build_sha: vars.label("RUNTIME_BUILD_SHA", "dev")?,
-            event_log_path: vars
-                .text(
-                    "RUNTIME_EVENT_LOG_PATH",
-                    ".runtime-data/runtime-events.jsonl",
-                )
-                .into(),
+            event_log_path: event_log_path.clone(),
             event_log_segment_bytes: vars.bounded(
                 "RUNTIME_EVENT_LOG_SEGMENT_BYTES",
                 openagents_event_log::DEFAULT_SEGMENT_BYTES,
@@ -536,9 +537,7 @@ impl Config {
                 .map(PathBuf::from),
             credentials_path: vars.credentials_path()?,
             receipt_signer: vars.receipt_signer()?,
-            archive_dir: vars
-                .text("RUNTIME_ARCHIVE_DIR", ".runtime-data/archive")
-                .into(),
+            archive_dir: vars.archive_dir(&event_log_path),
             retention_sealed_after: vars.duration("RUNTIME_RETENTION_SEALED_AFTER")?,
             retention_heartbeats_after: vars.duration("RUNTIME_RETENTION_HEARTBEATS_AFTER")?,
             retention_interval: Duration::from_millis(vars.bounded(
@@ -758,6 +757,18 @@ impl Vars<'_> {
         })
     }
 
+    /// `RUNTIME_ARCHIVE_DIR`, by default the folder `archive` beside the
+    /// event log, so that each log has its own.
+    fn archive_dir(&self, event_log_path: &std::path::Path) -> PathBuf {
+        match self.optional("RUNTIME_ARCHIVE_DIR") {
+            Some(dir) => dir.into(),
+            None => event_log_path
+                .parent()
+                .unwrap_or(std::path::Path::new(""))
+                .join("archive"),
+        }
+    }
+
     /// A duration such as `30d`, `12h` or `90s` (humantime's units); unset:
     /// `None`.
     fn duration(&self, name: &'static str) -> Result<Option<Duration>, ConfigError> {
@@ -849,6 +860,8 @@ mod tests {
             Some(Duration::from_secs(90))
         );
         assert_eq!(with(&[]).unwrap().retention_sealed_after, None);
+        let beside = with(&[("RUNTIME_EVENT_LOG_PATH", "/data/log/events.jsonl")]).unwrap();
+        assert_eq!(beside.archive_dir, PathBuf::from("/data/log/archive"));
         for bad in ["30 parsecs", "0s", "-1d", "d30"] {
             let error = with(&[("RUNTIME_RETENTION_SEALED_AFTER", bad)])
                 .unwrap_err()
@@ -1110,7 +1123,11 @@ mod tests {
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
             .collect();
         leftovers.sort();
-        assert_eq!(leftovers, ["archive", "file"], "the probe files are removed");
+        assert_eq!(
+            leftovers,
+            ["archive", "file"],
+            "the probe files are removed"
+        );
     }
 
     #[test]

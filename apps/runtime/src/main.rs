@@ -82,7 +82,7 @@ the ranges); a bad value refuses to start with one line naming the variable.
   RUNTIME_RECEIPT_SIGNING_KEY_FILE         secp256k1 key receipts are signed with (none)
   RUNTIME_SHUTDOWN_GRACE_MS                time in-flight requests get at shutdown (10000)
   RUNTIME_PARITY_REPORT_PATH               parity report shown by /internal/v1/cutover/status
-  RUNTIME_ARCHIVE_DIR                      archive of histories that left the hot log (.runtime-data/archive)
+  RUNTIME_ARCHIVE_DIR                      archive of histories that left the hot log (archive beside the log)
   RUNTIME_RETENTION_SEALED_AFTER           archive runs sealed longer ago, e.g. 30d (off)
   RUNTIME_RETENTION_HEARTBEATS_AFTER       keep one worker heartbeat older than this, e.g. 1h (off)
   RUNTIME_RETENTION_INTERVAL_MS            time between retention passes (60000)

@@ -170,6 +170,16 @@ fn an_archived_run_answers_byte_for_byte_as_before_across_a_kill() {
     for (run, before) in runs.iter().zip(&before) {
         assert_eq!(&reads(&server, run), before, "run {run} after a kill");
     }
+    drop(server);
+
+    // Without the snapshot: a full scan rebuilds the projections from the
+    // archive too.
+    std::fs::remove_file(data.path().join("projections.json")).unwrap();
+    let server = start(data.path(), &[]);
+    assert_eq!(metric(&server, "runtime_archived_runs"), 3.0);
+    for (run, before) in runs.iter().zip(&before) {
+        assert_eq!(&reads(&server, run), before, "run {run} after a full scan");
+    }
 }
 
 #[test]
@@ -392,6 +402,14 @@ fn an_erased_run_keeps_only_its_tombstone_and_places_in_the_archive() {
     let server = start(data.path(), &[]);
     let (status, _) = server.raw(&format!("/internal/v1/runs/{erased}/events"));
     assert_eq!(status, 410);
+    assert_eq!(reads(&server, &kept), kept_before);
+    assert_eq!(sequences(&server).len(), before.len() + 1);
+    drop(server);
+
+    std::fs::remove_file(data.path().join("projections.json")).unwrap();
+    let server = start(data.path(), &[]);
+    let (status, _) = server.raw(&format!("/internal/v1/runs/{erased}/receipt"));
+    assert_eq!(status, 410, "after a full scan");
     assert_eq!(reads(&server, &kept), kept_before);
     assert_eq!(sequences(&server).len(), before.len() + 1);
 }
