@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::database::fresh_schema;
 use support::process::Server;
 use support::tokens::{KEY, user_token};
 
@@ -431,4 +432,46 @@ fn zstd_lines(file: &[u8]) -> Vec<String> {
         lines.extend(String::from_utf8(raw).unwrap().lines().map(str::to_owned));
     }
     lines
+}
+
+#[test]
+fn on_postgres_archived_runs_leave_events_and_both_instances_serve_them() {
+    let Some(schema) = fresh_schema("retention_on_postgres") else {
+        return;
+    };
+    let env = |policy: &str| {
+        let mut env = vec![
+            ("RUNTIME_STORAGE_BACKEND", "postgres".to_owned()),
+            ("RUNTIME_DATABASE_URL", schema.url()),
+            ("RUNTIME_SYNC_TOKEN_SIGNING_KEY", KEY.to_owned()),
+            ("RUNTIME_RETENTION_INTERVAL_MS", "100".to_owned()),
+        ];
+        if !policy.is_empty() {
+            env.push(("RUNTIME_RETENTION_SEALED_AFTER", policy.to_owned()));
+        }
+        env
+    };
+    let other = Server::start_with(&env(""));
+    let runs: Vec<String> = (0..2).map(|_| sealed_run(&other, 15)).collect();
+    let before: Vec<_> = runs.iter().map(|run| reads(&other, run)).collect();
+    let events_before = schema.count("SELECT count(*) FROM events");
+    let archiver = Server::start_with(&env("1ms"));
+    wait_for("the runs to leave events", || {
+        schema.count("SELECT count(*) FROM archived_streams") == 2
+    });
+    assert_eq!(
+        schema.count("SELECT count(*) FROM events"),
+        events_before - 2 * 17,
+        "the archived runs' rows are deleted"
+    );
+    for (run, before) in runs.iter().zip(&before) {
+        assert_eq!(&reads(&archiver, run), before, "run {run} on the archiver");
+        assert_eq!(&reads(&other, run), before, "run {run} on the other instance");
+    }
+    drop(archiver);
+    drop(other);
+    let restarted = Server::start_with(&env(""));
+    for (run, before) in runs.iter().zip(&before) {
+        assert_eq!(&reads(&restarted, run), before, "run {run} after a restart");
+    }
 }
