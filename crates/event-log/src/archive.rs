@@ -264,9 +264,9 @@ impl SegmentTable {
 
 /// Reads a file from a position with `pread`, leaving the file's own
 /// cursor alone (other handles of the segment share it).
-struct At<'a> {
-    file: &'a File,
-    offset: u64,
+pub(crate) struct At<'a> {
+    pub(crate) file: &'a File,
+    pub(crate) offset: u64,
 }
 
 impl Read for At<'_> {

@@ -36,7 +36,7 @@
 //! the writer never waits for compaction. The background pass reads and
 //! writes at most the configured bytes per second.
 
-use crate::archive::{Archive, StreamRun};
+use crate::archive::{Archive, At, StreamRun};
 use crate::error::{OpenError, ReadError};
 use crate::file::{folder_of, sync_folder};
 use crate::index::StreamState;
@@ -302,20 +302,6 @@ impl Layout {
             None => found == expected,
             Some(header) => found >= expected && found <= header.last_lsn,
         }
-    }
-}
-
-/// Reads a file from a position with `pread`.
-struct At<'a> {
-    file: &'a File,
-    offset: u64,
-}
-
-impl Read for At<'_> {
-    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
-        let read = self.file.read_at(buffer, self.offset)?;
-        self.offset += read as u64;
-        Ok(read)
     }
 }
 
