@@ -11,7 +11,7 @@ mod common;
 use common::{
     Count, Outcome, Request, SEAL, append, archived_options, bodies, full_scan_copy_archived,
 };
-use openagents_event_log::{EventLog, KeyLookup, LogOptions};
+use openagents_event_log::{EventLog, Keep, KeyLookup, LogOptions};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -115,7 +115,9 @@ fn build(place: &Place) -> BTreeMap<String, Vec<(u64, String)>> {
     for c in 0..COLD_STREAMS {
         let stream = cold_stream(c);
         let head = log.index().stream(&stream).unwrap().head();
-        log.move_cold(&stream, head, |_| true).unwrap().unwrap();
+        log.move_cold(&stream, head, |_| Keep::Whole)
+            .unwrap()
+            .unwrap();
     }
     assert_eq!(read_all(&log), before, "moving cold changed a stream");
     before

@@ -10,7 +10,7 @@
 mod common;
 
 use common::{Count, Outcome, Request, SEAL, append, archived_options, bodies};
-use openagents_event_log::EventLog;
+use openagents_event_log::{EventLog, Keep};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
@@ -185,7 +185,7 @@ proptest! {
                     let stream = format!("s:{stream}");
                     let head = log.index().stream(&stream).map(|entry| entry.head());
                     if let Some(head) = head {
-                        log.move_cold(&stream, head, |_| true).unwrap();
+                        log.move_cold(&stream, head, |_| Keep::Whole).unwrap();
                     }
                 }
                 Step::Compact => {
