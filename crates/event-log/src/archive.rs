@@ -31,12 +31,19 @@
 //! An index file is derived data: a missing or damaged one is rebuilt from
 //! its segment with a warning, at open or after a roll (in the background,
 //! on the indexer thread).
+//!
+//! A compacted segment (see `compact`) is indexed like any other, from the
+//! line after its header, and its records may skip log positions (the dead
+//! ones it dropped) within the range its header names. Segments are named
+//! here by their id (see [`Segment::id`](crate::segments::Segment)), which
+//! a compaction that merges segments does not change for the others.
 
+use crate::compact::Layout;
 use crate::error::ReadError;
 use crate::record::RecordRef;
 use crate::segments::Segments;
 use crate::{OpenError, RecordPos};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
@@ -54,7 +61,7 @@ const BUILD_BUFFER_BYTES: usize = 4 << 20;
 /// Where the records of one stream in one sealed segment are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Span {
-    /// The segment, by its place in the log.
+    /// The segment, by its id.
     segment: u32,
     first_seq: u64,
     count: u32,
@@ -80,15 +87,26 @@ pub(crate) struct SegmentTable {
 }
 
 /// One indexed segment's file, open for reading entries and keys.
-struct IndexFile {
+pub(crate) struct IndexFile {
     file: File,
     entries_at: u64,
     keys_at: u64,
+    records: u64,
+}
+
+/// One stream's records in a sealed segment, as its index file's table
+/// says: what compaction plans with.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamRun {
+    pub(crate) stream: String,
+    pub(crate) first_seq: u64,
+    pub(crate) count: u64,
+    entry_start: u32,
 }
 
 /// Every indexed sealed segment and the spans of every stream in them.
 pub(crate) struct Archive {
-    files: RwLock<Vec<IndexFile>>,
+    files: RwLock<BTreeMap<u32, IndexFile>>,
     spans: RwLock<HashMap<String, Vec<Span>>>,
     floor: AtomicU64,
 }
@@ -110,7 +128,12 @@ impl SegmentTable {
     /// Reads a sealed segment, a buffer at a time, and groups its records
     /// by stream. A line that does not decode, or a segment that does not
     /// end in a complete record, is damage of acknowledged history.
-    pub(crate) fn build(file: &File, path: &Path, first_lsn: u64) -> Result<Self, OpenError> {
+    pub(crate) fn build(
+        file: &File,
+        path: &Path,
+        first_lsn: u64,
+        layout: &Layout,
+    ) -> Result<Self, OpenError> {
         let io_error = |source| OpenError::Io {
             path: path.to_owned(),
             source,
@@ -121,10 +144,16 @@ impl SegmentTable {
             offset,
             reason,
         };
-        let mut reader = BufReader::with_capacity(BUILD_BUFFER_BYTES, At { file, offset: 0 });
+        let mut reader = BufReader::with_capacity(
+            BUILD_BUFFER_BYTES,
+            At {
+                file,
+                offset: layout.body_start,
+            },
+        );
         let mut groups: Vec<(String, Group)> = Vec::new();
         let mut by_name: HashMap<String, usize> = HashMap::new();
-        let (mut start, mut lsn, mut line) = (0u64, first_lsn, Vec::new());
+        let (mut start, mut lsn, mut line) = (layout.body_start, first_lsn, Vec::new());
         while start < segment_len {
             line.clear();
             let read = reader.read_until(b'\n', &mut line).map_err(io_error)?;
@@ -136,12 +165,13 @@ impl SegmentTable {
             }
             let record =
                 RecordRef::decode(&line).map_err(|error| corrupt(start, error.to_string()))?;
-            if record.lsn != lsn {
+            if !layout.accepts_lsn(lsn, record.lsn) {
                 return Err(corrupt(
                     start,
                     format!("log position {} where {lsn} was expected", record.lsn),
                 ));
             }
+            lsn = record.lsn;
             let slot = match by_name.get(record.stream.as_ref()) {
                 Some(slot) => *slot,
                 None => {
@@ -234,9 +264,9 @@ impl SegmentTable {
 
 /// Reads a file from a position with `pread`, leaving the file's own
 /// cursor alone (other handles of the segment share it).
-struct At<'a> {
-    file: &'a File,
-    offset: u64,
+pub(crate) struct At<'a> {
+    pub(crate) file: &'a File,
+    pub(crate) offset: u64,
 }
 
 impl Read for At<'_> {
@@ -272,7 +302,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// An index file's table, read and checked against its segment.
-struct Loaded {
+pub(crate) struct Loaded {
     file: IndexFile,
     spans: Vec<(String, Span)>,
     records: u64,
@@ -304,6 +334,7 @@ fn load(
             file: File::open(&path)?,
             entries_at: table_end,
             keys_at: table_end + table.records * ENTRY_BYTES,
+            records: table.records,
         },
     }))
 }
@@ -384,6 +415,38 @@ impl IndexFile {
             .collect())
     }
 
+    /// The table of streams, read again from the file (compaction plans
+    /// with it; the archive keeps only spans in memory).
+    fn runs(&self) -> Result<Vec<StreamRun>, ReadError> {
+        let mut bytes = vec![0; self.entries_at as usize];
+        self.file.read_exact_at(&mut bytes, 0)?;
+        let damaged = || ReadError::Damaged {
+            offset: 0,
+            reason: "a segment index changed on disk".into(),
+        };
+        let (first_lsn, segment_len) = {
+            let mut cursor = Cursor {
+                bytes: &bytes,
+                at: MAGIC.len(),
+            };
+            (
+                cursor.u64().ok_or_else(damaged)?,
+                cursor.u64().ok_or_else(damaged)?,
+            )
+        };
+        let table = parse_table(0, &bytes, first_lsn, segment_len).ok_or_else(damaged)?;
+        Ok(table
+            .spans
+            .into_iter()
+            .map(|(stream, span)| StreamRun {
+                stream,
+                first_seq: span.first_seq,
+                count: u64::from(span.count),
+                entry_start: span.entry_start,
+            })
+            .collect())
+    }
+
     /// The key pair at `index`: a key's hash and its seq.
     fn key_pair(&self, index: u64) -> Result<(u64, u64), ReadError> {
         let mut pair = [0; KEY_BYTES as usize];
@@ -424,13 +487,13 @@ impl Archive {
     /// An archive of no segment yet.
     pub(crate) fn new() -> Self {
         Archive {
-            files: RwLock::new(Vec::new()),
+            files: RwLock::new(BTreeMap::new()),
             spans: RwLock::new(HashMap::new()),
             floor: AtomicU64::new(0),
         }
     }
 
-    /// Takes in the index of the next sealed segment, number `segment`,
+    /// Takes in the index of the next sealed segment, `segment` (its id),
     /// found at `segment_path`; builds and writes it first when it is
     /// missing or damaged. `next_start` is where the segment after it
     /// starts in the log's byte space: the archive locates everything below.
@@ -443,41 +506,16 @@ impl Archive {
         first_lsn: u64,
         next_start: u64,
     ) -> Result<u64, OpenError> {
-        let io_error = |path: &Path| {
-            let path = path.to_owned();
-            move |source| OpenError::Io { path, source }
-        };
-        let segment_len = segment_file
-            .metadata()
-            .map_err(io_error(segment_path))?
-            .len();
-        let loaded = load(segment, segment_path, first_lsn, segment_len)
-            .map_err(io_error(&index_path(segment_path)))?;
-        let loaded = match loaded {
-            Some(loaded) => loaded,
-            None => {
-                tracing::warn!(segment = %segment_path.display(), "building the index of a sealed segment");
-                let table = SegmentTable::build(segment_file, segment_path, first_lsn)?;
-                table
-                    .write(segment_path)
-                    .map_err(io_error(&index_path(segment_path)))?;
-                load(segment, segment_path, first_lsn, segment_len)
-                    .map_err(io_error(&index_path(segment_path)))?
-                    .ok_or_else(|| OpenError::Corrupt {
-                        path: index_path(segment_path),
-                        offset: 0,
-                        reason: "a segment index just written does not read back".into(),
-                    })?
-            }
-        };
+        let loaded = Self::load_or_build(segment, segment_path, segment_file, first_lsn, true)?;
         let records = loaded.records;
         let mut files = self.files.write().expect("archive lock poisoned");
-        assert_eq!(
-            files.len(),
-            segment as usize,
+        assert!(
+            files
+                .last_key_value()
+                .is_none_or(|(last, _)| *last < segment),
             "segments are archived in order"
         );
-        files.push(loaded.file);
+        files.insert(segment, loaded.file);
         let mut spans = self.spans.write().expect("archive lock poisoned");
         for (name, span) in loaded.spans {
             spans.entry(name).or_default().push(span);
@@ -488,9 +526,113 @@ impl Archive {
         Ok(records)
     }
 
+    /// The index of segment `segment` as its file says, built and written
+    /// first when it is missing or damaged (with a warning when `warn`: a
+    /// compaction builds it on purpose).
+    pub(crate) fn load_or_build(
+        segment: u32,
+        segment_path: &Path,
+        segment_file: &File,
+        first_lsn: u64,
+        warn: bool,
+    ) -> Result<Loaded, OpenError> {
+        let io_error = |path: &Path| {
+            let path = path.to_owned();
+            move |source| OpenError::Io { path, source }
+        };
+        let segment_len = segment_file
+            .metadata()
+            .map_err(io_error(segment_path))?
+            .len();
+        let loaded = load(segment, segment_path, first_lsn, segment_len)
+            .map_err(io_error(&index_path(segment_path)))?;
+        if let Some(loaded) = loaded {
+            return Ok(loaded);
+        }
+        if warn {
+            tracing::warn!(segment = %segment_path.display(), "building the index of a sealed segment");
+        }
+        let layout = Layout::of(segment_file, segment_path)?;
+        let table = SegmentTable::build(segment_file, segment_path, first_lsn, &layout)?;
+        table
+            .write(segment_path)
+            .map_err(io_error(&index_path(segment_path)))?;
+        load(segment, segment_path, first_lsn, segment_len)
+            .map_err(io_error(&index_path(segment_path)))?
+            .ok_or_else(|| OpenError::Corrupt {
+                path: index_path(segment_path),
+                offset: 0,
+                reason: "a segment index just written does not read back".into(),
+            })
+    }
+
+    /// Puts the index of a compacted segment in the place of segments
+    /// `removed` (the first of which keeps its id, `loaded`'s): `streams`
+    /// names every stream that had records in them. An in-memory swap; the
+    /// caller holds the readers' gate.
+    pub(crate) fn replace(&self, removed: &[u32], loaded: Loaded, streams: &[String]) {
+        let mut files = self.files.write().expect("archive lock poisoned");
+        let mut spans = self.spans.write().expect("archive lock poisoned");
+        for id in removed {
+            files.remove(id);
+        }
+        let kept = removed[0];
+        files.insert(kept, loaded.file);
+        for name in streams {
+            if let Some(list) = spans.get_mut(name) {
+                list.retain(|span| !removed.contains(&span.segment));
+                if list.is_empty() {
+                    spans.remove(name);
+                }
+            }
+        }
+        for (name, span) in loaded.spans {
+            let list = spans.entry(name).or_default();
+            let at = list.partition_point(|other| other.first_seq < span.first_seq);
+            list.insert(at, span);
+        }
+    }
+
     /// Everything below this position of the log's byte space is archived.
     pub(crate) fn floor(&self) -> u64 {
         self.floor.load(Ordering::Acquire)
+    }
+
+    /// The ids of the archived segments, in log order.
+    pub(crate) fn ids(&self) -> Vec<u32> {
+        let files = self.files.read().expect("archive lock poisoned");
+        files.keys().copied().collect()
+    }
+
+    /// How many records archived segment `id` holds, and its streams.
+    pub(crate) fn runs_of(&self, id: u32) -> Result<(u64, Vec<StreamRun>), ReadError> {
+        let files = self.files.read().expect("archive lock poisoned");
+        let file = files.get(&id).ok_or_else(|| ReadError::Damaged {
+            offset: 0,
+            reason: format!("segment {id} is not archived"),
+        })?;
+        Ok((file.records, file.runs()?))
+    }
+
+    /// Bytes of the first `count` records of `run` in segment `id`, each
+    /// with its newline.
+    pub(crate) fn bytes_of(&self, id: u32, run: &StreamRun, count: u64) -> Result<u64, ReadError> {
+        let files = self.files.read().expect("archive lock poisoned");
+        let Some(file) = files.get(&id) else {
+            return Ok(0);
+        };
+        let mut total = 0;
+        let mut done = 0;
+        while done < count {
+            let step = (count - done).min(4096) as u32;
+            let entries = file.entries(run.entry_start + done as u32, step)?;
+            total += entries
+                .iter()
+                .map(|(_, len)| u64::from(*len) + 1)
+                .sum::<u64>();
+            done += u64::from(step);
+        }
+        Ok(total)
     }
 
     /// The spans of `stream` that hold seqs in `first_seq .. first_seq + count`.
@@ -509,7 +651,8 @@ impl Archive {
     }
 
     /// The positions, in the log's byte space, of seqs `first_seq ..
-    /// first_seq + count` of `stream`, in order.
+    /// first_seq + count` of `stream`, in order. The caller holds the
+    /// readers' gate until it has read them, so no compaction moves them.
     pub(crate) fn positions(
         &self,
         segments: &Segments,
@@ -520,11 +663,18 @@ impl Archive {
         let mut positions = Vec::with_capacity(count as usize);
         let files = self.files.read().expect("archive lock poisoned");
         for span in self.spans_of(stream, first_seq, count) {
+            if span.first_seq > first_seq + positions.len() as u64 {
+                // The seqs before this span are no longer in the hot log.
+                break;
+            }
             let skip = first_seq.saturating_sub(span.first_seq);
             let wanted =
                 (u64::from(span.count) - skip).min(first_seq + count - span.first_seq - skip);
-            let file = &files[span.segment as usize];
-            let start = segments.start_of(span.segment as usize);
+            let (Some(file), Some(start)) =
+                (files.get(&span.segment), segments.start_of(span.segment))
+            else {
+                break;
+            };
             for (offset, len) in file.entries(span.entry_start + skip as u32, wanted as u32)? {
                 positions.push(RecordPos {
                     offset: start + offset,
@@ -560,8 +710,9 @@ impl Archive {
         let files = self.files.read().expect("archive lock poisoned");
         let mut candidates = Vec::new();
         for span in spans.iter().rev().filter(|span| span.key_count > 0) {
-            let file = &files[span.segment as usize];
-            candidates.extend(file.seqs_with_hash(span.key_start, span.key_count, hash)?);
+            if let Some(file) = files.get(&span.segment) {
+                candidates.extend(file.seqs_with_hash(span.key_start, span.key_count, hash)?);
+            }
         }
         Ok(candidates)
     }

@@ -3,9 +3,13 @@
 //! and one `fdatasync` per batch and read back with `pread`. Sealed
 //! segments are indexed on disk (see `archive`), and the index snapshot
 //! sits beside the first segment as `<file>.snapshot` (see `snapshot`).
+//! Sealed segments may be compacted (see `compact`): a start settles an
+//! interrupted compaction first, and lays segments out by the logical
+//! length and lsn range a compacted header names.
 
 use crate::archive::Archive;
 use crate::cold::ColdStore;
+use crate::compact::{self, Medium, OpenedSegment};
 use crate::error::{OpenError, ReadError};
 use crate::index::{Index, RecordPos, StreamState};
 use crate::record::RecordRef;
@@ -19,6 +23,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::RwLock;
 use std::time::SystemTime;
 
 /// Largest gap between two records that is still read in one go rather than
@@ -43,32 +48,32 @@ pub(crate) fn open<S: StreamState>(
     segment_bytes: u64,
     observer: Option<&dyn CommitObserver<S>>,
     cold: Option<Arc<dyn ColdStore>>,
-) -> Result<(Storage<S>, OpenReport), OpenError> {
-    let files = open_files(path)?;
+) -> Result<(Storage<S>, OpenReport, Arc<Medium>), OpenError> {
+    let files = compact::settle(open_files(path)?)?;
     let archive = Arc::new(Archive::new());
     let mut start = 0;
     let mut starts = Vec::with_capacity(files.len());
     let mut next_lsn = 1;
-    for (number, (first_lsn, segment, file)) in files.iter().enumerate() {
+    for (number, segment) in files.iter().enumerate() {
         starts.push(start);
-        start += file
-            .metadata()
-            .map_err(|source| OpenError::Io {
-                path: segment.clone(),
-                source,
-            })?
-            .len();
-        check_first_lsn(next_lsn - 1, *first_lsn, segment)?;
+        start += segment.layout.logical_len();
+        check_first_lsn(next_lsn - 1, segment.first_lsn, &segment.path)?;
         if number + 1 < files.len() {
-            let records = archive.add(number as u32, segment, file, *first_lsn, start)?;
-            if records == 0 {
+            let records = archive.add(
+                number as u32,
+                &segment.path,
+                &segment.file,
+                segment.first_lsn,
+                start,
+            )?;
+            if records == 0 && segment.layout.header.is_none() {
                 return Err(OpenError::Corrupt {
-                    path: segment.clone(),
+                    path: segment.path.clone(),
                     offset: 0,
                     reason: "an empty segment is followed by another".into(),
                 });
             }
-            next_lsn = first_lsn + records;
+            next_lsn = segment.layout.next_lsn(segment.first_lsn, records);
         }
     }
     let restored = restore_snapshot::<S>(snapshot_file, &files, &starts, archive.floor());
@@ -113,6 +118,12 @@ pub(crate) fn open<S: StreamState>(
         segments: recovered.segments.len(),
     };
     let segments = Arc::new(Segments::new(recovered.segments));
+    let gate = Arc::new(RwLock::new(()));
+    let medium = Arc::new(Medium::new(
+        Arc::clone(&segments),
+        Arc::clone(&archive),
+        Arc::clone(&gate),
+    ));
     let storage = Storage {
         index: recovered.index,
         sink: Box::new(FileSink {
@@ -122,14 +133,18 @@ pub(crate) fn open<S: StreamState>(
             active_len: recovered.active_len,
             end_offset: recovered.end_offset,
             segment_bytes,
-            indexer: Indexer::start(Arc::clone(&archive), Arc::clone(&segments), path).map_err(
+            indexer: Indexer::start(Arc::clone(&archive), Arc::clone(&segments)).map_err(
                 |source| OpenError::Io {
                     path: path.to_owned(),
                     source,
                 },
             )?,
         }),
-        source: Arc::new(FileSource { segments, archive }),
+        source: Arc::new(FileSource {
+            segments,
+            archive,
+            gate,
+        }),
         last_at: recovered.last_at.unwrap_or(SystemTime::UNIX_EPOCH),
         location: path.display().to_string(),
         snapshots: Some(Arc::new(FileSnapshots {
@@ -137,7 +152,7 @@ pub(crate) fn open<S: StreamState>(
         })),
         cold,
     };
-    Ok((storage, report))
+    Ok((storage, report, medium))
 }
 
 /// Opens and locks the first segment (creating it) and opens every later
@@ -193,7 +208,7 @@ struct SnapshotStart<S> {
 /// warning saying why the start scans the whole log.
 fn restore_snapshot<S: StreamState>(
     location: &Path,
-    files: &[(u64, PathBuf, File)],
+    files: &[OpenedSegment],
     starts: &[u64],
     archive_floor: u64,
 ) -> Option<SnapshotStart<S>> {
@@ -240,7 +255,7 @@ fn restore_snapshot<S: StreamState>(
 /// time, after checking that the log holds that record there.
 fn snapshot_end<S: StreamState>(
     index: &Index<S>,
-    files: &[(u64, PathBuf, File)],
+    files: &[OpenedSegment],
     starts: &[u64],
 ) -> Result<(u64, Option<SystemTime>), SnapshotError> {
     let Some(pos) = index.last_pos() else {
@@ -248,9 +263,17 @@ fn snapshot_end<S: StreamState>(
     };
     let ahead = |reason: String| SnapshotError::Ahead(reason);
     let segment = starts.partition_point(|start| *start <= pos.offset) - 1;
+    // Compaction moved that segment's records (and may have dropped the
+    // snapshot's last one): its positions there say nothing any more.
+    if files[segment].layout.header.is_some() {
+        return Err(ahead(format!(
+            "record {} is in a segment compacted since",
+            index.last_lsn()
+        )));
+    }
     let mut line = vec![0; pos.len as usize + 1];
     files[segment]
-        .2
+        .file
         .read_exact_at(&mut line, pos.offset - starts[segment])
         .map_err(|error| {
             ahead(format!(
@@ -321,14 +344,14 @@ struct Recovered<S> {
 /// Scans every segment from byte `from` of the log's byte space on into
 /// `index` (which holds every record before it).
 fn recover<S: StreamState>(
-    files: Vec<(u64, PathBuf, File)>,
+    files: Vec<OpenedSegment>,
     mut index: Index<S>,
     from: u64,
     replayed: &mut dyn FnMut(&RecordRef<'_>),
 ) -> Result<Recovered<S>, OpenError> {
     let total_bytes: u64 = files
         .iter()
-        .map(|(_, _, file)| file.metadata().map_or(0, |m| m.len()))
+        .map(|segment| segment.layout.logical_len())
         .sum();
     let mut progress = recovery::Progress::new(from, total_bytes);
     let records_before = index.record_count();
@@ -338,14 +361,20 @@ fn recover<S: StreamState>(
     let count = files.len();
     let mut active = None;
     let mut truncated_bytes = 0;
-    for (position, (first_lsn, path, file)) in files.into_iter().enumerate() {
+    for (position, segment) in files.into_iter().enumerate() {
+        let OpenedSegment {
+            first_lsn,
+            path,
+            file,
+            layout,
+        } = segment;
         let io_error = |source| OpenError::Io {
             path: path.clone(),
             source,
         };
         let is_last = position + 1 == count;
-        let file_len = file.metadata().map_err(io_error)?.len();
-        let scanned = if start + file_len <= from && !is_last {
+        let file_len = layout.file_len;
+        let scanned = if start + layout.logical_len() <= from && !is_last {
             // Wholly before the snapshot: its records are in the index.
             recovery::Scanned {
                 valid_len: file_len,
@@ -353,17 +382,23 @@ fn recover<S: StreamState>(
                 last_at: None,
             }
         } else {
-            let skip = from.saturating_sub(start);
+            let mut skip = from.saturating_sub(start);
             if skip == 0 {
                 check_first_lsn(index.last_lsn(), first_lsn, &path)?;
+                skip = layout.body_start;
             }
             let mut target = recovery::ScanTarget {
                 index: &mut index,
                 progress: &mut progress,
                 replayed: &mut *replayed,
             };
-            recovery::scan::<S>(&file, &path, start, skip, &mut target)?
+            recovery::scan::<S>(&file, &path, start, skip, &layout, &mut target)?
         };
+        if let Some(header) = &layout.header {
+            // The dead records at its end are gone too; the next segment
+            // still begins after them.
+            index.skip_dead_to(header.last_lsn);
+        }
         if scanned.torn_bytes > 0 {
             if !is_last {
                 return Err(OpenError::Corrupt {
@@ -392,11 +427,16 @@ fn recover<S: StreamState>(
         last_at = scanned.last_at.or(last_at);
         let reader = file.try_clone().map_err(io_error)?;
         segments.push(Segment {
+            id: position as u32,
             first_lsn,
             start,
             file: Arc::new(reader),
+            path,
         });
-        start += scanned.valid_len;
+        start += match &layout.header {
+            Some(header) => header.logical_len,
+            None => scanned.valid_len,
+        };
         if is_last {
             active = Some((file, scanned.valid_len));
         }
@@ -463,11 +503,12 @@ impl FileSink {
             .open(&path)?;
         sync_folder(folder_of(&path))?;
         let reader = file.try_clone()?;
-        let sealed = self.segments.count() - 1;
-        self.segments.push(Segment {
+        let sealed = self.segments.push(Segment {
+            id: 0,
             first_lsn,
             start: self.end_offset,
             file: Arc::new(reader),
+            path,
         });
         self.active = file;
         self.active_len = 0;
@@ -523,19 +564,18 @@ impl Sink for FileSink {
 /// they stay there (more memory, same answers) and the next start rebuilds
 /// the index file.
 struct Indexer {
-    queue: Option<std::sync::mpsc::Sender<usize>>,
+    queue: Option<std::sync::mpsc::Sender<u32>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Indexer {
-    fn start(archive: Arc<Archive>, segments: Arc<Segments>, base: &Path) -> std::io::Result<Self> {
-        let (queue, sealed) = std::sync::mpsc::channel::<usize>();
-        let base = base.to_owned();
+    fn start(archive: Arc<Archive>, segments: Arc<Segments>) -> std::io::Result<Self> {
+        let (queue, sealed) = std::sync::mpsc::channel::<u32>();
         let thread = std::thread::Builder::new()
             .name("event-log-indexer".into())
             .spawn(move || {
-                for number in sealed {
-                    if let Err(error) = index_sealed(&archive, &segments, &base, number) {
+                for id in sealed {
+                    if let Err(error) = index_sealed(&archive, &segments, id) {
                         tracing::error!(%error, "indexing a sealed segment failed; its positions stay in memory");
                         return;
                     }
@@ -547,11 +587,11 @@ impl Indexer {
         })
     }
 
-    /// Segment number `number` is full and will not change again.
-    fn seal(&self, number: usize) {
+    /// Segment `id` is full and will not change again.
+    fn seal(&self, id: u32) {
         if let Some(queue) = &self.queue {
             // A stopped indexer already logged why; the next start indexes.
-            let _ = queue.send(number);
+            let _ = queue.send(id);
         }
     }
 }
@@ -567,25 +607,18 @@ impl Drop for Indexer {
     }
 }
 
-fn index_sealed(
-    archive: &Archive,
-    segments: &Segments,
-    base: &Path,
-    number: usize,
-) -> Result<(), OpenError> {
-    let segment = segments.get(number);
-    let path = if number == 0 {
-        base.to_owned()
-    } else {
-        segment_path(base, segment.first_lsn)
+/// Indexes sealed segment `id` (only ever the one after the last archived:
+/// compaction touches archived segments only, so it is still there).
+fn index_sealed(archive: &Archive, segments: &Segments, id: u32) -> Result<(), OpenError> {
+    let Some((segment, Some(next))) = segments.with_next(id) else {
+        unreachable!("a sealed segment is followed by another until it is archived");
     };
-    let next_start = segments.start_of(number + 1);
     archive.add(
-        number as u32,
-        &path,
+        id,
+        &segment.path,
         &segment.file,
         segment.first_lsn,
-        next_start,
+        next.start,
     )?;
     Ok(())
 }
@@ -610,6 +643,30 @@ impl SnapshotStore for FileSnapshots {
 struct FileSource {
     segments: Arc<Segments>,
     archive: Arc<Archive>,
+    /// Held (shared) from taking archived positions to reading them, so a
+    /// compaction's swap never falls in between (see `compact`).
+    gate: Arc<RwLock<()>>,
+}
+
+impl FileSource {
+    fn gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().expect("readers' gate poisoned")
+    }
+
+    /// `count` archived records of `stream` from `first_seq`; the caller
+    /// holds the gate.
+    fn read_archived_in_gate(
+        &self,
+        stream: &str,
+        first_seq: u64,
+        count: u64,
+        each: &mut dyn FnMut(RecordRef<'_>),
+    ) -> Result<(), ReadError> {
+        let positions = self
+            .archive
+            .positions(&self.segments, stream, first_seq, count)?;
+        self.read(stream, first_seq, &positions, each)
+    }
 }
 
 impl Source for FileSource {
@@ -661,18 +718,21 @@ impl Source for FileSource {
         while done < count {
             let step = (count - done).min(ARCHIVED_READ_RECORDS);
             let seq = first_seq + done;
-            let positions = self.archive.positions(&self.segments, stream, seq, step)?;
-            self.read(stream, seq, &positions, each)?;
+            // A chunk at a time, so a long read never holds a swap off.
+            let _gate = self.gate();
+            self.read_archived_in_gate(stream, seq, step, each)?;
             done += step;
         }
         Ok(())
     }
 
-    /// Candidates by the key's hash, each confirmed on its record.
+    /// Candidates by the key's hash, each confirmed on its record, all
+    /// under the gate: a candidate does not vanish before it is read.
     fn archived_key(&self, stream: &str, key: &str) -> Result<Option<u64>, ReadError> {
+        let _gate = self.gate();
         for seq in self.archive.key_candidates(stream, key)? {
             let mut matches = false;
-            self.read_archived(stream, seq, 1, &mut |record| {
+            self.read_archived_in_gate(stream, seq, 1, &mut |record| {
                 matches = record.key.as_deref() == Some(key);
             })?;
             if matches {

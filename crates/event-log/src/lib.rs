@@ -23,6 +23,7 @@
 
 mod archive;
 mod cold;
+mod compact;
 mod error;
 mod file;
 mod index;
@@ -37,6 +38,7 @@ pub use cold::{
     COLD_VERSION, ColdBody, ColdDir, ColdEntry, ColdError, ColdStore, FRAME_RAW_BYTES, Keep,
     apply_catalog, encode_archive, read_archive_bytes,
 };
+pub use compact::{CompactionError, CompactionReport, CompactionStats};
 pub use error::{ColdMoveError, LogFailure, OpenError, ReadError};
 use index::ReadPlan;
 pub use index::{Index, IndexError, KeyLookup, RecordPos, StreamEntry, StreamState};
@@ -112,6 +114,17 @@ pub struct LogOptions<S> {
     /// The folder of the file medium's cold store (see [`ColdDir`]);
     /// `None`: the log keeps no archive, and nothing can go cold.
     pub archive_dir: Option<std::path::PathBuf>,
+    /// The file medium rewrites a sealed segment without its dead records
+    /// once they are at least this fraction of its bytes.
+    pub compact_dead_fraction: f64,
+    /// Bytes a second the background compaction reads and writes at most.
+    pub compact_bytes_per_second: u64,
+    /// Whether the file medium compacts in the background (after each
+    /// move to the cold store, and every [`LogOptions::compact_interval`]);
+    /// [`EventLog::compact_now`] works either way.
+    pub compact_in_background: bool,
+    /// How often the background compaction looks without being nudged.
+    pub compact_interval: std::time::Duration,
 }
 
 /// The default segment size of the file medium: 128 MiB.
@@ -125,6 +138,10 @@ impl<S> Default for LogOptions<S> {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             snapshot_path: None,
             archive_dir: None,
+            compact_dead_fraction: 0.5,
+            compact_bytes_per_second: 32 << 20,
+            compact_in_background: true,
+            compact_interval: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -208,6 +225,8 @@ pub struct EventLog<S: StreamState> {
     snapshots: Option<Arc<dyn SnapshotStore>>,
     /// Held while a history moves to the cold store: one at a time.
     moving: Mutex<()>,
+    /// The file medium's compaction (`None` for a medium without segments).
+    compaction: Option<compact::Compaction>,
 }
 
 impl<S: StreamState> EventLog<S> {
@@ -224,17 +243,27 @@ impl<S: StreamState> EventLog<S> {
             ) as Arc<dyn ColdStore>),
             None => None,
         };
-        let (storage, report) = file::open::<S>(
+        let (storage, report, medium) = file::open::<S>(
             path,
             &snapshot_path,
             options.segment_bytes,
             options.observer.as_deref(),
             cold,
         )?;
-        let log = Self::start(storage, options).map_err(|source| OpenError::Io {
+        let settings = compact::Settings {
+            dead_fraction: options.compact_dead_fraction,
+            bytes_per_second: options.compact_bytes_per_second,
+            background: options.compact_in_background,
+            interval: options.compact_interval,
+        };
+        let io_error = |source| OpenError::Io {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let mut log = Self::start(storage, options).map_err(io_error)?;
+        let live = Arc::clone(&log.shared) as Arc<dyn compact::LiveView>;
+        log.compaction =
+            Some(compact::Compaction::start(medium, live, settings).map_err(io_error)?);
         Ok((log, report))
     }
 
@@ -270,6 +299,7 @@ impl<S: StreamState> EventLog<S> {
             writer: Mutex::new(Some(handle)),
             snapshots: storage.snapshots,
             moving: Mutex::new(()),
+            compaction: None,
         })
     }
 
@@ -380,6 +410,7 @@ impl<S: StreamState> EventLog<S> {
                 .stream(stream)
                 .map(|entry| (ReadPlan::of(entry, after_seq, limit), entry.cold_base()))
         };
+        let generation = self.compaction_generation();
         let Some((plan, cold_base)) = plan_now() else {
             return Ok(Vec::new());
         };
@@ -387,8 +418,12 @@ impl<S: StreamState> EventLog<S> {
         match plan.read(&self.readers, stream, &mut |record| out.push(map(record))) {
             Ok(()) => Ok(out),
             // The history went cold while it was read, and compaction
-            // dropped the medium's copy: once more, from the archive.
-            Err(_) if plan_now().is_some_and(|(_, now)| now > cold_base) => {
+            // dropped the medium's copy, or compaction moved the records
+            // the plan located: once more, from a new plan.
+            Err(_)
+                if plan_now().is_some_and(|(_, now)| now > cold_base)
+                    || self.compaction_generation() != generation =>
+            {
                 out.clear();
                 let (plan, _) = plan_now().expect("a stream is never removed");
                 plan.read(&self.readers, stream, &mut |record| out.push(map(record)))?;
@@ -453,7 +488,38 @@ impl<S: StreamState> EventLog<S> {
             .write()
             .expect("index lock poisoned")
             .go_cold(stream, base);
+        if let Some(compaction) = &self.compaction {
+            compaction.nudge();
+        }
         Ok(Some(entry))
+    }
+
+    /// Runs one full compaction pass of the file medium now, without the
+    /// byte budget (a background pass waits for it, or it for one), and
+    /// says what it did. A medium without segments does nothing.
+    pub fn compact_now(&self) -> Result<CompactionReport, CompactionError> {
+        match &self.compaction {
+            Some(compaction) => compaction.run_now(),
+            None => Ok(CompactionReport::default()),
+        }
+    }
+
+    /// The medium's compaction figures (zero for a medium without
+    /// segments).
+    pub fn compaction_stats(&self) -> CompactionStats {
+        self.compaction
+            .as_ref()
+            .map(compact::Compaction::stats)
+            .unwrap_or_default()
+    }
+
+    /// Rises each time compaction moves records: a snapshot written before
+    /// it makes the next start scan the whole log, so whoever writes
+    /// snapshots writes a fresh one when it changes.
+    pub fn compaction_generation(&self) -> u64 {
+        self.compaction
+            .as_ref()
+            .map_or(0, compact::Compaction::generation)
     }
 
     /// The cold store, when the log has one: its bytes and catalog.
@@ -503,6 +569,9 @@ impl<S: StreamState> EventLog<S> {
     /// Lets the writer finish every job queued so far, then stops it. Later
     /// submissions are refused with [`LogFailure::Closed`].
     pub fn shutdown(&self) {
+        if let Some(compaction) = &self.compaction {
+            compaction.stop();
+        }
         self.shared.closed.store(true, Ordering::Release);
         let _ = self.queue.send(Message::Stop);
         let handle = self.writer.lock().expect("writer handle lock").take();

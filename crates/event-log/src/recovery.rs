@@ -12,11 +12,14 @@
 //!    of acknowledged history: opening fails, naming the file and offset.
 //! 3. Every record's `lsn` must follow the previous one, and its `seq` must be
 //!    its stream's head + 1; a gap or a duplicate fails the open the same way.
+//!    Only inside a compacted segment (see `compact`) may an lsn skip ahead,
+//!    within the range its header names: the skipped records were dead.
 //!
 //! Nothing here falls back to an empty or in-memory log.
 
+use crate::compact::Layout;
 use crate::error::OpenError;
-use crate::index::{Index, RecordPos, StreamState};
+use crate::index::{Index, IndexError, RecordPos, StreamState};
 use crate::record::RecordRef;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -89,13 +92,15 @@ pub(crate) struct ScanTarget<'a, S> {
     pub(crate) replayed: &'a mut dyn FnMut(&RecordRef<'_>),
 }
 
-/// Scans the segment `file` from byte `from` (a record boundary) into the
-/// target; its first byte is at `base` in the log's byte space.
+/// Scans the segment `file` (laid out as `layout` says) from byte `from`
+/// (a record boundary) into the target; its first byte is at `base` in the
+/// log's byte space.
 pub(crate) fn scan<S: StreamState>(
     file: &File,
     path: &Path,
     base: u64,
     from: u64,
+    layout: &Layout,
     target: &mut ScanTarget<'_, S>,
 ) -> Result<Scanned, OpenError> {
     let ScanTarget {
@@ -131,6 +136,13 @@ pub(crate) fn scan<S: StreamState>(
             let is_last = at_eof && start + newline + 1 == filled;
             match RecordRef::decode(body) {
                 Ok(record) => {
+                    skip_compacted_gap(index, layout, record.lsn).map_err(|problem| {
+                        OpenError::OutOfOrder {
+                            path: path.to_owned(),
+                            offset,
+                            problem,
+                        }
+                    })?;
                     let len = u32::try_from(body.len()).expect("lines are bounded by the writer");
                     let pos = RecordPos {
                         offset: base + offset,
@@ -173,6 +185,28 @@ pub(crate) fn scan<S: StreamState>(
             chunk.resize(chunk.len() * 2, 0);
         }
     }
+}
+
+/// In a compacted segment, lets the index accept the lsn gap before a
+/// record (dead records were dropped), as long as it stays in the
+/// segment's range.
+fn skip_compacted_gap<S: StreamState>(
+    index: &mut Index<S>,
+    layout: &Layout,
+    lsn: u64,
+) -> Result<(), IndexError> {
+    if layout.header.is_none() {
+        return Ok(());
+    }
+    let expected = index.last_lsn() + 1;
+    if !layout.accepts_lsn(expected, lsn) {
+        return Err(IndexError::LsnOutOfOrder {
+            expected,
+            found: lsn,
+        });
+    }
+    index.skip_dead_to(lsn - 1);
+    Ok(())
 }
 
 fn read_some(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {

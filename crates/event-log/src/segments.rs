@@ -11,7 +11,9 @@
 //! Record positions are offsets in the concatenation of the segments, in
 //! order: segment `i` covers `[start_i, start_i + len_i)`. The index keeps
 //! these 16-byte positions as before, and a read finds its segment by
-//! binary search.
+//! binary search. A compacted segment (see `compact`) keeps its place in
+//! that space: its file is shorter than the stretch it stands for, and the
+//! next segment still starts where it did.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -25,12 +27,18 @@ const LSN_DIGITS: usize = 20;
 /// One segment file.
 #[derive(Clone)]
 pub(crate) struct Segment {
+    /// Names the segment for as long as the process runs, whatever is
+    /// merged away before it (segments after the first get the next
+    /// number as they are created; a compacted group keeps its first's).
+    pub(crate) id: u32,
     /// Log position of its first record (1 for the first segment).
     pub(crate) first_lsn: u64,
     /// Offset of its first byte in the log's byte space.
     pub(crate) start: u64,
     /// Opened for reading.
     pub(crate) file: Arc<File>,
+    /// Where it is.
+    pub(crate) path: PathBuf,
 }
 
 /// Every segment, in log order, shared by the writer and the readers.
@@ -46,9 +54,13 @@ impl Segments {
         }
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Segment>> {
+        self.list.read().expect("segments lock poisoned")
+    }
+
     /// The segment holding log offset `offset`.
     pub(crate) fn find(&self, offset: u64) -> Segment {
-        let list = self.list.read().expect("segments lock poisoned");
+        let list = self.read();
         let index = list.partition_point(|segment| segment.start <= offset);
         list[index.saturating_sub(1)].clone()
     }
@@ -56,34 +68,65 @@ impl Segments {
     /// Where the segment after the one holding `offset` starts, if there is
     /// one: a read must not run past it.
     pub(crate) fn end_of(&self, offset: u64) -> Option<u64> {
-        let list = self.list.read().expect("segments lock poisoned");
+        let list = self.read();
         let index = list.partition_point(|segment| segment.start <= offset);
         list.get(index).map(|next| next.start)
     }
 
     /// How many segments there are.
     pub(crate) fn count(&self) -> usize {
-        self.list.read().expect("segments lock poisoned").len()
+        self.read().len()
     }
 
-    /// Segment number `index`.
-    pub(crate) fn get(&self, index: usize) -> Segment {
-        self.list.read().expect("segments lock poisoned")[index].clone()
+    /// Every segment as it is now.
+    pub(crate) fn all(&self) -> Vec<Segment> {
+        self.read().clone()
     }
 
-    /// Where segment number `index` starts in the log's byte space.
-    pub(crate) fn start_of(&self, index: usize) -> u64 {
-        self.list.read().expect("segments lock poisoned")[index].start
+    /// Where segment `id` is in the list (ids rise along it).
+    fn place(list: &[Segment], id: u32) -> Option<usize> {
+        list.binary_search_by_key(&id, |segment| segment.id).ok()
     }
 
-    pub(crate) fn push(&self, segment: Segment) {
+    /// The segment named `id` and the one after it, if it is still there.
+    pub(crate) fn with_next(&self, id: u32) -> Option<(Segment, Option<Segment>)> {
+        let list = self.read();
+        let place = Self::place(&list, id)?;
+        Some((list[place].clone(), list.get(place + 1).cloned()))
+    }
+
+    /// Where segment `id` starts in the log's byte space.
+    pub(crate) fn start_of(&self, id: u32) -> Option<u64> {
+        let list = self.read();
+        Self::place(&list, id).map(|place| list[place].start)
+    }
+
+    /// Adds the next segment (its id is the next number); returns the id
+    /// of the one it seals.
+    pub(crate) fn push(&self, mut segment: Segment) -> u32 {
         let mut list = self.list.write().expect("segments lock poisoned");
         let last = list.last().expect("a log has its first segment");
         assert!(
             segment.start >= last.start && segment.first_lsn > last.first_lsn,
             "segments are added in log order"
         );
+        let sealed = last.id;
+        segment.id = sealed + 1;
         list.push(segment);
+        sealed
+    }
+
+    /// Puts `merged` in the place of segments `merged.id ..= last_id`
+    /// (a compacted file that covers them all). Only an in-memory swap.
+    pub(crate) fn replace(&self, merged: Segment, last_id: u32) {
+        let mut list = self.list.write().expect("segments lock poisoned");
+        let first = Self::place(&list, merged.id).expect("a compacted segment is in the list");
+        let last = Self::place(&list, last_id).expect("a compacted segment is in the list");
+        assert!(
+            last + 1 < list.len(),
+            "the active segment is never compacted"
+        );
+        list.splice(first..=last, [merged]);
     }
 }
 

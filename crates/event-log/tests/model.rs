@@ -1,14 +1,16 @@
 //! Random sequences of appends (with keys, expected sequences, conflicts and
-//! seals), snapshots, segment rolls, reopens and crashes (a torn write at
-//! the end of the log), checked against a plain in-memory model: after
+//! seals), snapshots, segment rolls, moves of a stream's history to the cold
+//! store, compaction passes, reopens and crashes (a torn write at the end
+//! of the log), checked against a plain in-memory model (which neither a
+//! move nor a compaction changes): after
 //! every step the log holds exactly what the model acknowledged, and after
 //! every reopen its index equals the one a full scan builds, keys of sealed
 //! streams included (those are looked up on disk once archived).
 
 mod common;
 
-use common::{Count, Outcome, Request, SEAL, append, bodies, full_scan_copy, open_segmented};
-use openagents_event_log::EventLog;
+use common::{Count, Outcome, Request, SEAL, append, archived_options, bodies};
+use openagents_event_log::{EventLog, Keep};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,6 +27,11 @@ enum Step {
         stream: u8,
     },
     Snapshot,
+    /// Moves the stream's whole history to the cold store.
+    Cold {
+        stream: u8,
+    },
+    Compact,
     Reopen,
     Crash,
 }
@@ -35,6 +42,8 @@ fn arb_step() -> impl Strategy<Value = Step> {
             .prop_map(|(stream, body, key, expect)| Step::Append { stream, body, key, expect }),
         1 => (0u8..3).prop_map(|stream| Step::Seal { stream }),
         2 => Just(Step::Snapshot),
+        1 => (0u8..3).prop_map(|stream| Step::Cold { stream }),
+        1 => Just(Step::Compact),
         1 => Just(Step::Reopen),
         1 => Just(Step::Crash),
     ]
@@ -125,6 +134,16 @@ fn tear_the_end(path: &Path) {
     std::io::Write::write_all(&mut file, b"{\"v\":1,\"lsn\":").unwrap();
 }
 
+/// Opens the model's log, with its archive beside its folder.
+fn open_model(path: &Path, segment_bytes: u64) -> EventLog<Count> {
+    let options = archived_options(&archive_of(path), segment_bytes, false);
+    EventLog::open(path, options).unwrap().0
+}
+
+fn archive_of(path: &Path) -> std::path::PathBuf {
+    path.parent().unwrap().parent().unwrap().join("cold")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -134,8 +153,8 @@ proptest! {
         segment_bytes in prop::sample::select(vec![64u64, 512, 4096, 1 << 20]),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.jsonl");
-        let mut log = open_segmented(&path, segment_bytes);
+        let path = dir.path().join("log").join("events.jsonl");
+        let mut log = open_model(&path, segment_bytes);
         let mut model = Model::default();
         for step in steps {
             match step {
@@ -162,13 +181,24 @@ proptest! {
                 Step::Snapshot => {
                     log.write_snapshot().unwrap();
                 }
+                Step::Cold { stream } => {
+                    let stream = format!("s:{stream}");
+                    let head = log.index().stream(&stream).map(|entry| entry.head());
+                    if let Some(head) = head {
+                        log.move_cold(&stream, head, |_| Keep::Whole).unwrap();
+                    }
+                }
+                Step::Compact => {
+                    log.compact_now().unwrap();
+                }
                 Step::Reopen | Step::Crash => {
                     drop(log);
                     if matches!(step, Step::Crash) {
                         tear_the_end(&path);
                     }
-                    log = open_segmented(&path, segment_bytes);
-                    let (_copy, scanned) = full_scan_copy(&path, segment_bytes);
+                    log = open_model(&path, segment_bytes);
+                    let (_copy, scanned) =
+                        common::full_scan_copy_archived(&path, &archive_of(&path), segment_bytes);
                     prop_assert_eq!(answers(&log, &model), answers(&scanned, &model));
                 }
             }

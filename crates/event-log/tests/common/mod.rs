@@ -130,14 +130,56 @@ pub fn open_segmented(path: &Path, segment_bytes: u64) -> EventLog<Count> {
 /// long as the returned folder.
 pub fn full_scan_copy(path: &Path, segment_bytes: u64) -> (tempfile::TempDir, EventLog<Count>) {
     let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(path.parent().unwrap()).unwrap() {
+    copy_files(path.parent().unwrap(), copy.path(), |name| {
+        !name.contains(".snapshot")
+    });
+    let log = open_segmented(&copy.path().join(path.file_name().unwrap()), segment_bytes);
+    (copy, log)
+}
+
+/// Copies the files of folder `from` whose name `wanted` accepts (and,
+/// recursively, its folders) into `to`.
+pub fn copy_files(from: &Path, to: &Path, wanted: impl Fn(&str) -> bool + Copy) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name();
-        if !name.to_string_lossy().contains(".snapshot") {
-            std::fs::copy(entry.path(), copy.path().join(&name)).unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_files(&entry.path(), &to.join(&name), wanted);
+        } else if wanted(&name.to_string_lossy()) {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
         }
     }
-    let log = open_segmented(&copy.path().join(path.file_name().unwrap()), segment_bytes);
+}
+
+/// Options of a log with an archive (cold store) in `archive`, segments of
+/// `segment_bytes`, and the background compactor on or off.
+pub fn archived_options(archive: &Path, segment_bytes: u64, background: bool) -> LogOptions<Count> {
+    LogOptions {
+        segment_bytes,
+        archive_dir: Some(archive.to_owned()),
+        compact_in_background: background,
+        ..LogOptions::default()
+    }
+}
+
+/// Like [`full_scan_copy`] for a log with an archive in `archive`: the
+/// copy has its own copy of the archive, so it opens as the log would.
+pub fn full_scan_copy_archived(
+    path: &Path,
+    archive: &Path,
+    segment_bytes: u64,
+) -> (tempfile::TempDir, EventLog<Count>) {
+    let copy = tempfile::tempdir().unwrap();
+    let log_folder = copy.path().join("log");
+    copy_files(path.parent().unwrap(), &log_folder, |name| {
+        !name.contains(".snapshot")
+    });
+    copy_files(archive, &copy.path().join("cold"), |_| true);
+    let options = archived_options(&copy.path().join("cold"), segment_bytes, false);
+    let log = EventLog::open(&log_folder.join(path.file_name().unwrap()), options)
+        .unwrap()
+        .0;
     (copy, log)
 }
 
