@@ -291,8 +291,11 @@ pub struct Config {
     /// old ones is kept (`RUNTIME_RETENTION_HEARTBEATS_AFTER`); `None`:
     /// every heartbeat is kept.
     pub retention_heartbeats_after: Option<Duration>,
-    /// How often the retention pass runs.
+    /// How often the retention pass runs (and the compactor looks for
+    /// dead bytes without being nudged).
     pub retention_interval: Duration,
+    /// Bytes of segments compaction may read per second.
+    pub compaction_bytes_per_sec: u64,
     /// Settings that were ignored, logged as warnings at start.
     pub warnings: Vec<String>,
 }
@@ -364,6 +367,7 @@ impl fmt::Debug for Config {
                 &self.retention_heartbeats_after,
             )
             .field("retention_interval", &self.retention_interval)
+            .field("compaction_bytes_per_sec", &self.compaction_bytes_per_sec)
             .field("warnings", &self.warnings)
             .finish()
     }
@@ -545,6 +549,11 @@ impl Config {
                 60_000,
                 100..=86_400_000,
             )?),
+            compaction_bytes_per_sec: vars.bounded(
+                "RUNTIME_COMPACTION_BYTES_PER_SEC",
+                32 << 20,
+                64 << 10..=16 << 30,
+            )?,
             warnings,
         })
     }

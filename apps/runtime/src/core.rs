@@ -109,6 +109,8 @@ impl Core {
         let options = LogOptions {
             observer: Some(Arc::new(feed)),
             segment_bytes: config.event_log_segment_bytes,
+            compact_bytes_per_second: config.compaction_bytes_per_sec,
+            compact_interval: config.retention_interval,
             ..LogOptions::default()
         };
         let (log, log_report) = storage::open_log(config, options)?;
@@ -179,6 +181,11 @@ impl Core {
             .log()
             .cold_store()
             .map_or(0, |cold| cold.bytes())
+    }
+
+    /// The hot log's compaction counters.
+    pub(crate) fn compaction(&self) -> openagents_event_log::CompactionStats {
+        self.authority.log().compaction_stats()
     }
 
     /// Runs whose history is served from the archive: one pass over the
@@ -271,7 +278,8 @@ impl CommitObserver<Stream> for CommitFeed {
 }
 
 /// The background thread that writes the snapshot (or the projection
-/// checkpoint) once per interval when something changed.
+/// checkpoint) once per interval when something changed: the log, or the
+/// segments under it (a compaction).
 struct Flusher {
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -289,9 +297,23 @@ impl Flusher {
         let thread = std::thread::Builder::new()
             .name("snapshot-flusher".into())
             .spawn(move || {
+                let mut compacted = log.compaction_generation();
                 while !stopping.load(Ordering::Acquire) {
                     std::thread::park_timeout(interval);
-                    match projections.flush(&log) {
+                    // A compaction moved records, so the last snapshot's
+                    // end may be gone: a new one keeps the next start fast.
+                    let generation = log.compaction_generation();
+                    let flushed = match projections.flush(&log) {
+                        Ok(None) if generation != compacted => log
+                            .write_snapshot()
+                            .map(Some)
+                            .map_err(|error| error.to_string()),
+                        flushed => flushed,
+                    };
+                    if flushed.is_ok() {
+                        compacted = generation;
+                    }
+                    match flushed {
                         Ok(Some(written)) => metrics.snapshot(&written),
                         Ok(None) => {}
                         Err(error) => {

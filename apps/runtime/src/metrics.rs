@@ -83,6 +83,7 @@ pub(crate) struct Scraped {
     pub(crate) log_segments: usize,
     pub(crate) archive_bytes: u64,
     pub(crate) archived_runs: u64,
+    pub(crate) compaction: openagents_event_log::CompactionStats,
 }
 
 /// A count as a gauge's value.
@@ -116,6 +117,12 @@ pub struct Metrics {
     log_segments: Gauge,
     archive_bytes: Gauge,
     archived_runs: Gauge,
+    hot_log_bytes: Gauge,
+    compaction_segments_compacted: Gauge,
+    compaction_segments_deleted: Gauge,
+    compaction_bytes_reclaimed: Gauge,
+    compaction_bytes_pending: Gauge,
+    compaction_running: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -249,7 +256,48 @@ impl Default for Metrics {
             "Runs whose history is served from the archive",
             archived_runs.clone(),
         );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let hot_log_bytes = gauge(
+            &mut registry,
+            "hot_log_bytes",
+            "Bytes of the embedded log's segment files (0 on PostgreSQL)",
+        );
+        let compaction_segments_compacted = gauge(
+            &mut registry,
+            "compaction_segments_compacted",
+            "Segments rewritten without their dead records since start",
+        );
+        let compaction_segments_deleted = gauge(
+            &mut registry,
+            "compaction_segments_deleted",
+            "Segments merged into a compacted one and deleted since start",
+        );
+        let compaction_bytes_reclaimed = gauge(
+            &mut registry,
+            "compaction_bytes_reclaimed",
+            "Bytes of disk compaction gave back since start",
+        );
+        let compaction_bytes_pending = gauge(
+            &mut registry,
+            "compaction_bytes_pending",
+            "Dead bytes still on disk as the last compaction pass found them",
+        );
+        let compaction_running = gauge(
+            &mut registry,
+            "compaction_running",
+            "1 while a compaction pass runs",
+        );
         Metrics {
+            hot_log_bytes,
+            compaction_segments_compacted,
+            compaction_segments_deleted,
+            compaction_bytes_reclaimed,
+            compaction_bytes_pending,
+            compaction_running,
             archive_bytes,
             archived_runs,
             snapshot_bytes,
@@ -362,6 +410,19 @@ impl Metrics {
             .set(gauge_value(scraped.log_segments as u64));
         self.archive_bytes.set(gauge_value(scraped.archive_bytes));
         self.archived_runs.set(gauge_value(scraped.archived_runs));
+        let compaction = &scraped.compaction;
+        self.hot_log_bytes
+            .set(gauge_value(compaction.hot_log_bytes));
+        self.compaction_segments_compacted
+            .set(gauge_value(compaction.segments_compacted));
+        self.compaction_segments_deleted
+            .set(gauge_value(compaction.segments_deleted));
+        self.compaction_bytes_reclaimed
+            .set(gauge_value(compaction.bytes_reclaimed));
+        self.compaction_bytes_pending
+            .set(gauge_value(compaction.bytes_pending));
+        self.compaction_running
+            .set(i64::from(compaction.pass_in_progress));
         let written = self
             .snapshot_written_unix
             .load(std::sync::atomic::Ordering::Acquire);

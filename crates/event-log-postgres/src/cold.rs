@@ -98,6 +98,8 @@ fn entry_of(row: &Row) -> Result<ColdEntry, String> {
         bytes: number(row.get(3))?,
         create_key: row.get(4),
         state: RawValue::from_string(row.get(5)).map_err(|e| e.to_string())?,
+        // A move deletes the covered rows itself: nothing is left to scrub.
+        scrub: false,
     })
 }
 

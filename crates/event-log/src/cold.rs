@@ -102,6 +102,10 @@ pub struct ColdEntry {
     pub create_key: Option<String>,
     /// The stream's folded state at `base`, as its `StreamState` serializes.
     pub state: Box<RawValue>,
+    /// Whether some records were kept as husks only ([`Keep::Husk`]): the
+    /// hot log's copies hold content that must leave the disk.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scrub: bool,
 }
 
 /// The kept records of a cold history, compressed frame by frame as they
@@ -234,7 +238,8 @@ pub enum Keep {
     /// key, with the payload `null` and no attributes or idempotency key
     /// (an erased run's events, whose places other streams' merges count).
     Husk,
-    /// Nothing: the seq reads as absent.
+    /// Nothing: the seq reads as absent. Unlike a husk, the hot log's copy
+    /// is then reclaimed only when compaction finds its segment worth it.
     Drop,
 }
 
@@ -779,6 +784,8 @@ pub(crate) struct Mover<'a, S> {
     state: Option<S>,
     /// The state is known already (the base is the head).
     state_known: bool,
+    /// A record was kept as a husk.
+    scrub: bool,
 }
 
 impl<'a, S: StreamState> Mover<'a, S> {
@@ -807,6 +814,7 @@ impl<'a, S: StreamState> Mover<'a, S> {
             earlier_base: earlier.map_or(0, |entry| entry.base),
             state,
             state_known,
+            scrub: false,
         })
     }
 
@@ -830,7 +838,10 @@ impl<'a, S: StreamState> Mover<'a, S> {
         }
         let pushed = match keep(record) {
             Keep::Whole => self.body.push(record),
-            Keep::Husk => self.body.push(&husk(record)),
+            Keep::Husk => {
+                self.scrub = true;
+                self.body.push(&husk(record))
+            }
             Keep::Drop => return Ok(()),
         };
         pushed.map_err(|source| {
@@ -858,6 +869,7 @@ impl<'a, S: StreamState> Mover<'a, S> {
             bytes: 0,
             create_key: self.create_key,
             state,
+            scrub: self.scrub,
         };
         Ok((entry, self.body))
     }
@@ -902,6 +914,7 @@ pub fn apply_catalog<S: StreamState>(
         let installed = index.apply_cold(
             &entry.stream,
             entry.base,
+            entry.scrub,
             state,
             entry.create_key.as_deref(),
         );

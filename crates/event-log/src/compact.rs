@@ -399,18 +399,24 @@ fn delete_segment(path: &Path) -> std::io::Result<()> {
 /// below which position it keeps no positions (the only segments it may
 /// touch).
 pub(crate) trait LiveView: Send + Sync {
-    /// The cold base of each stream (0: none).
-    fn cold_bases(&self, streams: &[&str]) -> Vec<u64>;
+    /// The cold base of each stream (0: none), and whether its dead
+    /// records must leave the disk whatever their share of a segment (see
+    /// [`StreamEntry::must_scrub`](crate::StreamEntry::must_scrub)).
+    fn cold_bases(&self, streams: &[&str]) -> Vec<(u64, bool)>;
     /// The index's archive floor.
     fn index_floor(&self) -> u64;
 }
 
 impl<S: StreamState> LiveView for Shared<S> {
-    fn cold_bases(&self, streams: &[&str]) -> Vec<u64> {
+    fn cold_bases(&self, streams: &[&str]) -> Vec<(u64, bool)> {
         let index = self.index.read().expect("index lock poisoned");
         streams
             .iter()
-            .map(|stream| index.stream(stream).map_or(0, |entry| entry.cold_base()))
+            .map(|stream| {
+                index
+                    .stream(stream)
+                    .map_or((0, false), |entry| (entry.cold_base(), entry.must_scrub()))
+            })
             .collect()
     }
 
@@ -451,6 +457,8 @@ struct Planned {
     next_first_lsn: u64,
     file_len: u64,
     dead_bytes: u64,
+    /// Whether it holds dead records whose content must leave the disk.
+    scrub: bool,
     live_records: u64,
     /// Every stream with records in it, and the cold base of those with
     /// dead ones.
@@ -460,7 +468,8 @@ struct Planned {
 
 impl Planned {
     fn worth(&self, fraction: f64) -> bool {
-        self.dead_bytes > 0 && self.dead_bytes as f64 >= fraction * self.file_len as f64
+        self.scrub
+            || (self.dead_bytes > 0 && self.dead_bytes as f64 >= fraction * self.file_len as f64)
     }
 }
 
@@ -602,13 +611,15 @@ impl Medium {
                 })?
                 .len(),
             dead_bytes: 0,
+            scrub: false,
             live_records: records,
             streams: Vec::with_capacity(runs.len()),
             cold: HashMap::new(),
         };
-        for (run, base) in runs.into_iter().zip(bases) {
+        for (run, (base, scrub)) in runs.into_iter().zip(bases) {
             let dead = dead_count(&run, base);
             if dead > 0 {
+                planned.scrub |= scrub;
                 planned.dead_bytes += self.archive.bytes_of(segment.id, &run, dead)?;
                 planned.live_records -= dead;
                 planned.cold.insert(run.stream.clone(), base);

@@ -155,6 +155,10 @@ pub struct StreamEntry<S> {
     /// cold store serves them, and the medium's copies are dead.
     #[serde(default)]
     cold_base: u64,
+    /// Whether the cold history kept some records as husks only, so the
+    /// medium's dead copies hold content that must leave the disk.
+    #[serde(default)]
+    scrub: bool,
 }
 
 /// What the index knows of an idempotency key of one stream.
@@ -178,7 +182,16 @@ impl<S> StreamEntry<S> {
             keys: HashMap::new(),
             keys_archived: false,
             cold_base: 0,
+            scrub: false,
         }
+    }
+
+    /// Whether the medium's dead copies of the stream's records hold
+    /// content the cold store did not keep (an erased run's payloads): a
+    /// compaction then rewrites every sealed segment holding one, however
+    /// few.
+    pub fn must_scrub(&self) -> bool {
+        self.scrub
     }
 
     /// The newest seq whose record is served by the cold store (0: none).
@@ -191,10 +204,11 @@ impl<S> StreamEntry<S> {
 
     /// Moves seqs `..= base` to the cold store: their positions and keys
     /// leave memory, and a retry's key is looked up in the media.
-    fn go_cold(&mut self, base: u64) {
+    fn go_cold(&mut self, base: u64, scrub: bool) {
         if base <= self.cold_base {
             return;
         }
+        self.scrub |= scrub;
         debug_assert!(base <= self.head, "only durable records go cold");
         self.cold_base = base;
         let dead = usize::try_from(base.saturating_sub(self.tail_start() - 1))
@@ -554,9 +568,9 @@ impl<S: StreamState> Index<S> {
     }
 
     /// Seqs `..= base` of `stream` are served by the cold store from now on.
-    pub(crate) fn go_cold(&mut self, stream: &str, base: u64) {
+    pub(crate) fn go_cold(&mut self, stream: &str, base: u64, scrub: bool) {
         if let Some(entry) = self.streams.get_mut(stream) {
-            entry.go_cold(base);
+            entry.go_cold(base, scrub);
         }
     }
 
@@ -580,6 +594,7 @@ impl<S: StreamState> Index<S> {
         &mut self,
         stream: &str,
         base: u64,
+        scrub: bool,
         state: S,
         create_key: Option<&str>,
     ) -> Option<u64> {
@@ -596,7 +611,7 @@ impl<S: StreamState> Index<S> {
             entry.keys.clear();
             entry.keys_archived = true;
         }
-        entry.go_cold(base);
+        entry.go_cold(base, scrub);
         if let Some(key) = create_key {
             self.create_keys.insert(key.to_owned(), stream.to_owned());
         }

@@ -487,7 +487,7 @@ impl<S: StreamState> EventLog<S> {
             .index
             .write()
             .expect("index lock poisoned")
-            .go_cold(stream, base);
+            .go_cold(stream, base, entry.scrub);
         if let Some(compaction) = &self.compaction {
             compaction.nudge();
         }

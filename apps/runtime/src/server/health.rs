@@ -66,6 +66,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
             log_segments: core.authority.log().segment_count(),
             archive_bytes: core.archive_bytes(),
             archived_runs: core.archived_runs(),
+            compaction: core.compaction(),
         },
         Err(_) => Scraped::default(),
     };
