@@ -163,8 +163,16 @@ impl Khala {
                 .ok_or("worker record vanished")??;
             tail.push(message);
         }
-        let window = TopicWindow::restore(Topic::CodexWorkerEvents, self.capacity, tail)
-            .map_err(|e| e.to_string())?;
+        // A merged lane retains what it holds, so a tail cut short by
+        // thinned heartbeats is a window like any other.
+        let window = TopicWindow::restore_newest(
+            Topic::CodexWorkerEvents,
+            self.capacity,
+            usize::MAX,
+            total,
+            tail,
+        )
+        .map_err(|e| e.to_string())?;
         *self.aggregate.lock().expect("aggregate lock") = window;
         Ok(())
     }
@@ -428,9 +436,15 @@ impl Khala {
         // Erased while it was read: its payloads must not be held.
         refuse_erased(&log.index(), topic)?;
         let mut restored = head;
-        if self.driver.restore(topic.clone(), head, newest).is_err() {
+        if let Err(error) = self.driver.restore(topic.clone(), head, newest) {
+            // Trying again would read the same messages: the log holds a
+            // hole in the range the topic retains (heartbeats thinned while
+            // RUNTIME_FANOUT_QUEUE_CAPACITY was lower).
             self.driver.forget(topic);
-            return Ok(());
+            return Err(KhalaError::Read(ReadError::Damaged {
+                offset: 0,
+                reason: format!("the log cannot rebuild the window of {topic}: {error}"),
+            }));
         }
         while stream_head(log, &stream) > restored {
             for message in topic_messages(log, &stream, restored, LOG_CHUNK)? {
@@ -695,7 +709,9 @@ pub(crate) fn stream_message(
 }
 
 /// The number of worker records in the log, and the newest `limit` of them
-/// as (stream, seq), oldest first.
+/// as (stream, seq), oldest first. The merge stops early at a seq the
+/// archive did not keep (a thinned heartbeat): its place among the other
+/// streams' records is unknown, so nothing older can be numbered.
 fn newest_worker_records(
     log: &EventLog<Stream>,
     limit: usize,
@@ -728,10 +744,11 @@ fn newest_worker_records(
             break;
         };
         newest.push((workers[slot].0.clone(), seq));
-        if seq > 1
-            && let Some(lsn) = lsn_of(slot, seq - 1)?
-        {
-            heap.push((lsn, slot, seq - 1));
+        if seq > 1 {
+            match lsn_of(slot, seq - 1)? {
+                Some(lsn) => heap.push((lsn, slot, seq - 1)),
+                None => break,
+            }
         }
     }
     newest.reverse();

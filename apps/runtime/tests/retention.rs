@@ -258,6 +258,18 @@ fn old_heartbeats_thin_to_the_latest_and_the_worker_stays_as_it_was() {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["worker"]["worker"]["latest_seq"], 23, "{body}");
+    drop(server);
+
+    // A larger retained range after the thinning reaches into the hole: the
+    // topic answers an error envelope (and nothing spins), the rest serves.
+    let server = start(data.path(), &[("RUNTIME_FANOUT_QUEUE_CAPACITY", "64")]);
+    let (status, body) = server.call_authorized(&topic(14), &token);
+    assert!(
+        status >= 500 && body["error"].is_string(),
+        "{status} {body}"
+    );
+    let (status, _) = server.call("GET", &worker_path, None);
+    assert_eq!(status, 200);
 }
 
 /// The binary run as a command with the service's environment.
