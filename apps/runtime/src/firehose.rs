@@ -226,6 +226,9 @@ fn newest_messages(
         if let Some(next) = reader.peek_lsn(log, MERGE_CHUNK)? {
             heap.push((next, slot));
         }
+        // Below a seq the archive did not keep (a thinned heartbeat) the
+        // places of older records are unknown: the window ends here.
+        let hole_next = reader.at_hole();
         // Committed after the count was taken: the commit path numbers it.
         if lsn > bounds.counted_lsn {
             continue;
@@ -236,6 +239,9 @@ fn newest_messages(
         bytes = bytes.saturating_add(message.wire_len());
         newest.push(message);
         sequence -= 1;
+        if hole_next {
+            break;
+        }
     }
     newest.reverse();
     Ok(newest)
@@ -257,6 +263,8 @@ struct Backwards {
     below: u64,
     /// Read and not taken yet, oldest first.
     buffer: Vec<Read>,
+    /// The record below the buffer is missing from the log.
+    hole: bool,
 }
 
 impl Backwards {
@@ -266,6 +274,7 @@ impl Backwards {
             erased_at,
             below: head,
             buffer: Vec::new(),
+            hole: false,
         }
     }
 
@@ -287,18 +296,39 @@ impl Backwards {
                         Some(erased_at) => Ok(erased_placeholder(&record, erased_at)),
                         None => firehose_message(&record, "", 0),
                     };
-                    message.map(|message| Read {
-                        lsn: record.lsn,
-                        message,
+                    message.map(|message| {
+                        (
+                            record.seq,
+                            Read {
+                                lsn: record.lsn,
+                                message,
+                            },
+                        )
                     })
                 },
             )?;
-            for read in read {
-                self.buffer.push(read.map_err(damaged)?);
+            // Only the records above the newest missing seq can be placed.
+            let mut expected = self.below;
+            let mut contiguous = Vec::with_capacity(read.len());
+            for read in read.into_iter().rev() {
+                let (seq, read) = read.map_err(damaged)?;
+                if seq != expected {
+                    break;
+                }
+                contiguous.push(read);
+                expected -= 1;
             }
-            self.below = after;
+            contiguous.reverse();
+            self.buffer = contiguous;
+            self.hole = expected > after;
+            self.below = if self.hole { 0 } else { after };
         }
         Ok(self.buffer.last().map(|read| read.lsn))
+    }
+
+    /// Whether nothing is buffered and a missing record is next.
+    fn at_hole(&self) -> bool {
+        self.hole && self.buffer.is_empty()
     }
 
     fn take(&mut self) -> Read {

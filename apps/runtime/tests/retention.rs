@@ -270,6 +270,32 @@ fn old_heartbeats_thin_to_the_latest_and_the_worker_stays_as_it_was() {
     );
     let (status, _) = server.call("GET", &worker_path, None);
     assert_eq!(status, 200);
+    // The owner's fleet firehose holds only what it can number exactly:
+    // the records above the hole, ending at its head.
+    let fleet = |after: u64| {
+        server.call_authorized(
+            &format!("/internal/v1/khala/topics/fleet:user:1:workers/messages?after_seq={after}"),
+            &token,
+        )
+    };
+    let (status, body) = fleet(0);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (410, Some("stale_cursor")),
+        "{body}"
+    );
+    // Seq 14 is the heartbeat the archive kept; 13 is the hole.
+    let oldest = body["details"]["oldest_available_cursor"].as_u64().unwrap();
+    assert_eq!(oldest, 13, "{body}");
+    let (status, page) = fleet(oldest);
+    assert_eq!(status, 200, "{page}");
+    let sequences: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, (14..=23).collect::<Vec<_>>());
 }
 
 /// The binary run as a command with the service's environment.
