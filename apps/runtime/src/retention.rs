@@ -254,16 +254,26 @@ pub fn run_pass(
             .index()
             .stream(&planned.stream)
             .map_or(0, |entry| entry.cold_base());
-        let (records, bytes) = hot_records(log, &planned.stream, cold_base, planned.base)?;
-        if !dry_run
-            && log
-                .move_cold(&planned.stream, planned.base, |record| {
-                    planned.keeps(record)
-                })?
-                .is_none()
-        {
-            continue;
-        }
+        let (records, bytes) = if dry_run {
+            hot_records(log, &planned.stream, cold_base, planned.base)?
+        } else {
+            // Counted while the move reads the records, not in a read of
+            // its own.
+            let (mut records, mut bytes, mut line) = (0, 0, Vec::new());
+            let moved = log.move_cold(&planned.stream, planned.base, |record| {
+                if record.seq > cold_base {
+                    line.clear();
+                    record.encode_into(&mut line);
+                    records += 1;
+                    bytes += line.len() as u64;
+                }
+                planned.keeps(record)
+            })?;
+            if moved.is_none() {
+                continue;
+            }
+            (records, bytes)
+        };
         match planned.kind {
             MoveKind::Run => report.runs += 1,
             MoveKind::Erased => report.erased += 1,
