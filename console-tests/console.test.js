@@ -114,7 +114,12 @@ before(async () => {
 
 after(async () => {
   if (browser) await browser.close();
-  if (service) service.kill("SIGTERM");
+  if (service && service.exitCode === null) {
+    // The service writes its snapshot as it stops: remove its folder after.
+    const exited = new Promise((resolve) => service.once("exit", resolve));
+    service.kill("SIGTERM");
+    await exited;
+  }
   if (data) rmSync(data, { recursive: true, force: true });
 });
 
