@@ -34,7 +34,7 @@ const USAGE: &str = "usage: cargo xtask bench [--quick] [--only NAME[,NAME...]]
   --only NAMES run these scenarios (comma-separated): healthz, append,
                append-preloaded, restart, history, runs-10k, heartbeat,
                artifacts, run-read, khala-poll, khala-longpoll, runs-query,
-               khala-sse-10k, khala-ws-10k, khala-firehose,
+               retention, khala-sse-10k, khala-ws-10k, khala-firehose,
                postgres-appends (needs PostgreSQL: BENCH_DATABASE_URL, default
                the local `test` database; skipped in a full run without it)";
 

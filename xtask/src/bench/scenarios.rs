@@ -26,9 +26,10 @@ mod khala;
 mod khala_streams;
 mod postgres;
 mod queries;
+mod retention;
 
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 17] = [
     "healthz",
     "append",
     "append-preloaded",
@@ -41,6 +42,7 @@ pub const NAMES: [&str; 16] = [
     "khala-poll",
     "khala-longpoll",
     "runs-query",
+    "retention",
     "khala-sse-10k",
     "khala-ws-10k",
     "khala-firehose",
@@ -178,6 +180,7 @@ impl Bench<'_> {
             "khala-poll" => self.khala_poll().await,
             "khala-longpoll" => self.khala_longpoll().await,
             "runs-query" => self.runs_query().await,
+            "retention" => self.retention().await,
             "khala-sse-10k" => self.khala_subscribers(openagents_client::Lane::Sse).await,
             "khala-ws-10k" => {
                 self.khala_subscribers(openagents_client::Lane::WebSocket)

@@ -57,7 +57,7 @@ impl Bench<'_> {
         Ok(())
     }
 
-    fn note_generated(&mut self, generated: &Generated) {
+    pub(super) fn note_generated(&mut self, generated: &Generated) {
         self.report.note(format!(
             "history: generated {} events over {} runs ({} finished) in {:.1} s: {} segments, {:.0} MB",
             generated.events,
