@@ -1,7 +1,7 @@
 //! Starting and stopping the service binary for a scenario.
 //!
-//! The service listens on a free `127.0.0.1` port and keeps its log,
-//! checkpoint and archive in the data folder the scenario gives it; its output goes to
+//! The service listens on a free `127.0.0.1` port and keeps its log and
+//! checkpoint in the data folder the scenario gives it; its output goes to
 //! `service.log` next to them. Its environment is only what is set here, so
 //! the caller's `RUNTIME_*` variables cannot change a measurement. It is
 //! stopped with SIGTERM (sent by the system's `kill`, since this project
@@ -23,10 +23,8 @@ use std::time::{Duration, Instant};
 pub const EVENT_LOG: &str = "runtime-events.jsonl";
 /// The projection checkpoint's file name inside a data folder.
 pub const CHECKPOINT: &str = "projection-state.json";
-/// The archive folder (`RUNTIME_ARCHIVE_DIR`) inside a data folder. The
-/// service opens (creating) its archive at every start; without this it
-/// would be `.runtime-data/archive` under the bench's working folder, one
-/// archive shared, and locked, by every service the bench starts.
+/// The archive folder inside a data folder: the service's default
+/// `RUNTIME_ARCHIVE_DIR`, beside the event log.
 pub const ARCHIVE: &str = "archive";
 /// The service's output inside a data folder.
 pub(crate) const SERVICE_LOG: &str = "service.log";
@@ -70,7 +68,6 @@ impl Server {
             .env("RUNTIME_BIND_ADDR", addr.to_string())
             .env("RUNTIME_EVENT_LOG_PATH", data_dir.join(EVENT_LOG))
             .env("RUNTIME_CHECKPOINT_PATH", data_dir.join(CHECKPOINT))
-            .env("RUNTIME_ARCHIVE_DIR", data_dir.join(ARCHIVE))
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

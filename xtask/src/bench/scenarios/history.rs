@@ -10,7 +10,7 @@ use crate::bench::load::{LoadResult, run_load};
 use crate::bench::report::{Figure, PER_SECOND, Target};
 use crate::bench::server::{CHECKPOINT, EVENT_LOG, Server};
 use anyhow::Context;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Runs of the history log, and records per run (start and finish included).
 const RUNS: usize = 20_000;
@@ -32,6 +32,22 @@ const SNAPSHOT_NEVER_MS: &str = "3600000";
 impl Bench<'_> {
     /// `history`: see the module documentation.
     pub(super) async fn history(&mut self) -> anyhow::Result<()> {
+        let (dir, generated) = self.history_folder().await?;
+        // The first start scans everything, builds the sealed segments'
+        // indexes and writes the first snapshot.
+        let first = self.start_once(&dir, &[]).await?;
+        eprintln!(
+            "bench:   first start (full scan, indexing) {:.2} s",
+            first.0
+        );
+        self.history_starts(&dir, generated.events).await?;
+        self.history_appends(&dir).await?;
+        Ok(())
+    }
+
+    /// A fresh folder with the history log (the `--quick` one with
+    /// `--quick`), generated and noted in the report.
+    pub(super) async fn history_folder(&mut self) -> anyhow::Result<(PathBuf, Generated)> {
         let runs = if self.options.quick { QUICK_RUNS } else { RUNS };
         let dir = self.fresh_dir()?;
         let log = dir.join(EVENT_LOG);
@@ -45,19 +61,10 @@ impl Bench<'_> {
         })
         .await??;
         self.note_generated(&generated);
-        // The first start scans everything, builds the sealed segments'
-        // indexes and writes the first snapshot.
-        let first = self.start_once(&dir, &[]).await?;
-        eprintln!(
-            "bench:   first start (full scan, indexing) {:.2} s",
-            first.0
-        );
-        self.history_starts(&dir, generated.events).await?;
-        self.history_appends(&dir).await?;
-        Ok(())
+        Ok((dir, generated))
     }
 
-    pub(super) fn note_generated(&mut self, generated: &Generated) {
+    fn note_generated(&mut self, generated: &Generated) {
         self.report.note(format!(
             "history: generated {} events over {} runs ({} finished) in {:.1} s: {} segments, {:.0} MB",
             generated.events,

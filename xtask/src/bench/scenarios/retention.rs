@@ -1,5 +1,6 @@
 //! The `retention` scenario: the history log (20,000,000 events over
-//! 20,000 runs, 95% of them sealed, written by `generate`) with a policy
+//! 20,000 runs, 95% of them sealed, written by `generate`; 2,000 runs with
+//! `--quick`) with a policy
 //! that archives every sealed run, and what retention costs and saves.
 //!
 //! The generator's records are dated a month back, so
@@ -28,7 +29,6 @@
 use super::{
     APPEND_RUNS, Bench, Runs, Workload, kb_to_mb, median_rate, prepare, print_load, remove_folder,
 };
-use crate::bench::generate;
 use crate::bench::load::{Call, Connection, LoadResult, run_load};
 use crate::bench::report::{Figure, Target};
 use crate::bench::server::{ARCHIVE, CHECKPOINT, EVENT_LOG, SERVICE_LOG, Server, copy_data_dir};
@@ -38,11 +38,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Runs of the log, and records per run (start and finish included).
-const RUNS: usize = 20_000;
-const EVENTS_PER_RUN: u64 = 1_000;
-/// Runs of the `--quick` variant's smaller log.
-const QUICK_RUNS: usize = 2_000;
 /// Archived runs whose receipts are fetched, and in `--quick`.
 const RECEIPTS: usize = 300;
 const QUICK_RECEIPTS: usize = 50;
@@ -69,23 +64,12 @@ const SCENARIO: &str = "retention";
 impl Bench<'_> {
     /// `retention`: see the module documentation.
     pub(super) async fn retention(&mut self) -> anyhow::Result<()> {
-        let runs = if self.options.quick { QUICK_RUNS } else { RUNS };
         let receipts = if self.options.quick {
             QUICK_RECEIPTS
         } else {
             RECEIPTS
         };
-        let source = self.fresh_dir()?;
-        let log = source.join(EVENT_LOG);
-        eprintln!(
-            "bench:   generating {} events over {runs} runs",
-            runs as u64 * EVENTS_PER_RUN
-        );
-        let generated = tokio::task::spawn_blocking(move || {
-            generate::history_log(&log, runs, EVENTS_PER_RUN, runs / 20)
-        })
-        .await??;
-        self.note_generated(&generated);
+        let (source, _) = self.history_folder().await?;
         // The first start indexes the log and writes its snapshot; the
         // receipts of the sampled runs are read from the hot log.
         let mut server = Server::spawn(self.binary, &source)?;
@@ -132,9 +116,13 @@ impl Bench<'_> {
             "retention: dry run {dry_seconds:.1} s: {}",
             last_line(&dry)
         ));
+        let said: Vec<&str> = output
+            .lines()
+            .filter(|line| !line.starts_with("progress:"))
+            .collect();
         self.report.note(format!(
             "retention: archive pass {seconds:.1} s: {}",
-            last_line(&output)
+            said.join("; ")
         ));
         let mb = |bytes: u64| vec![bytes as f64 / 1e6];
         let report = &mut self.report;
