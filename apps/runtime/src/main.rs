@@ -376,6 +376,14 @@ fn archive(config: &Config, dry_run: bool) -> anyhow::Result<()> {
         );
     } else {
         println!("moved {}", describe(&report));
+        let compacted = log.compact_now().context("compacting the hot log")?;
+        println!(
+            "compacted {} segments ({} deleted): {} bytes reclaimed, {} dead bytes left",
+            compacted.segments_compacted,
+            compacted.segments_deleted,
+            compacted.bytes_reclaimed,
+            compacted.bytes_pending
+        );
     }
     core.shutdown();
     Ok(())
