@@ -362,6 +362,7 @@ fn archive(config: &Config, dry_run: bool) -> anyhow::Result<()> {
         policy,
         std::time::SystemTime::now(),
         dry_run,
+        &std::sync::atomic::AtomicBool::new(false),
         &mut |report| {
             if printed.elapsed() >= std::time::Duration::from_secs(1) {
                 println!("progress: {}", describe(report));

@@ -240,16 +240,22 @@ fn hot_records(
 }
 
 /// Runs one pass of `policy` at `now`: moves each planned history (or,
-/// with `dry_run`, only counts it), telling `progress` after each.
+/// with `dry_run`, only counts it), telling `progress` after each. Ends
+/// early, between two moves, once `stop` is set (a shutdown); the next pass
+/// takes up the rest.
 pub fn run_pass(
     log: &EventLog<Stream>,
     policy: Policy,
     now: SystemTime,
     dry_run: bool,
+    stop: &AtomicBool,
     progress: &mut dyn FnMut(&PassReport),
 ) -> Result<PassReport, ColdMoveError> {
     let mut report = PassReport::default();
     for planned in planned(log, policy, now)? {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
         let cold_base = log
             .index()
             .stream(&planned.stream)
@@ -310,7 +316,7 @@ impl Retention {
             .name("retention".into())
             .spawn(move || {
                 while !stopping.load(Ordering::Acquire) {
-                    match run_pass(&log, policy, SystemTime::now(), false, &mut |_| {}) {
+                    match run_pass(&log, policy, SystemTime::now(), false, &stopping, &mut |_| {}) {
                         Ok(report) if report != PassReport::default() => {
                             tracing::info!(runs = report.runs, erased = report.erased, workers = report.workers, records = report.records, bytes = report.bytes, "retention moved histories to the archive");
                             moved(&report);
