@@ -551,7 +551,7 @@ impl Config {
             )?),
             compaction_bytes_per_sec: vars.bounded(
                 "RUNTIME_COMPACTION_BYTES_PER_SEC",
-                8 << 20,
+                32 << 20,
                 64 << 10..=16 << 30,
             )?,
             warnings,

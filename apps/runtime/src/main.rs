@@ -86,7 +86,7 @@ the ranges); a bad value refuses to start with one line naming the variable.
   RUNTIME_RETENTION_SEALED_AFTER           archive runs sealed longer ago, e.g. 30d (off)
   RUNTIME_RETENTION_HEARTBEATS_AFTER       keep one worker heartbeat older than this, e.g. 1h (off)
   RUNTIME_RETENTION_INTERVAL_MS            time between retention passes (60000)
-  RUNTIME_COMPACTION_BYTES_PER_SEC         segment bytes compaction reads per second (8388608)
+  RUNTIME_COMPACTION_BYTES_PER_SEC         segment bytes compaction reads per second (33554432)
   RUST_LOG                                 log filter (info)
 ";
 
