@@ -228,15 +228,20 @@ fn hot_records(
     while after < base {
         let page = (base - after).min(PAGE as u64);
         let sizes = log.read_stream(stream, after, page as usize, |record| {
-            line.clear();
-            record.encode_into(&mut line);
-            line.len() as u64
+            line_len(&record, &mut line)
         })?;
         after += page;
         records += sizes.len() as u64;
         bytes += sizes.iter().sum::<u64>();
     }
     Ok((records, bytes))
+}
+
+/// The bytes of `record`'s line in the hot log, encoded into `line`.
+fn line_len(record: &RecordRef<'_>, line: &mut Vec<u8>) -> u64 {
+    line.clear();
+    record.encode_into(line);
+    line.len() as u64
 }
 
 /// Runs one pass of `policy` at `now`: moves each planned history (or,
@@ -268,10 +273,8 @@ pub fn run_pass(
             let (mut records, mut bytes, mut line) = (0, 0, Vec::new());
             let moved = log.move_cold(&planned.stream, planned.base, |record| {
                 if record.seq > cold_base {
-                    line.clear();
-                    record.encode_into(&mut line);
                     records += 1;
-                    bytes += line.len() as u64;
+                    bytes += line_len(record, &mut line);
                 }
                 planned.keeps(record)
             })?;
